@@ -1,0 +1,208 @@
+// The Python surface of _core. Everything that may block (loading, decoding, waiting for output)
+// runs with the GIL released.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "engine.h"
+#include "errors.h"
+#include "log.h"
+#include "model.h"
+
+namespace py = pybind11;
+using namespace a3s;
+
+namespace {
+
+py::dict timings_dict(const Timings & t) {
+    py::dict d;
+    d["prompt_tokens"] = t.prompt_tokens;
+    d["cached_tokens"] = t.cached_tokens;
+    d["prompt_eval_count"] = t.prompt_eval_count;
+    d["prompt_eval_duration"] = t.prompt_eval_duration;
+    d["eval_count"] = t.eval_count;
+    d["eval_duration"] = t.eval_duration;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "A3S Power's inference core: llama.cpp models, slots and the batch loop.";
+
+    py::object errors = py::module_::import("a3s_power.errors");
+    static py::object model_load_error = errors.attr("ModelLoadError");
+    static py::object invalid_option_error = errors.attr("InvalidOptionError");
+    static py::object inference_error = errors.attr("InferenceError");
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Error & e) {
+            const py::object & cls = e.kind() == ErrorKind::ModelLoad       ? model_load_error
+                                     : e.kind() == ErrorKind::InvalidOption ? invalid_option_error
+                                                                            : inference_error;
+            PyErr_SetString(cls.ptr(), e.what());
+        }
+    });
+
+    m.def("backend_init", &backend_init);
+    m.def("set_log_level", &set_log_level, py::arg("level"),
+          "0 = errors only, 1 = warnings, 2 = info, 3 = debug (llama.cpp's log, on stderr).");
+    m.def("system_info", [] { return std::string(llama_print_system_info()); });
+    m.def("llama_version", [] { return std::string(llama_version()); });
+    m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
+    m.def("supports_mmap", [] { return llama_supports_mmap(); });
+    m.def("supports_mlock", [] { return llama_supports_mlock(); });
+    m.def("max_devices", [] { return llama_max_devices(); });
+
+    py::class_<ModelParams>(m, "ModelParams")
+        .def(py::init<>())
+        .def_readwrite("n_gpu_layers", &ModelParams::n_gpu_layers)
+        .def_readwrite("main_gpu", &ModelParams::main_gpu)
+        .def_readwrite("use_mmap", &ModelParams::use_mmap)
+        .def_readwrite("use_mlock", &ModelParams::use_mlock)
+        .def_readwrite("vocab_only", &ModelParams::vocab_only)
+        .def_readwrite("split_mode", &ModelParams::split_mode)
+        .def_readwrite("tensor_split", &ModelParams::tensor_split);
+
+    py::class_<Model, ModelPtr>(m, "Model")
+        .def(py::init<const std::string &, const ModelParams &>(), py::arg("path"), py::arg("params") = ModelParams(),
+             py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", &Model::path)
+        .def_property_readonly("closed", &Model::closed)
+        .def("close", &Model::close)
+        .def("metadata", &Model::metadata)
+        .def("meta", &Model::meta, py::arg("key"))
+        .def("chat_template", &Model::chat_template, py::arg("name") = "")
+        .def_property_readonly("architecture", &Model::architecture)
+        .def_property_readonly("description", &Model::description)
+        .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
+        .def_property_readonly("n_embd", &Model::n_embd)
+        .def_property_readonly("n_layer", &Model::n_layer)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("n_params", &Model::n_params)
+        .def_property_readonly("size", &Model::size)
+        .def_property_readonly("has_encoder", &Model::has_encoder)
+        .def_property_readonly("load_duration_ns", &Model::load_duration_ns)
+        .def_property_readonly("bos_token", [](const Model & self) { return llama_vocab_bos(self.vocab()); })
+        .def_property_readonly("eos_token", [](const Model & self) { return llama_vocab_eos(self.vocab()); })
+        .def_property_readonly("add_bos", [](const Model & self) { return llama_vocab_get_add_bos(self.vocab()); })
+        .def_property_readonly("fim_tokens",
+                               [](const Model & self) {
+                                   const llama_vocab * v = self.vocab();
+                                   py::dict d;
+                                   d["prefix"] = llama_vocab_fim_pre(v);
+                                   d["suffix"] = llama_vocab_fim_suf(v);
+                                   d["middle"] = llama_vocab_fim_mid(v);
+                                   return d;
+                               })
+        .def("is_eog", &Model::is_eog, py::arg("token"))
+        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
+             py::arg("parse_special") = true, py::call_guard<py::gil_scoped_release>())
+        .def("detokenize", &Model::detokenize, py::arg("tokens"), py::arg("remove_special") = false,
+             py::arg("unparse_special") = false)
+        .def("token_to_piece",
+             [](const Model & self, llama_token t, bool special) {
+                 if (t < 0 || t >= self.n_vocab()) {
+                     throw Error(ErrorKind::InvalidOption, "token id " + std::to_string(t) + " is outside the vocabulary");
+                 }
+                 return py::bytes(self.token_to_piece(t, special));
+             },
+             py::arg("token"), py::arg("special") = false);
+
+    py::class_<ContextParams>(m, "ContextParams")
+        .def(py::init<>())
+        .def_readwrite("n_ctx", &ContextParams::n_ctx)
+        .def_readwrite("n_batch", &ContextParams::n_batch)
+        .def_readwrite("n_ubatch", &ContextParams::n_ubatch)
+        .def_readwrite("n_parallel", &ContextParams::n_parallel)
+        .def_readwrite("n_threads", &ContextParams::n_threads)
+        .def_readwrite("n_threads_batch", &ContextParams::n_threads_batch)
+        .def_readwrite("flash_attn", &ContextParams::flash_attn)
+        .def_readwrite("type_k", &ContextParams::type_k)
+        .def_readwrite("type_v", &ContextParams::type_v)
+        .def_readwrite("embeddings", &ContextParams::embeddings)
+        .def_readwrite("kv_unified", &ContextParams::kv_unified);
+
+    py::class_<SamplingParams>(m, "SamplingParams")
+        .def(py::init<>())
+        .def_readwrite("temperature", &SamplingParams::temperature)
+        .def_readwrite("top_k", &SamplingParams::top_k)
+        .def_readwrite("top_p", &SamplingParams::top_p)
+        .def_readwrite("min_p", &SamplingParams::min_p)
+        .def_readwrite("typical_p", &SamplingParams::typical_p)
+        .def_readwrite("repeat_last_n", &SamplingParams::repeat_last_n)
+        .def_readwrite("repeat_penalty", &SamplingParams::repeat_penalty)
+        .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
+        .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+        .def_readwrite("penalize_newline", &SamplingParams::penalize_newline)
+        .def_readwrite("mirostat", &SamplingParams::mirostat)
+        .def_readwrite("mirostat_tau", &SamplingParams::mirostat_tau)
+        .def_readwrite("mirostat_eta", &SamplingParams::mirostat_eta)
+        .def_readwrite("seed", &SamplingParams::seed)
+        .def_readwrite("logit_bias", &SamplingParams::logit_bias)
+        .def_readwrite("grammar", &SamplingParams::grammar);
+
+    py::class_<TokenChoice>(m, "TokenChoice")
+        .def_readonly("token", &TokenChoice::token)
+        .def_readonly("logprob", &TokenChoice::logprob);
+
+    py::class_<TokenLogprob>(m, "TokenLogprob")
+        .def_readonly("token", &TokenLogprob::token)
+        .def_readonly("logprob", &TokenLogprob::logprob)
+        .def_readonly("top", &TokenLogprob::top);
+
+    py::class_<Event>(m, "Event")
+        .def_readonly("id", &Event::id)
+        .def_readonly("text", &Event::text)
+        .def_readonly("tokens", &Event::tokens)
+        .def_readonly("logprobs", &Event::logprobs)
+        .def_readonly("embedding", &Event::embedding)
+        .def_readonly("done", &Event::done)
+        .def_readonly("done_reason", &Event::done_reason)
+        .def_readonly("error", &Event::error)
+        .def_property_readonly("timings", [](const Event & e) { return timings_dict(e.timings); })
+        .def("__repr__", [](const Event & e) {
+            return "<Event id=" + std::to_string(e.id) + " tokens=" + std::to_string(e.tokens.size()) +
+                   (e.done ? " done=" + e.done_reason : std::string()) + ">";
+        });
+
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+        .def(py::init<ModelPtr, const ContextParams &>(), py::arg("model"), py::arg("params") = ContextParams(),
+             py::call_guard<py::gil_scoped_release>())
+        .def("submit",
+             [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,
+                std::vector<std::string> stop, bool logprobs, int top_logprobs) {
+                 GenerateParams p;
+                 p.prompt = std::move(prompt);
+                 p.sampling = sampling;
+                 p.num_predict = num_predict;
+                 p.stop = std::move(stop);
+                 p.logprobs = logprobs;
+                 p.top_logprobs = top_logprobs;
+                 py::gil_scoped_release release;
+                 return self.submit(std::move(p));
+             },
+             py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
+             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0)
+        .def("submit_embedding", &Engine::submit_embedding, py::arg("tokens"), py::arg("normalize") = true,
+             py::call_guard<py::gil_scoped_release>())
+        .def("cancel", &Engine::cancel, py::arg("id"), py::call_guard<py::gil_scoped_release>())
+        .def("drain", &Engine::drain, py::arg("timeout_ms") = 0, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("notify_fd", &Engine::notify_fd)
+        .def_property_readonly("n_ctx", [](const Engine & e) { return e.params().n_ctx; })
+        .def_property_readonly("n_ctx_total", &Engine::n_ctx_total)
+        .def_property_readonly("n_parallel", [](const Engine & e) { return e.params().n_parallel; })
+        .def_property_readonly("embeddings", [](const Engine & e) { return e.params().embeddings; })
+        .def_property_readonly("model", &Engine::model)
+        .def("stats",
+             [](Engine & e) {
+                 EngineStats s = e.stats();
+                 py::dict d;
+                 d["slots"] = s.slots;
+                 d["slots_busy"] = s.slots_busy;
+                 d["queued"] = s.queued;
+                 d["steps"] = s.steps;
+                 return d;
+             })
+        .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>());
+}

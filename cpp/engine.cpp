@@ -1,0 +1,576 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "errors.h"
+#include "log.h"
+
+namespace a3s {
+
+struct Request {
+    uint64_t id = 0;
+    bool embedding = false;
+    bool normalize = true;
+    GenerateParams params;
+    std::atomic<bool> cancelled{false};
+
+    // Set while the request holds a slot.
+    std::unique_ptr<Sampler> sampler;
+    std::unique_ptr<TextStream> text;
+    size_t prompt_done = 0;  // prompt tokens already in the slot's KV cache
+    bool prompt_started = false;
+    bool generating = false;
+    llama_token next_token = -1;  // sampled, to be evaluated in the next step
+    int n_generated = 0;
+    Timings timings;
+    std::chrono::steady_clock::time_point t_prompt_start, t_prompt_end;
+};
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+int64_t ns_between(clock_type::time_point a, clock_type::time_point b) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+}
+
+ggml_type parse_cache_type(const std::string & option, const std::string & name) {
+    if (name == "f16") return GGML_TYPE_F16;
+    if (name == "f32") return GGML_TYPE_F32;
+    if (name == "bf16") return GGML_TYPE_BF16;
+    if (name == "q8_0") return GGML_TYPE_Q8_0;
+    if (name == "q4_0") return GGML_TYPE_Q4_0;
+    throw_invalid_option(option, "'" + name + "' is not one of f16, q8_0, q4_0, f32, bf16");
+}
+
+llama_flash_attn_type parse_flash_attn(const std::string & v) {
+    if (v == "auto") return LLAMA_FLASH_ATTN_TYPE_AUTO;
+    if (v == "on" || v == "true" || v == "enabled") return LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    if (v == "off" || v == "false" || v == "disabled") return LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    throw_invalid_option("flash_attention", "'" + v + "' is not one of auto, on, off");
+}
+
+int default_threads() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 4 : int(n);
+}
+
+void validate(const ContextParams & p) {
+    if (p.n_ctx <= 0) throw_invalid_option("num_ctx", "must be positive, got " + std::to_string(p.n_ctx));
+    if (p.n_batch <= 0) throw_invalid_option("num_batch", "must be positive, got " + std::to_string(p.n_batch));
+    if (p.n_ubatch <= 0) throw_invalid_option("num_ubatch", "must be positive, got " + std::to_string(p.n_ubatch));
+    if (p.n_parallel <= 0 || size_t(p.n_parallel) > llama_max_parallel_sequences()) {
+        throw_invalid_option("num_parallel", "must be between 1 and " + std::to_string(llama_max_parallel_sequences()) +
+                                                 ", got " + std::to_string(p.n_parallel));
+    }
+    if (p.n_threads < 0) throw_invalid_option("num_thread", "must not be negative, got " + std::to_string(p.n_threads));
+    if (p.n_threads_batch < 0) {
+        throw_invalid_option("num_thread_batch", "must not be negative, got " + std::to_string(p.n_threads_batch));
+    }
+}
+
+void l2_normalize(std::vector<float> & v) {
+    double sum = 0.0;
+    for (float x : v) sum += double(x) * x;
+    const double norm = std::sqrt(sum);
+    if (norm > 0.0) {
+        for (float & x : v) x = float(x / norm);
+    }
+}
+
+}  // namespace
+
+Engine::Engine(ModelPtr model, const ContextParams & params) : model_(std::move(model)), params_(params) {
+    validate(params_);
+    llama_model * m = model_->get();
+
+    llama_context_params cp = llama_context_default_params();
+    const int n_threads = params_.n_threads > 0 ? params_.n_threads : default_threads();
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads;
+    cp.n_seq_max = uint32_t(params_.n_parallel);
+    cp.flash_attn_type = parse_flash_attn(params_.flash_attn);
+    cp.type_k = parse_cache_type("kv_cache_type", params_.type_k);
+    cp.type_v = parse_cache_type("kv_cache_type", params_.type_v);
+    cp.kv_unified = params_.kv_unified;
+    cp.no_perf = true;
+    cp.abort_callback = &Engine::should_abort;
+    cp.abort_callback_data = this;
+    if (params_.embeddings) {
+        // A non-causal model must see a whole input in one micro-batch.
+        cp.embeddings = true;
+        cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.kv_unified ? 1 : params_.n_parallel);
+        cp.n_batch = cp.n_ubatch = uint32_t(params_.n_ctx);
+    } else {
+        cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.n_parallel);
+        cp.n_batch = uint32_t(std::max(params_.n_batch, params_.n_parallel));
+        cp.n_ubatch = uint32_t(std::min<int>(params_.n_ubatch, cp.n_batch));
+    }
+
+    take_thread_log_errors();
+    ctx_ = llama_init_from_model(m, cp);
+    if (!ctx_) {
+        std::string why = take_thread_log_errors();
+        throw Error(ErrorKind::ModelLoad,
+                    "failed to create a context for " + model_->path() + ": " + (why.empty() ? "unknown reason" : why));
+    }
+    mem_ = llama_get_memory(ctx_);
+    n_batch_ = int(llama_n_batch(ctx_));
+    batch_ = llama_batch_init(n_batch_, 0, 1);
+    can_reuse_prefix_ = !params_.embeddings && mem_ != nullptr && !model_->is_recurrent() && model_->n_swa() == 0;
+
+    slots_.resize(params_.n_parallel);
+    for (int i = 0; i < params_.n_parallel; ++i) slots_[i].seq = i;
+    thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() { close(); }
+
+void Engine::close() {
+    if (!thread_.joinable()) return;
+    stopping_ = true;
+    queue_cv_.notify_all();
+    thread_.join();
+    llama_batch_free(batch_);
+    llama_free(ctx_);
+    ctx_ = nullptr;
+}
+
+int Engine::n_ctx_total() const { return ctx_ ? int(llama_n_ctx(ctx_)) : 0; }
+
+uint64_t Engine::submit(GenerateParams params) {
+    if (params_.embeddings) throw Error(ErrorKind::InvalidOption, "this model was loaded for embeddings only");
+    if (params.prompt.empty()) throw Error(ErrorKind::InvalidOption, "the prompt has no tokens");
+    if (params.prompt.size() >= size_t(params_.n_ctx)) {
+        throw Error(ErrorKind::InvalidOption, "the prompt has " + std::to_string(params.prompt.size()) +
+                                                  " tokens, more than the context allows (num_ctx " +
+                                                  std::to_string(params_.n_ctx) + ")");
+    }
+    if (params.top_logprobs < 0 || params.top_logprobs > 20) {
+        throw_invalid_option("top_logprobs", "must be between 0 and 20");
+    }
+    const int n_vocab = model_->n_vocab();
+    for (llama_token t : params.prompt) {
+        if (t < 0 || t >= n_vocab) {
+            throw Error(ErrorKind::InvalidOption, "token id " + std::to_string(t) + " is outside the vocabulary");
+        }
+    }
+    auto req = std::make_shared<Request>();
+    // Built here so a bad grammar or option fails the call, not the inference thread.
+    req->sampler = std::make_unique<Sampler>(model_->get(), params.sampling, params_.n_ctx);
+    req->text = std::make_unique<TextStream>(params.stop);
+    req->params = std::move(params);
+    req->id = next_id_++;
+    {
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        if (stopping_) throw Error(ErrorKind::Inference, "the engine is closed");
+        queue_.push_back(req);
+        live_[req->id] = req;
+    }
+    queue_cv_.notify_one();
+    return req->id;
+}
+
+uint64_t Engine::submit_embedding(std::vector<llama_token> tokens, bool normalize) {
+    if (!params_.embeddings) throw Error(ErrorKind::InvalidOption, "this model was not loaded for embeddings");
+    if (tokens.empty()) throw Error(ErrorKind::InvalidOption, "the input has no tokens");
+    if (tokens.size() > size_t(params_.n_ctx)) {
+        throw Error(ErrorKind::InvalidOption, "the input has " + std::to_string(tokens.size()) +
+                                                  " tokens, more than the context allows (num_ctx " +
+                                                  std::to_string(params_.n_ctx) + ")");
+    }
+    auto req = std::make_shared<Request>();
+    req->embedding = true;
+    req->normalize = normalize;
+    req->params.prompt = std::move(tokens);
+    req->id = next_id_++;
+    {
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        if (stopping_) throw Error(ErrorKind::Inference, "the engine is closed");
+        queue_.push_back(req);
+        live_[req->id] = req;
+    }
+    queue_cv_.notify_one();
+    return req->id;
+}
+
+void Engine::cancel(uint64_t id) {
+    {
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        auto it = live_.find(id);
+        if (it == live_.end()) return;
+        it->second->cancelled = true;
+    }
+    queue_cv_.notify_one();
+}
+
+EngineStats Engine::stats() {
+    EngineStats s;
+    s.slots = params_.n_parallel;
+    s.slots_busy = busy_.load();
+    s.steps = steps_.load();
+    std::lock_guard<std::mutex> lk(queue_mutex_);
+    s.queued = int(queue_.size());
+    return s;
+}
+
+bool Engine::should_abort(void * data) {
+    auto * self = static_cast<Engine *>(data);
+    if (self->stopping_.load(std::memory_order_relaxed)) return true;
+    if (self->in_batch_.empty()) return false;
+    for (Slot * s : self->in_batch_) {
+        if (!s->req->cancelled.load(std::memory_order_relaxed)) return false;
+    }
+    return true;  // nobody is waiting for this batch any more
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inference thread
+
+void Engine::run() {
+    int budget = n_batch_;
+    std::vector<Event> out;
+    while (true) {
+        {
+            std::unique_lock<std::mutex> lk(queue_mutex_);
+            queue_cv_.wait(lk, [&] { return stopping_ || !queue_.empty() || busy_.load() > 0; });
+            if (stopping_) break;
+        }
+        admit_waiting();
+
+        // Requests cancelled while in a slot leave before the batch is built.
+        for (Slot & slot : slots_) {
+            if (slot.req && slot.req->cancelled) finish(slot, "cancel", "", out);
+        }
+        if (!out.empty()) publish(out);
+
+        const int n = build_batch(budget);
+        if (n == 0) continue;
+
+        const int rc = llama_decode(ctx_, batch_);
+        steps_++;
+        if (rc == 0) {
+            budget = n_batch_;
+            after_decode();
+            continue;
+        }
+        // The batch did not go through: drop whatever part of it reached the KV cache, so every
+        // slot is exactly as it was before this step.
+        for (Slot * s : in_batch_) forget(*s, s->cache.size());
+        if (rc == 2) {  // aborted: the slots were cancelled, or we are closing
+            in_batch_.clear();
+            continue;
+        }
+        if (rc == 1 && budget > 1) {  // no room in the KV cache for so many tokens at once
+            budget /= 2;
+            in_batch_.clear();
+            continue;
+        }
+        fail_batch("llama_decode failed with code " + std::to_string(rc), out);
+        publish(out);
+        budget = n_batch_;
+    }
+
+    // Closing: whoever still waits learns so.
+    std::vector<std::shared_ptr<Request>> left;
+    {
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        left.assign(queue_.begin(), queue_.end());
+        queue_.clear();
+    }
+    for (Slot & slot : slots_) {
+        if (slot.req) finish(slot, "cancel", "", out);
+    }
+    for (auto & req : left) {
+        Event & e = event_for(out, req->id);
+        e.done = true;
+        e.done_reason = "cancel";
+    }
+    publish(out);
+}
+
+void Engine::admit_waiting() {
+    std::vector<Event> out;
+    std::unique_lock<std::mutex> lk(queue_mutex_);
+    // Cancelled before they got a slot: answer them right away.
+    for (auto it = queue_.begin(); it != queue_.end();) {
+        if ((*it)->cancelled) {
+            Event & e = event_for(out, (*it)->id);
+            e.done = true;
+            e.done_reason = "cancel";
+            live_.erase((*it)->id);
+            it = queue_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    while (!queue_.empty()) {
+        auto req = queue_.front();
+        // The idle slot whose cache shares the longest prefix with the prompt; ties go to the
+        // least recently used, so a conversation tends to come back to its own slot.
+        Slot * best = nullptr;
+        size_t best_common = 0;
+        for (Slot & slot : slots_) {
+            if (slot.req) continue;
+            size_t common = 0;
+            if (can_reuse_prefix_ && !req->embedding) {
+                const auto & p = req->params.prompt;
+                const size_t lim = std::min(slot.cache.size(), p.size());
+                while (common < lim && slot.cache[common] == p[common]) ++common;
+            }
+            if (!best || common > best_common || (common == best_common && slot.last_used < best->last_used)) {
+                best = &slot;
+                best_common = common;
+            }
+        }
+        if (!best) break;
+        queue_.pop_front();
+        lk.unlock();
+        assign(*best, std::move(req));
+        lk.lock();
+    }
+    lk.unlock();
+    if (!out.empty()) publish(out);
+}
+
+void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
+    const auto & prompt = req->params.prompt;
+    size_t common = 0;
+    if (can_reuse_prefix_ && !req->embedding) {
+        const size_t lim = std::min(slot.cache.size(), prompt.size());
+        while (common < lim && slot.cache[common] == prompt[common]) ++common;
+        if (common == prompt.size()) --common;  // the last prompt token must be evaluated for its logits
+        if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
+    }
+    if (common == 0) forget(slot, 0);
+    slot.cache.resize(common);
+    req->prompt_done = common;
+    req->timings.prompt_tokens = int64_t(prompt.size());
+    req->timings.cached_tokens = int64_t(common);
+    slot.req = std::move(req);
+    slot.last_used = ++clock_;
+    busy_++;
+}
+
+int Engine::build_batch(int budget) {
+    batch_.n_tokens = 0;
+    in_batch_.clear();
+    auto add = [&](llama_token tok, llama_pos pos, int seq, bool logits) {
+        const int i = batch_.n_tokens++;
+        batch_.token[i] = tok;
+        batch_.pos[i] = pos;
+        batch_.n_seq_id[i] = 1;
+        batch_.seq_id[i][0] = seq;
+        batch_.logits[i] = logits;
+    };
+    // Generating slots first: one token each keeps every stream moving.
+    for (Slot & slot : slots_) {
+        if (!slot.req || !slot.req->generating || budget - batch_.n_tokens < 1) continue;
+        slot.batch_from = batch_.n_tokens;
+        slot.batch_count = 1;
+        add(slot.req->next_token, llama_pos(slot.cache.size()), slot.seq, true);
+        in_batch_.push_back(&slot);
+    }
+    // Then prompt chunks, oldest request first, in what room is left.
+    std::vector<Slot *> prefilling;
+    for (Slot & slot : slots_) {
+        if (slot.req && !slot.req->generating) prefilling.push_back(&slot);
+    }
+    std::sort(prefilling.begin(), prefilling.end(), [](Slot * a, Slot * b) { return a->req->id < b->req->id; });
+    for (Slot * slot : prefilling) {
+        Request & req = *slot->req;
+        const auto & prompt = req.params.prompt;
+        const int room = budget - batch_.n_tokens;
+        const int left = int(prompt.size() - req.prompt_done);
+        if (room <= 0) break;
+        if (req.embedding && left > room) {
+            if (batch_.n_tokens > 0) break;  // an input is never split: it waits for an empty batch
+        }
+        const int take = std::min(room, left);
+        if (!req.prompt_started) {
+            req.prompt_started = true;
+            req.t_prompt_start = clock_type::now();
+        }
+        slot->batch_from = batch_.n_tokens;
+        slot->batch_count = take;
+        for (int k = 0; k < take; ++k) {
+            const size_t at = req.prompt_done + size_t(k);
+            const bool last = at + 1 == prompt.size();
+            add(prompt[at], llama_pos(at), slot->seq, req.embedding || last);
+        }
+        in_batch_.push_back(slot);
+    }
+    return batch_.n_tokens;
+}
+
+void Engine::after_decode() {
+    std::vector<Event> out;
+    for (Slot * slot : in_batch_) {
+        Request & req = *slot->req;
+        if (req.generating) {
+            slot->cache.push_back(req.next_token);
+            sample_slot(*slot, out);
+            continue;
+        }
+        // A prompt chunk went in.
+        const auto & prompt = req.params.prompt;
+        slot->cache.insert(slot->cache.end(), prompt.begin() + long(req.prompt_done),
+                           prompt.begin() + long(req.prompt_done) + slot->batch_count);
+        req.prompt_done += size_t(slot->batch_count);
+        req.timings.prompt_eval_count += slot->batch_count;
+        if (req.prompt_done < prompt.size()) continue;
+
+        req.t_prompt_end = clock_type::now();
+        req.timings.prompt_eval_duration = ns_between(req.t_prompt_start, req.t_prompt_end);
+        if (req.embedding) {
+            const float * emb = llama_get_embeddings_seq(ctx_, slot->seq);
+            if (!emb) emb = llama_get_embeddings_ith(ctx_, slot->batch_from + slot->batch_count - 1);
+            Event & e = event_for(out, req.id);
+            if (!emb) {
+                finish(*slot, "error", "the model returned no embedding", out);
+                continue;
+            }
+            const int n_embd = llama_model_n_embd_out(model_->get());
+            e.embedding.assign(emb, emb + n_embd);
+            if (req.normalize) l2_normalize(e.embedding);
+            finish(*slot, "stop", "", out);
+            continue;
+        }
+        // Penalties look back over the prompt too, as llama.cpp's own tools do.
+        const size_t from = prompt.size() > 256 ? prompt.size() - 256 : 0;
+        for (size_t i = from; i < prompt.size(); ++i) req.sampler->accept_prompt_token(prompt[i]);
+        req.generating = true;
+        sample_slot(*slot, out);
+    }
+    in_batch_.clear();
+    publish(out);
+}
+
+void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
+    Request & req = *slot.req;
+    const int idx = slot.batch_from + slot.batch_count - 1;
+    const float * logits = llama_get_logits_ith(ctx_, idx);
+    const llama_token token = req.sampler->sample(logits);
+
+    if (model_->is_eog(token)) {
+        finish(slot, "stop", "", out);
+        return;
+    }
+    Event & e = event_for(out, req.id);
+    req.n_generated++;
+    e.tokens.push_back(token);
+    if (req.params.logprobs) {
+        TokenLogprob lp{token, 0.0f, {}};
+        Sampler::logprobs(logits, model_->n_vocab(), token, req.params.top_logprobs, lp.logprob, lp.top);
+        e.logprobs.push_back(std::move(lp));
+    }
+    const bool hit_stop = req.text->push(model_->token_to_piece(token, false));
+    e.text += req.text->take_ready();
+    if (hit_stop) {
+        finish(slot, "stop", "", out);
+    } else if (req.params.num_predict >= 0 && req.n_generated >= req.params.num_predict) {
+        finish(slot, "length", "", out);
+    } else if (slot.cache.size() + 1 >= size_t(params_.n_ctx)) {
+        finish(slot, "length", "", out);
+    } else {
+        req.next_token = token;
+    }
+}
+
+void Engine::finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out) {
+    Request & req = *slot.req;
+    Event & e = event_for(out, req.id);
+    if (req.text) e.text += req.text->finish();
+    const auto now = clock_type::now();
+    if (req.generating) {
+        req.timings.eval_count = req.n_generated;
+        req.timings.eval_duration = ns_between(req.t_prompt_end, now);
+    } else if (req.timings.prompt_eval_count > 0 && req.timings.prompt_eval_duration == 0) {
+        req.timings.prompt_eval_duration = ns_between(req.t_prompt_start, now);
+    }
+    e.timings = req.timings;
+    e.done = true;
+    e.done_reason = reason;
+    e.error = error;
+    if (req.embedding) forget(slot, 0);
+    {
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        live_.erase(req.id);
+    }
+    slot.req.reset();
+    busy_--;
+}
+
+void Engine::fail_batch(const std::string & error, std::vector<Event> & out) {
+    for (Slot * s : in_batch_) {
+        forget(*s, 0);
+        finish(*s, "error", error, out);
+    }
+    in_batch_.clear();
+}
+
+// Drops the slot's KV cells from position `from` on.
+void Engine::forget(Slot & slot, size_t from) {
+    if (mem_) llama_memory_seq_rm(mem_, slot.seq, from == 0 ? -1 : llama_pos(from), -1);
+    slot.cache.resize(std::min(slot.cache.size(), from));
+}
+
+Event & Engine::event_for(std::vector<Event> & out, uint64_t id) {
+    for (auto & e : out) {
+        if (e.id == id) return e;
+    }
+    out.emplace_back();
+    out.back().id = id;
+    return out.back();
+}
+
+// Hands a step's output to the consumer, merging it into what the consumer has not drained yet.
+void Engine::publish(std::vector<Event> & events) {
+    if (events.empty()) return;
+    {
+        std::lock_guard<std::mutex> lk(out_mutex_);
+        for (auto & e : events) {
+            auto it = pending_index_.find(e.id);
+            if (it == pending_index_.end()) {
+                pending_index_[e.id] = pending_.size();
+                pending_.push_back(std::move(e));
+                continue;
+            }
+            Event & p = pending_[it->second];
+            p.text += e.text;
+            p.tokens.insert(p.tokens.end(), e.tokens.begin(), e.tokens.end());
+            for (auto & lp : e.logprobs) p.logprobs.push_back(std::move(lp));
+            if (!e.embedding.empty()) p.embedding = std::move(e.embedding);
+            if (e.done) {
+                p.done = true;
+                p.done_reason = e.done_reason;
+                p.error = e.error;
+                p.timings = e.timings;
+            }
+        }
+    }
+    events.clear();
+    out_cv_.notify_all();
+    notifier_.signal();
+}
+
+std::vector<Event> Engine::drain(int timeout_ms) {
+    notifier_.clear();
+    std::unique_lock<std::mutex> lk(out_mutex_);
+    if (pending_.empty() && timeout_ms != 0) {
+        auto ready = [&] { return !pending_.empty(); };
+        if (timeout_ms < 0) {
+            out_cv_.wait(lk, ready);
+        } else {
+            out_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
+        }
+    }
+    std::vector<Event> out;
+    out.swap(pending_);
+    pending_index_.clear();
+    return out;
+}
+
+}  // namespace a3s

@@ -1,0 +1,158 @@
+// One context over a Model, with N slots (one llama_seq_id each) and one inference thread that
+// runs continuous batching: each step decodes one batch holding the next token of every
+// generating slot and prompt chunks of slots still prefilling. Python submits requests and
+// drains their output; it never runs per-token work.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model.h"
+#include "notifier.h"
+#include "sampling.h"
+#include "text_stream.h"
+
+namespace a3s {
+
+struct ContextParams {
+    int n_ctx = 2048;  // num_ctx: tokens each slot may hold
+    int n_batch = 512;
+    int n_ubatch = 512;
+    int n_parallel = 1;  // slots
+    int n_threads = 0;   // 0 = all cores
+    int n_threads_batch = 0;
+    std::string flash_attn = "auto";  // auto | on | off
+    std::string type_k = "f16";       // f16 | q8_0 | q4_0 | f32 | bf16
+    std::string type_v = "f16";
+    bool embeddings = false;  // an embedding context serves embed requests only
+    bool kv_unified = true;   // slots share one KV buffer, so a shared prefix can be copied cheaply
+};
+
+struct GenerateParams {
+    std::vector<llama_token> prompt;
+    int num_predict = -1;  // < 0: until end of generation or the context is full
+    std::vector<std::string> stop;
+    bool logprobs = false;
+    int top_logprobs = 0;
+    SamplingParams sampling;
+};
+
+struct Timings {
+    int64_t prompt_tokens = 0;         // the whole prompt
+    int64_t cached_tokens = 0;         // of those, reused from the slot's KV cache
+    int64_t prompt_eval_count = 0;     // evaluated now
+    int64_t prompt_eval_duration = 0;  // ns
+    int64_t eval_count = 0;
+    int64_t eval_duration = 0;  // ns
+};
+
+struct TokenLogprob {
+    llama_token token;
+    float logprob;
+    std::vector<TokenChoice> top;
+};
+
+// What a request produced since the last drain. Text is always whole UTF-8 characters.
+struct Event {
+    uint64_t id = 0;
+    std::string text;
+    std::vector<llama_token> tokens;
+    std::vector<TokenLogprob> logprobs;
+    std::vector<float> embedding;
+    bool done = false;
+    std::string done_reason;  // stop | length | cancel | error
+    std::string error;
+    Timings timings;
+};
+
+struct Request;
+
+struct Slot {
+    int seq = 0;
+    std::shared_ptr<Request> req;
+    std::vector<llama_token> cache;  // tokens whose KV cells this sequence holds
+    uint64_t last_used = 0;
+    int batch_from = 0;  // this step: where the slot's tokens start in the batch
+    int batch_count = 0;
+};
+
+struct EngineStats {
+    int slots = 0;
+    int slots_busy = 0;
+    int queued = 0;
+    uint64_t steps = 0;
+};
+
+class Engine {
+  public:
+    Engine(ModelPtr model, const ContextParams & params);
+    ~Engine();
+    Engine(const Engine &) = delete;
+    Engine & operator=(const Engine &) = delete;
+
+    uint64_t submit(GenerateParams params);
+    uint64_t submit_embedding(std::vector<llama_token> tokens, bool normalize);
+    void cancel(uint64_t id);
+
+    // Output of every request that has some, waiting up to timeout_ms (0 = don't wait, < 0 = forever).
+    std::vector<Event> drain(int timeout_ms);
+    int notify_fd() const { return notifier_.fd(); }
+
+    EngineStats stats();
+    const ContextParams & params() const { return params_; }
+    int n_ctx_total() const;
+    const ModelPtr & model() const { return model_; }
+    void close();
+
+  private:
+    void run();
+    void admit_waiting();
+    void assign(Slot & slot, std::shared_ptr<Request> req);
+    int build_batch(int budget);
+    void after_decode();
+    void sample_slot(Slot & slot, std::vector<Event> & out);
+    void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
+    void forget(Slot & slot, size_t from);
+    void fail_batch(const std::string & error, std::vector<Event> & out);
+    void publish(std::vector<Event> & events);
+    Event & event_for(std::vector<Event> & out, uint64_t id);
+    static bool should_abort(void * data);
+
+    ModelPtr model_;
+    ContextParams params_;
+    llama_context * ctx_ = nullptr;
+    llama_memory_t mem_ = nullptr;
+    llama_batch batch_{};
+    int n_batch_ = 0;
+    bool can_reuse_prefix_ = true;
+    std::vector<Slot> slots_;
+    std::vector<Slot *> in_batch_;
+    uint64_t clock_ = 0;
+
+    std::mutex queue_mutex_;
+    std::condition_variable queue_cv_;
+    std::deque<std::shared_ptr<Request>> queue_;
+    std::map<uint64_t, std::shared_ptr<Request>> live_;  // queued or in a slot, for cancel()
+    std::atomic<uint64_t> next_id_{1};
+    std::atomic<bool> stopping_{false};
+    std::atomic<int> busy_{0};
+    std::atomic<uint64_t> steps_{0};
+
+    std::mutex out_mutex_;
+    std::condition_variable out_cv_;
+    std::vector<Event> pending_;
+    std::map<uint64_t, size_t> pending_index_;
+    Notifier notifier_;
+
+    std::thread thread_;
+};
+
+}  // namespace a3s

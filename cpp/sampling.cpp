@@ -1,0 +1,186 @@
+#include "sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "errors.h"
+#include "log.h"
+
+namespace a3s {
+namespace {
+
+// penalize_newline=false: the penalties sampler must leave the newline token's logit alone.
+// llama.cpp dropped that switch, so this wrapper restores the newline logit after the
+// wrapped penalties sampler has run.
+struct KeepNewline {
+    llama_sampler * inner;
+    llama_token newline;
+};
+
+llama_sampler * keep_newline_clone(const llama_sampler * smpl);
+
+llama_sampler_i * keep_newline_iface() {
+    static llama_sampler_i iface = [] {
+        llama_sampler_i i{};
+        i.name = [](const llama_sampler *) { return "penalties-keep-newline"; };
+        i.accept = [](llama_sampler * s, llama_token t) {
+            llama_sampler_accept(static_cast<KeepNewline *>(s->ctx)->inner, t);
+        };
+        i.apply = [](llama_sampler * s, llama_token_data_array * cur) {
+            auto * k = static_cast<KeepNewline *>(s->ctx);
+            float saved = 0.0f;
+            long at = -1;
+            for (size_t j = 0; j < cur->size; ++j) {
+                if (cur->data[j].id == k->newline) {
+                    at = long(j);
+                    saved = cur->data[j].logit;
+                    break;
+                }
+            }
+            llama_sampler_apply(k->inner, cur);
+            if (at >= 0) {
+                // The penalties sampler does not reorder candidates, so the index still holds.
+                cur->data[at].logit = saved;
+            }
+        };
+        i.reset = [](llama_sampler * s) { llama_sampler_reset(static_cast<KeepNewline *>(s->ctx)->inner); };
+        i.clone = keep_newline_clone;
+        i.free = [](llama_sampler * s) {
+            auto * k = static_cast<KeepNewline *>(s->ctx);
+            llama_sampler_free(k->inner);
+            delete k;
+        };
+        return i;
+    }();
+    return &iface;
+}
+
+llama_sampler * make_keep_newline(llama_sampler * inner, llama_token newline) {
+    return llama_sampler_init(keep_newline_iface(), new KeepNewline{inner, newline});
+}
+
+llama_sampler * keep_newline_clone(const llama_sampler * smpl) {
+    auto * k = static_cast<const KeepNewline *>(smpl->ctx);
+    return make_keep_newline(llama_sampler_clone(k->inner), k->newline);
+}
+
+uint32_t seed_of(int64_t seed) { return seed < 0 ? LLAMA_DEFAULT_SEED : uint32_t(seed); }
+
+}  // namespace
+
+Sampler::Sampler(const llama_model * model, const SamplingParams & p, int n_ctx)
+    : vocab_(llama_model_get_vocab(model)), n_vocab_(llama_vocab_n_tokens(vocab_)) {
+    if (p.mirostat < 0 || p.mirostat > 2) throw_invalid_option("mirostat", "must be 0, 1 or 2");
+    if (p.repeat_penalty <= 0.0f) throw_invalid_option("repeat_penalty", "must be greater than 0");
+    if (p.repeat_last_n < -1) throw_invalid_option("repeat_last_n", "must be -1 or more");
+
+    if (!p.grammar.empty()) {
+        take_thread_log_errors();
+        grammar_ = llama_sampler_init_grammar(vocab_, p.grammar.c_str(), "root");
+        if (!grammar_) {
+            std::string why = take_thread_log_errors();
+            throw Error(ErrorKind::InvalidOption, "invalid grammar: " + (why.empty() ? "failed to parse" : why));
+        }
+    }
+
+    auto cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    chain_ = llama_sampler_chain_init(cp);
+
+    if (!p.logit_bias.empty()) {
+        std::vector<llama_logit_bias> bias;
+        for (const auto & [tok, b] : p.logit_bias) {
+            if (tok < 0 || tok >= n_vocab_) {
+                throw_invalid_option("logit_bias", "token id " + std::to_string(tok) + " is outside the vocabulary");
+            }
+            bias.push_back({tok, b});
+        }
+        llama_sampler_chain_add(chain_, llama_sampler_init_logit_bias(n_vocab_, int32_t(bias.size()), bias.data()));
+    }
+
+    const int last_n = p.repeat_last_n < 0 ? n_ctx : p.repeat_last_n;
+    const bool penalize =
+        last_n != 0 && (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
+    if (penalize) {
+        llama_sampler * pen =
+            llama_sampler_init_penalties(n_vocab_, last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
+        const llama_token nl = llama_vocab_nl(vocab_);
+        llama_sampler_chain_add(chain_, (!p.penalize_newline && nl >= 0) ? make_keep_newline(pen, nl) : pen);
+    }
+
+    if (p.temperature <= 0.0f) {
+        llama_sampler_chain_add(chain_, llama_sampler_init_greedy());
+    } else if (p.mirostat == 1) {
+        llama_sampler_chain_add(chain_, llama_sampler_init_temp(p.temperature));
+        llama_sampler_chain_add(chain_,
+                                llama_sampler_init_mirostat(n_vocab_, seed_of(p.seed), p.mirostat_tau, p.mirostat_eta, 100));
+    } else if (p.mirostat == 2) {
+        llama_sampler_chain_add(chain_, llama_sampler_init_temp(p.temperature));
+        llama_sampler_chain_add(chain_, llama_sampler_init_mirostat_v2(seed_of(p.seed), p.mirostat_tau, p.mirostat_eta));
+    } else {
+        if (p.top_k > 0) llama_sampler_chain_add(chain_, llama_sampler_init_top_k(p.top_k));
+        if (p.typical_p > 0.0f && p.typical_p < 1.0f) llama_sampler_chain_add(chain_, llama_sampler_init_typical(p.typical_p, 1));
+        if (p.top_p > 0.0f && p.top_p < 1.0f) llama_sampler_chain_add(chain_, llama_sampler_init_top_p(p.top_p, 1));
+        if (p.min_p > 0.0f) llama_sampler_chain_add(chain_, llama_sampler_init_min_p(p.min_p, 1));
+        llama_sampler_chain_add(chain_, llama_sampler_init_temp(p.temperature));
+        llama_sampler_chain_add(chain_, llama_sampler_init_dist(seed_of(p.seed)));
+    }
+    candidates_.resize(n_vocab_);
+}
+
+Sampler::~Sampler() {
+    if (chain_) llama_sampler_free(chain_);
+    if (grammar_) llama_sampler_free(grammar_);
+}
+
+void Sampler::fill_candidates(const float * logits) {
+    for (int i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, logits[i], 0.0f};
+}
+
+llama_token Sampler::sample(const float * logits) {
+    fill_candidates(logits);
+    llama_token_data_array cur{candidates_.data(), size_t(n_vocab_), -1, false};
+    llama_sampler_apply(chain_, &cur);
+    llama_token token = cur.data[cur.selected].id;
+
+    if (grammar_) {
+        // Most picks already satisfy the grammar: check the one pick, and only when it fails
+        // pay for masking the whole vocabulary and sampling again.
+        llama_token_data single{token, 1.0f, 0.0f};
+        llama_token_data_array one{&single, 1, -1, false};
+        llama_sampler_apply(grammar_, &one);
+        if (std::isinf(single.logit)) {
+            fill_candidates(logits);
+            llama_token_data_array all{candidates_.data(), size_t(n_vocab_), -1, false};
+            llama_sampler_apply(grammar_, &all);
+            llama_sampler_apply(chain_, &all);
+            token = all.data[all.selected].id;
+        }
+        llama_sampler_accept(grammar_, token);
+    }
+    llama_sampler_accept(chain_, token);
+    return token;
+}
+
+void Sampler::accept_prompt_token(llama_token token) { llama_sampler_accept(chain_, token); }
+
+void Sampler::logprobs(const float * logits, int n_vocab, llama_token token, int top_n, float & chosen,
+                       std::vector<TokenChoice> & top) {
+    float max_logit = -std::numeric_limits<float>::infinity();
+    for (int i = 0; i < n_vocab; ++i) max_logit = std::max(max_logit, logits[i]);
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i] - max_logit));
+    const float log_z = max_logit + float(std::log(sum));
+    chosen = logits[token] - log_z;
+    top.clear();
+    if (top_n <= 0) return;
+    top_n = std::min(top_n, n_vocab);
+    std::vector<llama_token> ids(n_vocab);
+    for (int i = 0; i < n_vocab; ++i) ids[i] = i;
+    std::partial_sort(ids.begin(), ids.begin() + top_n, ids.end(),
+                      [&](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+    for (int i = 0; i < top_n; ++i) top.push_back({ids[i], logits[ids[i]] - log_z});
+}
+
+}  // namespace a3s

@@ -1,0 +1,64 @@
+// The sampler chain for one request, built from Ollama's options, plus an optional GBNF grammar.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llama.h"
+
+namespace a3s {
+
+struct SamplingParams {
+    float temperature = 0.8f;  // <= 0 is greedy
+    int top_k = 40;            // <= 0 disables
+    float top_p = 0.9f;        // >= 1 disables
+    float min_p = 0.0f;        // <= 0 disables
+    float typical_p = 1.0f;    // >= 1 disables
+    int repeat_last_n = 64;    // -1 = the whole context
+    float repeat_penalty = 1.1f;
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    bool penalize_newline = true;
+    int mirostat = 0;  // 0 off, 1 or 2
+    float mirostat_tau = 5.0f;
+    float mirostat_eta = 0.1f;
+    int64_t seed = -1;  // < 0 = random
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    std::string grammar;  // GBNF, root rule "root"; empty = none
+};
+
+struct TokenChoice {
+    llama_token token;
+    float logprob;
+};
+
+class Sampler {
+  public:
+    Sampler(const llama_model * model, const SamplingParams & params, int n_ctx);
+    ~Sampler();
+    Sampler(const Sampler &) = delete;
+    Sampler & operator=(const Sampler &) = delete;
+
+    // Picks the next token from a row of logits and records it in the chain's history.
+    llama_token sample(const float * logits);
+
+    // Records a prompt token in the penalty history without sampling.
+    void accept_prompt_token(llama_token token);
+
+    // log-softmax of the raw logits for `token`, and the `top_n` most likely tokens.
+    static void logprobs(const float * logits, int n_vocab, llama_token token, int top_n, float & chosen,
+                         std::vector<TokenChoice> & top);
+
+  private:
+    void fill_candidates(const float * logits);
+
+    const llama_vocab * vocab_;
+    int n_vocab_;
+    llama_sampler * chain_ = nullptr;
+    llama_sampler * grammar_ = nullptr;  // kept out of the chain: checked on the pick first
+    std::vector<llama_token_data> candidates_;
+};
+
+}  // namespace a3s
