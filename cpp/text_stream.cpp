@@ -16,9 +16,22 @@ size_t utf8_length(unsigned char lead) {
     return 0;
 }
 
+// The second byte's range excludes overlong forms, surrogates and code points past U+10FFFF.
+bool valid_second(unsigned char lead, unsigned char b) {
+    switch (lead) {
+        case 0xE0: return b >= 0xA0 && b <= 0xBF;
+        case 0xED: return b >= 0x80 && b <= 0x9F;
+        case 0xF0: return b >= 0x90 && b <= 0xBF;
+        case 0xF4: return b >= 0x80 && b <= 0x8F;
+        default: return b >= 0x80 && b <= 0xBF;
+    }
+}
+
 }  // namespace
 
 size_t append_valid_utf8(const std::string & bytes, std::string & out) {
+    // Invalid input becomes one U+FFFD per maximal invalid subpart, as Python's and the
+    // WHATWG decoders do, so our text matches theirs byte for byte.
     size_t i = 0;
     const size_t n = bytes.size();
     while (i < n) {
@@ -30,15 +43,21 @@ size_t append_valid_utf8(const std::string & bytes, std::string & out) {
             continue;
         }
         size_t j = 1;
-        while (j < len && i + j < n && (static_cast<unsigned char>(bytes[i + j]) & 0xC0) == 0x80) ++j;
-        if (j < len && i + j >= n) break;  // the character goes on in a later token
-        if (j < len) {                     // a continuation byte is missing
-            out += kReplacement;
-            ++i;
-            continue;
+        while (j < len && i + j < n) {
+            const unsigned char b = bytes[i + j];
+            const bool ok = j == 1 ? valid_second(c, b) : (b & 0xC0) == 0x80;
+            if (!ok) break;
+            ++j;
         }
-        out.append(bytes, i, len);
-        i += len;
+        if (j == len) {
+            out.append(bytes, i, len);
+            i += len;
+        } else if (i + j >= n) {
+            break;  // the character may go on in a later token
+        } else {
+            out += kReplacement;
+            i += j;
+        }
     }
     return i;
 }

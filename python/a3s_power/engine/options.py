@@ -1,0 +1,228 @@
+"""Ollama's options: names, types, defaults and validation, and their mapping onto ``_core``.
+
+Load-time options decide how a model is loaded (a change means a reload); the rest shape one
+request. Options that Ollama removed are accepted and ignored, as Ollama does, because old
+clients still send them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ..config import Config, default_threads, get_config
+from ..core import _core
+from ..errors import InvalidOptionError
+
+log = logging.getLogger(__name__)
+
+# Accepted for compatibility; they change nothing here.
+IGNORED_OPTIONS = frozenset({"tfs_z", "low_vram", "f16_kv", "logits_all", "vocab_only", "num_gqa", "rope_frequency_base",
+                             "rope_frequency_scale", "num_keep"})
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Options fixed when a model is loaded."""
+
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_gpu: int = -1
+    main_gpu: int = 0
+    use_mmap: bool = True
+    use_mlock: bool = False
+    num_thread: int = 0
+    num_thread_batch: int = 0
+    numa: bool = False
+    flash_attention: bool = False
+    kv_cache_type: str = "f16"
+    embedding: bool = False
+    num_parallel: int = 1
+
+    def model_params(self) -> _core.ModelParams:
+        p = _core.ModelParams()
+        p.n_gpu_layers = self.num_gpu
+        p.main_gpu = self.main_gpu
+        p.use_mmap = self.use_mmap
+        p.use_mlock = self.use_mlock
+        return p
+
+    def context_params(self) -> _core.ContextParams:
+        p = _core.ContextParams()
+        p.n_ctx = self.num_ctx
+        p.n_batch = self.num_batch
+        p.n_ubatch = self.num_batch
+        p.n_parallel = self.num_parallel
+        p.n_threads = self.num_thread or default_threads()
+        p.n_threads_batch = self.num_thread_batch or p.n_threads
+        p.flash_attn = "on" if self.flash_attention else "off"
+        p.type_k = p.type_v = self.kv_cache_type
+        p.embeddings = self.embedding
+        return p
+
+    def model_key(self) -> tuple:
+        """What decides whether the weights themselves must be reloaded."""
+        return (self.num_gpu, self.main_gpu, self.use_mmap, self.use_mlock)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every option a request may carry, with Ollama's defaults."""
+
+    load: LoadOptions = field(default_factory=LoadOptions)
+    seed: int = -1
+    num_predict: int = -1
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    temperature: float = 0.8
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalize_newline: bool = True
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    stop: tuple[str, ...] = ()
+
+    def sampling_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None) -> _core.SamplingParams:
+        s = _core.SamplingParams()
+        s.temperature = self.temperature
+        s.top_k = self.top_k
+        s.top_p = self.top_p
+        s.min_p = self.min_p
+        s.typical_p = self.typical_p
+        s.repeat_last_n = self.repeat_last_n
+        s.repeat_penalty = self.repeat_penalty
+        s.presence_penalty = self.presence_penalty
+        s.frequency_penalty = self.frequency_penalty
+        s.penalize_newline = self.penalize_newline
+        s.mirostat = self.mirostat
+        s.mirostat_tau = self.mirostat_tau
+        s.mirostat_eta = self.mirostat_eta
+        s.seed = self.seed
+        if logit_bias:
+            s.logit_bias = [(int(k), float(v)) for k, v in logit_bias.items()]
+        s.grammar = grammar
+        return s
+
+
+_LOAD_FIELDS = {f.name: f for f in fields(LoadOptions)}
+_REQUEST_FIELDS = {f.name: f for f in fields(Options) if f.name != "load"}
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Types a value as Ollama's api.FormatParams would, naming the option when it cannot."""
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        raise InvalidOptionError(f"invalid option {name}: expected a boolean, got {value!r}")
+    if kind in (int, "int"):
+        if isinstance(value, bool):
+            raise InvalidOptionError(f"invalid option {name}: expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise InvalidOptionError(f"invalid option {name}: expected an integer, got {value!r}")
+    if kind in (float, "float"):
+        if isinstance(value, bool):
+            raise InvalidOptionError(f"invalid option {name}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"invalid option {name}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise InvalidOptionError(f"invalid option {name}: must be finite, got {value!r}")
+        return number
+    if kind in (str, "str"):
+        if not isinstance(value, str):
+            raise InvalidOptionError(f"invalid option {name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check(options: Options) -> None:
+    load = options.load
+    rules = [
+        (load.num_ctx > 0, "num_ctx", "must be positive"),
+        (load.num_batch > 0, "num_batch", "must be positive"),
+        (load.num_thread >= 0, "num_thread", "must not be negative"),
+        (load.num_thread_batch >= 0, "num_thread_batch", "must not be negative"),
+        (load.main_gpu >= 0, "main_gpu", "must not be negative"),
+        (load.num_parallel > 0, "num_parallel", "must be positive"),
+        (load.kv_cache_type in KV_CACHE_TYPES, "kv_cache_type", f"must be one of {', '.join(KV_CACHE_TYPES)}"),
+        (options.temperature >= 0, "temperature", "must not be negative"),
+        (options.repeat_penalty > 0, "repeat_penalty", "must be greater than 0"),
+        (options.repeat_last_n >= -1, "repeat_last_n", "must be -1 or more"),
+        (0 <= options.top_p <= 1, "top_p", "must be between 0 and 1"),
+        (0 <= options.min_p <= 1, "min_p", "must be between 0 and 1"),
+        (options.typical_p >= 0, "typical_p", "must not be negative"),
+        (options.mirostat in (0, 1, 2), "mirostat", "must be 0, 1 or 2"),
+        (options.num_predict >= -2, "num_predict", "must be -2, -1 or more"),
+    ]
+    for ok, name, reason in rules:
+        if not ok:
+            value = getattr(load, name, None) if hasattr(load, name) else getattr(options, name)
+            raise InvalidOptionError(f"invalid option {name}: {reason}, got {value!r}")
+
+
+def defaults(config: Config | None = None) -> Options:
+    config = config or get_config()
+    load = LoadOptions(
+        num_ctx=config.context_length,
+        flash_attention=config.flash_attention,
+        kv_cache_type=config.kv_cache_type,
+        num_parallel=config.num_parallel,
+    )
+    return Options(load=load)
+
+
+def parse_options(raw: dict[str, Any] | None, base: Options | None = None) -> Options:
+    """Applies a request's (or a Modelfile's) options on top of ``base``; unknown keys are logged and ignored."""
+    options = base or defaults()
+    if not raw:
+        _check(options)
+        return options
+    load_changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value is None or name in IGNORED_OPTIONS:
+            continue
+        if name == "stop":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+                raise InvalidOptionError(f"invalid option stop: expected a list of strings, got {value!r}")
+            changes["stop"] = tuple(value)
+        elif name in _LOAD_FIELDS:
+            load_changes[name] = _coerce(name, _LOAD_FIELDS[name].type, value)
+        elif name in _REQUEST_FIELDS:
+            changes[name] = _coerce(name, _REQUEST_FIELDS[name].type, value)
+        else:
+            log.warning("invalid option provided: %s", name)  # Ollama ignores unknown keys too
+    if load_changes:
+        changes["load"] = replace(options.load, **load_changes)
+    options = replace(options, **changes)
+    _check(options)
+    return options
+
+
+def replace_load(options: Options, **changes: Any) -> Options:
+    """The same options with some load-time options changed."""
+    return replace(options, load=replace(options.load, **changes))

@@ -1,0 +1,195 @@
+"""A loaded model: its weights, its engine (context, slots, inference thread) and the bridge
+that carries the engine's output into asyncio.
+
+The engine signals a file descriptor when output is ready; the event loop watches it and drains
+everything pending at once, so Python wakes per batch of tokens, never per token, and no thread
+is spent per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable, Sequence
+
+from ..core import _core
+from ..errors import InferenceError
+from .options import LoadOptions, Options
+
+
+@dataclass
+class Chunk:
+    """What a request produced since its last chunk."""
+
+    text: str
+    tokens: list[int]
+    logprobs: list = field(default_factory=list)
+    done: bool = False
+    done_reason: str = ""
+    timings: dict = field(default_factory=dict)
+
+
+class _EventPump:
+    """Routes the engine's events to per-request asyncio queues on one event loop."""
+
+    def __init__(self, engine: _core.Engine) -> None:
+        self._engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[int, asyncio.Queue] = {}
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop:
+            return
+        self.detach()
+        loop.add_reader(self._engine.notify_fd, self._on_ready)
+        self._loop = loop
+
+    def detach(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._engine.notify_fd)
+        self._loop = None
+        self._queues.clear()
+
+    def register(self, request_id: int) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        return queue
+
+    def unregister(self, request_id: int) -> None:
+        self._queues.pop(request_id, None)
+
+    def _on_ready(self) -> None:
+        for event in self._engine.drain(0):
+            queue = self._queues.get(event.id)
+            if queue is not None:
+                queue.put_nowait(event)
+
+
+class LoadedModel:
+    """A model loaded for generation or for embeddings, shared by concurrent requests."""
+
+    def __init__(self, path: str, load: LoadOptions) -> None:
+        started = time.perf_counter_ns()
+        self.path = str(path)
+        self.load_options = load
+        self.model = _core.Model(self.path, load.model_params())
+        try:
+            self.engine = _core.Engine(self.model, load.context_params())
+        except BaseException:
+            self.model.close()
+            raise
+        self.load_duration_ns = time.perf_counter_ns() - started
+        self._pump = _EventPump(self.engine)
+        self._closed = False
+
+    # --- text <-> tokens -------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special, parse_special)
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Tokens of a rendered prompt: BOS is added only where the template did not write it."""
+        bos = self.model.bos_token
+        add_bos = self.model.add_bos
+        if add_bos and bos >= 0:
+            bos_text = self.model.token_to_piece(bos, True).decode("utf-8", "replace")
+            if bos_text and prompt.startswith(bos_text):
+                add_bos = False
+        return self.model.tokenize(prompt, add_bos, True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.model.detokenize(list(tokens))
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.model.chat_template()
+
+    # --- generation ------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        tokens: Sequence[int],
+        options: Options,
+        *,
+        grammar: str = "",
+        logit_bias: dict[int, float] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+    ) -> AsyncIterator[Chunk]:
+        """Streams a completion of ``tokens``. Closing the iterator early cancels the request."""
+        self._check_open()
+        self._pump.attach(asyncio.get_running_loop())
+        num_predict = options.num_predict if options.num_predict >= 0 else -1
+        request_id = self.engine.submit(
+            list(tokens),
+            options.sampling_params(grammar, logit_bias),
+            num_predict,
+            list(options.stop),
+            logprobs,
+            top_logprobs,
+        )
+        queue = self._pump.register(request_id)
+        finished = False
+        try:
+            while True:
+                event = await queue.get()
+                if event.done and event.done_reason == "error":
+                    finished = True
+                    raise InferenceError(event.error)
+                chunk = Chunk(
+                    text=event.text,
+                    tokens=list(event.tokens),
+                    logprobs=list(event.logprobs),
+                    done=event.done,
+                    done_reason=event.done_reason,
+                    timings=event.timings if event.done else {},
+                )
+                if event.done:
+                    finished = True
+                    yield chunk
+                    return
+                yield chunk
+        finally:
+            self._pump.unregister(request_id)
+            if not finished:
+                self.engine.cancel(request_id)
+
+    async def embed(self, inputs: Iterable[Sequence[int]], normalize: bool = True) -> list[list[float]]:
+        """Embeds each token list; all of them go to the engine at once and batch together."""
+        self._check_open()
+        self._pump.attach(asyncio.get_running_loop())
+        ids = [self.engine.submit_embedding(list(tokens), normalize) for tokens in inputs]
+        queues = [self._pump.register(i) for i in ids]
+        try:
+            results = []
+            for queue in queues:
+                event = await queue.get()
+                if event.done_reason == "error":
+                    raise InferenceError(event.error)
+                results.append(list(event.embedding))
+            return results
+        finally:
+            for i in ids:
+                self._pump.unregister(i)
+                self.engine.cancel(i)
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InferenceError(f"model {self.path} has been unloaded")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pump.detach()
+        self.engine.close()
+        self.model.close()
+
+    def __enter__(self) -> "LoadedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
