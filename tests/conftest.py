@@ -1,0 +1,140 @@
+"""Shared fixtures: real models fetched once and cached outside the repository, tiny generated
+models, and helpers to run the engine synchronously."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from a3s_power.core import _core
+from tests import model_cache
+from tests.tiny_models import write_tiny_llama
+
+THREADS = 2
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    return str(model_cache.ensure("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def qwen_path() -> str:
+    return str(model_cache.ensure("qwen2.5-coder"))
+
+
+@pytest.fixture(scope="session")
+def nomic_path() -> str:
+    return str(model_cache.ensure("nomic-embed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> str:
+    return str(write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf"))
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path) -> _core.Model:
+    """One SmolLM2 model shared by the whole session; tests make their own contexts over it."""
+    model = _core.Model(smollm2_path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path) -> _core.Model:
+    model = _core.Model(tiny_path)
+    yield model
+    model.close()
+
+
+def context_params(n_ctx: int = 1024, n_parallel: int = 1, **extra) -> _core.ContextParams:
+    p = _core.ContextParams()
+    p.n_ctx = n_ctx
+    p.n_parallel = n_parallel
+    p.n_threads = THREADS
+    p.flash_attn = "off"
+    for key, value in extra.items():
+        setattr(p, key, value)
+    return p
+
+
+def greedy(**extra) -> _core.SamplingParams:
+    s = _core.SamplingParams()
+    s.temperature = 0.0
+    s.repeat_penalty = 1.0
+    for key, value in extra.items():
+        setattr(s, key, value)
+    return s
+
+
+class Result:
+    def __init__(self) -> None:
+        self.text = ""
+        self.tokens: list[int] = []
+        self.logprobs: list = []
+        self.events: list = []
+        self.done_reason = ""
+        self.timings: dict = {}
+        self.error = ""
+        self.embedding: list[float] = []
+
+
+def collect(engine: _core.Engine, ids: list[int], timeout_s: float = 120.0) -> dict[int, Result]:
+    """Drains the engine until every request in ``ids`` is done."""
+    import time
+
+    results = {i: Result() for i in ids}
+    left = set(ids)
+    deadline = time.monotonic() + timeout_s
+    while left:
+        assert time.monotonic() < deadline, "requests did not finish in time"
+        for event in engine.drain(200):
+            r = results.get(event.id)
+            if r is None:
+                continue
+            r.events.append(event)
+            r.text += event.text
+            r.tokens += event.tokens
+            r.logprobs += event.logprobs
+            if event.embedding:
+                r.embedding = list(event.embedding)
+            if event.done:
+                r.done_reason = event.done_reason
+                r.timings = event.timings
+                r.error = event.error
+                left.discard(event.id)
+    return results
+
+
+def generate(engine: _core.Engine, prompt: list[int], sampling=None, num_predict: int = -1, stop=(),
+             logprobs: bool = False, top_logprobs: int = 0) -> Result:
+    rid = engine.submit(prompt, sampling or greedy(), num_predict, list(stop), logprobs, top_logprobs)
+    return collect(engine, [rid])[rid]
+
+
+@pytest.fixture
+def make_engine():
+    engines = []
+
+    def make(model: _core.Model, **params) -> _core.Engine:
+        engine = _core.Engine(model, context_params(**params))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("A3S_POWER_QUICK"):
+        skip = pytest.mark.skip(reason="A3S_POWER_QUICK set: slow tests skipped")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+
+
+CHATML_QUESTION = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
