@@ -1,0 +1,201 @@
+"""The engine's generation behaviour: stops, limits, UTF-8, cancellation, slots and the prefix cache."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import CHATML_QUESTION, collect, generate, greedy
+
+
+def test_answer_stops_at_end_of_generation(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    result = generate(engine, smollm2.tokenize(CHATML_QUESTION, True, True))
+    assert result.done_reason == "stop"
+    assert "Paris" in result.text
+    assert result.text == smollm2.detokenize(result.tokens)
+    assert not any(smollm2.is_eog(t) for t in result.tokens)
+
+
+def test_timings_are_reported_in_nanoseconds(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    result = generate(engine, prompt, num_predict=5)
+    t = result.timings
+    assert t["prompt_tokens"] == len(prompt)
+    assert t["prompt_eval_count"] == len(prompt)
+    assert t["eval_count"] == 5
+    assert 0 < t["prompt_eval_duration"] < 60e9
+    assert 0 < t["eval_duration"] < 60e9
+
+
+def test_num_predict_ends_with_length(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    result = generate(engine, smollm2.tokenize("Once upon a time", True, True), num_predict=7)
+    assert result.done_reason == "length"
+    assert len(result.tokens) == 7
+
+
+def test_stop_string_spanning_tokens_is_never_emitted(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    full = generate(engine, prompt).text
+    assert "capital of France" in full
+    stop = "ital of Fr"  # starts and ends inside tokens
+    result = generate(engine, prompt, stop=[stop, "never appears"])
+    assert result.done_reason == "stop"
+    assert result.text == full[: full.index(stop)]
+    assert stop not in result.text
+
+
+def test_stop_string_at_the_very_start(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    full = generate(engine, prompt).text
+    result = generate(engine, prompt, stop=[full[:3]])
+    assert result.text == ""
+    assert result.done_reason == "stop"
+
+
+def test_characters_split_across_tokens_come_out_whole(tiny, make_engine):
+    # The tiny model's vocabulary has single bytes only, so each emoji takes four tokens.
+    engine = make_engine(tiny)
+    text = "😀é中"
+    grammar = 'root ::= "' + text + '"'
+    result = generate(engine, tiny.tokenize("<|im_start|>user\nhi", False, True), greedy(grammar=grammar),
+                      num_predict=len(text.encode()) + 4)
+    assert len(result.tokens) == len(text.encode())
+    assert result.text == text
+    assert all("\ufffd" not in e.text for e in result.events)
+
+
+def test_invalid_bytes_become_replacement_characters(tiny, make_engine):
+    # Random weights emit arbitrary bytes: our text must equal a standard UTF-8 decode with
+    # replacement, never raise, and never hold back a finished character.
+    engine = make_engine(tiny)
+    for seed in range(3):
+        sampling = greedy(temperature=1.5, seed=seed, top_k=0, top_p=1.0)
+        result = generate(engine, tiny.tokenize("abc", False, True), sampling, num_predict=64)
+        raw = b"".join(tiny.token_to_piece(t) for t in result.tokens)
+        assert result.text == raw.decode("utf-8", "replace")
+
+
+def test_cancel_stops_a_running_generation(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    no_end = greedy(logit_bias=[(smollm2.eos_token, -100.0)])
+    rid = engine.submit(smollm2.tokenize("Write a very long story about dragons.", True, True), no_end, 100000, [],
+                        False, 0)
+    first = []
+    while not first:
+        first = [e for e in engine.drain(1000) if e.id == rid]
+    assert not first[-1].done
+    started = time.monotonic()
+    engine.cancel(rid)
+    result = collect(engine, [rid])[rid]
+    assert result.done_reason == "cancel"
+    assert time.monotonic() - started < 5
+    # The engine is still fine afterwards.
+    again = generate(engine, smollm2.tokenize(CHATML_QUESTION, True, True), num_predict=3)
+    assert again.done_reason == "length"
+
+
+def test_cancel_while_queued(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=1)
+    long_prompt = smollm2.tokenize("Tell me everything about the ocean.", True, True)
+    busy = engine.submit(long_prompt, greedy(), 200, [], False, 0)
+    queued = engine.submit(long_prompt, greedy(), 200, [], False, 0)
+    engine.cancel(queued)
+    results = collect(engine, [busy, queued])
+    assert results[queued].done_reason == "cancel"
+    assert results[queued].tokens == []
+    assert results[busy].done_reason in ("stop", "length")
+
+
+def test_more_requests_than_slots_all_finish(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=2)
+    prompts = [f"Count from {i} to {i + 10}:" for i in range(5)]
+    ids = [engine.submit(smollm2.tokenize(p, True, True), greedy(), 12, [], False, 0) for p in prompts]
+    stats = engine.stats()
+    assert stats["slots"] == 2
+    results = collect(engine, ids)
+    for rid in ids:
+        assert results[rid].done_reason in ("stop", "length")
+        assert 0 < len(results[rid].tokens) <= 12
+    assert engine.stats()["slots_busy"] == 0
+    assert engine.stats()["queued"] == 0
+
+
+def test_concurrent_streams_are_batched_together(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=4)
+    prompt = smollm2.tokenize("List the planets of the solar system:", True, True)
+    steps_before = engine.stats()["steps"]
+    ids = [engine.submit(prompt, greedy(), 20, [], False, 0) for _ in range(4)]
+    results = collect(engine, ids)
+    assert all(len(results[i].tokens) == 20 for i in ids)
+    steps = engine.stats()["steps"] - steps_before
+    # Four streams of 20 tokens one after another would take at least 80 decode steps.
+    assert steps < 40
+
+
+def test_prefix_cache_reuses_a_conversation(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=2)
+    turn1 = smollm2.tokenize(CHATML_QUESTION, True, True)
+    first = generate(engine, turn1, num_predict=8)
+    assert first.timings["cached_tokens"] == 0
+    follow_up = smollm2.tokenize("<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
+                                 False, True)
+    turn2 = turn1 + first.tokens + follow_up
+    second = generate(engine, turn2, num_predict=8)
+    assert second.timings["cached_tokens"] >= len(turn1) + len(first.tokens) - 1
+    assert second.timings["prompt_eval_count"] == len(turn2) - second.timings["cached_tokens"]
+
+
+def test_same_prompt_twice_evaluates_only_the_last_token(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    a = generate(engine, prompt, num_predict=6)
+    b = generate(engine, prompt, num_predict=6)
+    assert b.timings["cached_tokens"] == len(prompt) - 1
+    assert b.timings["prompt_eval_count"] == 1
+    assert a.tokens == b.tokens
+
+
+def test_context_full_ends_with_length(smollm2, make_engine):
+    engine = make_engine(smollm2, n_ctx=64)
+    prompt = smollm2.tokenize("Write a long essay about the history of mathematics.", True, True)
+    result = generate(engine, prompt, greedy(logit_bias=[(smollm2.eos_token, -100.0)]))
+    assert result.done_reason == "length"
+    assert len(prompt) + len(result.tokens) <= 64
+
+
+def test_logprobs(smollm2, make_engine):
+    engine = make_engine(smollm2)
+    result = generate(engine, smollm2.tokenize(CHATML_QUESTION, True, True), num_predict=5, logprobs=True,
+                      top_logprobs=3)
+    assert len(result.logprobs) == 5
+    for token, lp in zip(result.tokens, result.logprobs):
+        assert lp.token == token
+        assert lp.logprob <= 0
+        assert len(lp.top) == 3
+        assert [c.logprob for c in lp.top] == sorted((c.logprob for c in lp.top), reverse=True)
+        assert lp.top[0].token == token  # greedy picks the most likely token
+        assert lp.top[0].logprob == pytest.approx(lp.logprob)
+
+
+def test_prompt_longer_than_context_is_refused(smollm2, make_engine):
+    from a3s_power.errors import InvalidOptionError
+
+    engine = make_engine(smollm2, n_ctx=16)
+    with pytest.raises(InvalidOptionError, match="num_ctx 16"):
+        engine.submit(list(range(1, 40)), greedy(), 5, [], False, 0)
+
+
+def test_bad_token_ids_are_refused(smollm2, make_engine):
+    from a3s_power.errors import InvalidOptionError
+
+    engine = make_engine(smollm2)
+    with pytest.raises(InvalidOptionError, match="outside the vocabulary"):
+        engine.submit([1, 2, 10_000_000], greedy(), 5, [], False, 0)
+    with pytest.raises(InvalidOptionError, match="no tokens"):
+        engine.submit([], greedy(), 5, [], False, 0)
