@@ -54,12 +54,13 @@ def write_tiny_llama(
     architecture: str = "llama",
     n_embd: int = 64,
     n_layer: int = 2,
-    n_head: int = 4,
-    n_head_kv: int = 2,
+    n_head: int = 2,
+    n_head_kv: int = 1,
     n_ff: int = 128,
     n_ctx: int = 1024,
     seed: int = 0,
     chat_template: str | None = CHATML_TEMPLATE,
+    add_bos: bool = False,
 ) -> Path:
     """A llama-architecture model with random weights (f32), a few MB at the default sizes."""
     rng = np.random.default_rng(seed)
@@ -86,7 +87,7 @@ def write_tiny_llama(
     writer.add_token_merges(merges)
     writer.add_bos_token_id(tokens.index("<|endoftext|>"))
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 

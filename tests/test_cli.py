@@ -1,0 +1,46 @@
+"""The a3s-power command, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def a3s_power(*args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "a3s_power", *args], capture_output=True, text=True, input=input,
+                          timeout=300, env=env)
+
+
+def test_version():
+    result = a3s_power("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("a3s-power version is ")
+
+
+def test_run_answers_a_prompt(smollm2_path):
+    result = a3s_power("run", smollm2_path, "--prompt", "What is the capital of France? Answer in one word.")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_run_reads_a_piped_prompt_and_shows_timings(smollm2_path):
+    result = a3s_power("run", smollm2_path, "--verbose", input="Say hello.\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    for line in ("total duration:", "load duration:", "prompt eval count:", "eval rate:"):
+        assert line in result.stderr
+
+
+def test_run_with_a_missing_model_fails_in_one_line(tmp_path):
+    result = a3s_power("run", str(tmp_path / "missing.gguf"), "--prompt", "hi")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: model '{tmp_path / 'missing.gguf'}' not found"]
+
+
+def test_run_with_a_broken_model_fails_cleanly(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_text("not a model")
+    result = a3s_power("run", str(bad), "--prompt", "hi")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "broken.gguf" in result.stderr and "not a GGUF file" in result.stderr

@@ -1,0 +1,131 @@
+"""LoadedModel: the asyncio bridge over the engine, as the server and embedders use it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from a3s_power.engine.options import parse_options, replace_load
+from a3s_power.engine.runner import LoadedModel
+from a3s_power.errors import InferenceError, ModelLoadError
+from a3s_power.prompt.build import chat_prompt
+
+GREEDY = {"temperature": 0, "num_thread": 2}
+
+
+@pytest.fixture(scope="module")
+def loaded(smollm2_path):
+    options = replace_load(parse_options(GREEDY), num_parallel=4, num_ctx=1024)
+    model = LoadedModel(smollm2_path, options.load)
+    yield model
+    model.close()
+
+
+async def complete(model: LoadedModel, text: str, **options) -> tuple[str, list]:
+    tokens = model.tokenize_prompt(chat_prompt(model, [{"role": "user", "content": text}]))
+    chunks = [c async for c in model.generate(tokens, parse_options({**GREEDY, **options}))]
+    return "".join(c.text for c in chunks), chunks
+
+
+def test_streams_a_chat_answer(loaded):
+    text, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?"))
+    assert "Paris" in text
+    assert chunks[-1].done and chunks[-1].done_reason == "stop"
+    assert chunks[-1].timings["eval_count"] == sum(len(c.tokens) for c in chunks)
+    assert all(not c.done for c in chunks[:-1])
+
+
+def test_bos_is_added_once_whether_or_not_the_template_writes_it(tmp_path):
+    from tests.tiny_models import CHATML_TEMPLATE, write_tiny_llama
+
+    for template in (CHATML_TEMPLATE, "{{ bos_token }}" + CHATML_TEMPLATE):
+        path = write_tiny_llama(tmp_path / "bos.gguf", add_bos=True, chat_template=template)
+        with LoadedModel(str(path), parse_options({"num_ctx": 128}).load) as model:
+            tokens = model.tokenize_prompt(chat_prompt(model, [{"role": "user", "content": "hi"}]))
+            bos = model.model.bos_token
+            assert tokens[0] == bos and tokens.count(bos) == 1
+
+
+def test_concurrent_requests_share_the_engine(loaded):
+    async def main():
+        return await asyncio.gather(*(complete(loaded, f"Name a color. #{i}", num_predict=10) for i in range(6)))
+
+    results = asyncio.run(main())
+    assert len(results) == 6
+    for text, chunks in results:
+        assert chunks[-1].done and text
+
+
+def test_closing_the_stream_cancels_the_request(loaded):
+    async def main():
+        tokens = loaded.tokenize("Write a long story about the sea.", True, True)
+        stream = loaded.generate(tokens, parse_options({**GREEDY, "num_predict": 100000}))
+        async for _ in stream:
+            break
+        await stream.aclose()
+        # Let the engine notice; then every slot must be free again.
+        for _ in range(100):
+            if loaded.engine.stats()["slots_busy"] == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert asyncio.run(main())
+
+
+def test_a_cancelled_task_cancels_its_request(loaded):
+    async def main():
+        tokens = loaded.tokenize("Write a long story about the sea.", True, True)
+
+        async def consume():
+            no_end = {loaded.model.eos_token: -100.0}
+            async for _ in loaded.generate(tokens, parse_options({**GREEDY, "num_predict": 100000}), logit_bias=no_end):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if loaded.engine.stats()["slots_busy"] == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert asyncio.run(main())
+
+
+def test_stop_options_reach_the_engine(loaded):
+    text, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?"))
+    cut = text[: text.index("Paris")]
+    stopped, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?", stop=["Paris"]))
+    assert stopped == cut and chunks[-1].done_reason == "stop"
+
+
+@pytest.mark.slow
+def test_embeddings_through_the_runner(nomic_path):
+    options = replace_load(parse_options({"num_thread": 2}), embedding=True, num_ctx=2048, num_parallel=2)
+    with LoadedModel(nomic_path, options.load) as model:
+        inputs = [model.tokenize(t) for t in ("search_query: hello", "search_document: hello there", "bananas")]
+        vectors = asyncio.run(model.embed(inputs))
+        assert len(vectors) == 3 and all(len(v) == 768 for v in vectors)
+        import numpy as np
+
+        a, b, c = (np.array(v) for v in vectors)
+        assert a @ b > a @ c  # related texts are closer than unrelated ones
+
+
+def test_unloaded_model_refuses_work(tiny_path):
+    model = LoadedModel(tiny_path, parse_options({"num_ctx": 128}).load)
+    model.close()
+    with pytest.raises(InferenceError, match="unloaded"):
+        asyncio.run(model.generate([1, 2], parse_options({})).__anext__())
+
+
+def test_load_failure_is_a_model_load_error(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 10)
+    with pytest.raises(ModelLoadError, match="bad.gguf"):
+        LoadedModel(str(bad), parse_options({}).load)
