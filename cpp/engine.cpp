@@ -244,7 +244,7 @@ void Engine::run() {
         for (Slot & slot : slots_) {
             if (slot.req && slot.req->cancelled) finish(slot, "cancel", "", out);
         }
-        if (!out.empty()) publish(out);
+        if (!out.empty()) publish(out, true);
 
         const int n = build_batch(budget);
         if (n == 0) continue;
@@ -269,7 +269,7 @@ void Engine::run() {
             continue;
         }
         fail_batch("llama_decode failed with code " + std::to_string(rc), out);
-        publish(out);
+        publish(out, true);
         budget = n_batch_;
     }
 
@@ -288,7 +288,7 @@ void Engine::run() {
         e.done = true;
         e.done_reason = "cancel";
     }
-    publish(out);
+    publish(out, true);
 }
 
 void Engine::admit_waiting() {
@@ -332,7 +332,7 @@ void Engine::admit_waiting() {
         lk.lock();
     }
     lk.unlock();
-    if (!out.empty()) publish(out);
+    if (!out.empty()) publish(out, true);
 }
 
 void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
@@ -407,6 +407,7 @@ int Engine::build_batch(int budget) {
 
 void Engine::after_decode() {
     std::vector<Event> out;
+    bool urgent = false;  // a first token or a finished request: wake the consumer now
     for (Slot * slot : in_batch_) {
         Request & req = *slot->req;
         if (req.generating) {
@@ -443,9 +444,11 @@ void Engine::after_decode() {
         for (size_t i = from; i < prompt.size(); ++i) req.sampler->accept_prompt_token(prompt[i]);
         req.generating = true;
         sample_slot(*slot, out);
+        urgent = true;
     }
     in_batch_.clear();
-    publish(out);
+    for (const Event & e : out) urgent = urgent || e.done;
+    publish(out, urgent);
 }
 
 void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
@@ -527,8 +530,11 @@ Event & Engine::event_for(std::vector<Event> & out, uint64_t id) {
 }
 
 // Hands a step's output to the consumer, merging it into what the consumer has not drained yet.
-void Engine::publish(std::vector<Event> & events) {
-    if (events.empty()) return;
+void Engine::publish(std::vector<Event> & events, bool urgent) {
+    if (events.empty()) {
+        signal_consumer(false);  // still owed from an earlier step?
+        return;
+    }
     {
         std::lock_guard<std::mutex> lk(out_mutex_);
         for (auto & e : events) {
@@ -553,7 +559,17 @@ void Engine::publish(std::vector<Event> & events) {
     }
     events.clear();
     out_cv_.notify_all();
+    signal_owed_ = true;
+    signal_consumer(urgent);
+}
+
+void Engine::signal_consumer(bool urgent) {
+    if (!signal_owed_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!urgent && now - last_signal_ < std::chrono::milliseconds(params_.stream_interval_ms)) return;
     notifier_.signal();
+    last_signal_ = now;
+    signal_owed_ = false;
 }
 
 std::vector<Event> Engine::drain(int timeout_ms) {

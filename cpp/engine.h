@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -34,6 +35,10 @@ struct ContextParams {
     std::string type_v = "f16";
     bool embeddings = false;  // an embedding context serves embed requests only
     bool kv_unified = true;   // slots share one KV buffer, so a shared prefix can be copied cheaply
+    // The least time between two wake-ups of the consumer's event loop. Tokens that come sooner
+    // are delivered together with the next ones; a first token and a finished request never wait.
+    // Fast models then cost the consumer one wake-up per few tokens instead of one per token.
+    int stream_interval_ms = 0;
 };
 
 struct GenerateParams {
@@ -122,7 +127,8 @@ class Engine {
     void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
     void forget(Slot & slot, size_t from);
     void fail_batch(const std::string & error, std::vector<Event> & out);
-    void publish(std::vector<Event> & events);
+    void publish(std::vector<Event> & events, bool urgent);
+    void signal_consumer(bool urgent);
     Event & event_for(std::vector<Event> & out, uint64_t id);
     static bool should_abort(void * data);
 
@@ -151,6 +157,8 @@ class Engine {
     std::vector<Event> pending_;
     std::map<uint64_t, size_t> pending_index_;
     Notifier notifier_;
+    std::chrono::steady_clock::time_point last_signal_{};
+    bool signal_owed_ = false;  // output published but the consumer not woken for it yet
 
     std::thread thread_;
 };

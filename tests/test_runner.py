@@ -98,9 +98,9 @@ def test_a_cancelled_task_cancels_its_request(loaded):
 
 
 def test_stop_options_reach_the_engine(loaded):
-    text, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?"))
-    cut = text[: text.index("Paris")]
-    stopped, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?", stop=["Paris"]))
+    text, chunks = asyncio.run(complete(loaded, "Name the capital city of Germany."))
+    cut = text[: text.index("Berlin")]
+    stopped, chunks = asyncio.run(complete(loaded, "Name the capital city of Germany.", stop=["Berlin"]))
     assert stopped == cut and chunks[-1].done_reason == "stop"
 
 
@@ -129,3 +129,19 @@ def test_load_failure_is_a_model_load_error(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 10)
     with pytest.raises(ModelLoadError, match="bad.gguf"):
         LoadedModel(str(bad), parse_options({}).load)
+
+
+def test_stream_interval_groups_tokens_but_never_delays_the_first(smollm2_path):
+    options = replace_load(parse_options(GREEDY), num_ctx=512, stream_interval_ms=100)
+    with LoadedModel(smollm2_path, options.load) as model:
+        tokens = model.tokenize("Count from one to fifty:", True, True)
+
+        async def main():
+            chunks = [c async for c in model.generate(tokens, parse_options({**GREEDY, "num_predict": 60}),
+                                                      logit_bias={model.model.eos_token: -100.0})]
+            return chunks
+
+        chunks = asyncio.run(main())
+        assert len(chunks[0].tokens) == 1
+        assert sum(len(c.tokens) for c in chunks) == 60
+        assert len(chunks) < 40  # grouped: far fewer wake-ups than tokens

@@ -76,6 +76,7 @@ class ContextParams:
     type_v: str
     embeddings: bool
     kv_unified: bool
+    stream_interval_ms: int
     def __init__(self) -> None: ...
 
 class SamplingParams:

@@ -56,6 +56,8 @@ class Config(BaseModel):
     flash_attention: bool = False
     kv_cache_type: str = "f16"
     debug: int = 0
+    # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
+    stream_interval_ms: int = 25
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -71,6 +73,8 @@ class Config(BaseModel):
             values["flash_attention"] = v
         if (v := _env("OLLAMA_KV_CACHE_TYPE")) is not None:
             values["kv_cache_type"] = v.lower()
+        if (v := _env_int("A3S_POWER_STREAM_INTERVAL_MS")) is not None and v >= 0:
+            values["stream_interval_ms"] = v
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)

@@ -42,6 +42,7 @@ class LoadOptions:
     kv_cache_type: str = "f16"
     embedding: bool = False
     num_parallel: int = 1
+    stream_interval_ms: int = 0
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
@@ -62,6 +63,7 @@ class LoadOptions:
         p.flash_attn = "on" if self.flash_attention else "off"
         p.type_k = p.type_v = self.kv_cache_type
         p.embeddings = self.embedding
+        p.stream_interval_ms = self.stream_interval_ms
         return p
 
     def model_key(self) -> tuple:
@@ -166,6 +168,7 @@ def _check(options: Options) -> None:
         (load.num_thread_batch >= 0, "num_thread_batch", "must not be negative"),
         (load.main_gpu >= 0, "main_gpu", "must not be negative"),
         (load.num_parallel > 0, "num_parallel", "must be positive"),
+        (load.stream_interval_ms >= 0, "stream_interval_ms", "must not be negative"),
         (load.kv_cache_type in KV_CACHE_TYPES, "kv_cache_type", f"must be one of {', '.join(KV_CACHE_TYPES)}"),
         (options.temperature >= 0, "temperature", "must not be negative"),
         (options.repeat_penalty > 0, "repeat_penalty", "must be greater than 0"),
@@ -189,6 +192,7 @@ def defaults(config: Config | None = None) -> Options:
         flash_attention=config.flash_attention,
         kv_cache_type=config.kv_cache_type,
         num_parallel=config.num_parallel,
+        stream_interval_ms=config.stream_interval_ms,
     )
     return Options(load=load)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterable, Sequence
 
@@ -30,13 +31,32 @@ class Chunk:
     timings: dict = field(default_factory=dict)
 
 
+class _Inbox:
+    """Events for one request, and the consumer waiting for them, if it is waiting."""
+
+    __slots__ = ("events", "waiter")
+
+    def __init__(self) -> None:
+        self.events: deque = deque()
+        self.waiter: asyncio.Future | None = None
+
+    async def get(self):
+        while not self.events:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.events.popleft()
+
+
 class _EventPump:
-    """Routes the engine's events to per-request asyncio queues on one event loop."""
+    """Routes the engine's events to per-request inboxes on one event loop."""
 
     def __init__(self, engine: _core.Engine) -> None:
         self._engine = engine
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queues: dict[int, asyncio.Queue] = {}
+        self._inboxes: dict[int, _Inbox] = {}
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is loop:
@@ -49,21 +69,23 @@ class _EventPump:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._engine.notify_fd)
         self._loop = None
-        self._queues.clear()
+        self._inboxes.clear()
 
-    def register(self, request_id: int) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = queue
-        return queue
+    def register(self, request_id: int) -> _Inbox:
+        inbox = _Inbox()
+        self._inboxes[request_id] = inbox
+        return inbox
 
     def unregister(self, request_id: int) -> None:
-        self._queues.pop(request_id, None)
+        self._inboxes.pop(request_id, None)
 
     def _on_ready(self) -> None:
         for event in self._engine.drain(0):
-            queue = self._queues.get(event.id)
-            if queue is not None:
-                queue.put_nowait(event)
+            inbox = self._inboxes.get(event.id)
+            if inbox is not None:
+                inbox.events.append(event)
+                if inbox.waiter is not None and not inbox.waiter.done():
+                    inbox.waiter.set_result(None)
 
 
 class LoadedModel:
@@ -129,11 +151,11 @@ class LoadedModel:
             logprobs,
             top_logprobs,
         )
-        queue = self._pump.register(request_id)
+        inbox = self._pump.register(request_id)
         finished = False
         try:
             while True:
-                event = await queue.get()
+                event = await inbox.get()
                 if event.done and event.done_reason == "error":
                     finished = True
                     raise InferenceError(event.error)
@@ -160,11 +182,11 @@ class LoadedModel:
         self._check_open()
         self._pump.attach(asyncio.get_running_loop())
         ids = [self.engine.submit_embedding(list(tokens), normalize) for tokens in inputs]
-        queues = [self._pump.register(i) for i in ids]
+        inboxes = [self._pump.register(i) for i in ids]
         try:
             results = []
-            for queue in queues:
-                event = await queue.get()
+            for inbox in inboxes:
+                event = await inbox.get()
                 if event.done_reason == "error":
                     raise InferenceError(event.error)
                 results.append(list(event.embedding))
