@@ -56,6 +56,11 @@ class Config(BaseModel):
     flash_attention: bool = False
     kv_cache_type: str = "f16"
     debug: int = 0
+    keep_alive: float = 300.0  # seconds; negative = forever
+    max_loaded_models: int = 3
+    max_queue: int = 512
+    origins: tuple[str, ...] = ()
+    models_dir: Path | None = None
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
 
@@ -75,9 +80,29 @@ class Config(BaseModel):
             values["kv_cache_type"] = v.lower()
         if (v := _env_int("A3S_POWER_STREAM_INTERVAL_MS")) is not None and v >= 0:
             values["stream_interval_ms"] = v
+        if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
+            from .engine.scheduler import parse_keep_alive
+
+            try:
+                values["keep_alive"] = parse_keep_alive(float(v) if v.lstrip("-").replace(".", "", 1).isdigit() else v)
+            except ValueError as exc:
+                raise InvalidOptionError(f"environment variable OLLAMA_KEEP_ALIVE: {exc}") from None
+        if (v := _env_int("OLLAMA_MAX_LOADED_MODELS")) is not None and v > 0:
+            values["max_loaded_models"] = v
+        if (v := _env_int("OLLAMA_MAX_QUEUE")) is not None and v > 0:
+            values["max_queue"] = v
+        if (v := _env("OLLAMA_ORIGINS")) is not None:
+            values["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
+        if (v := _env("OLLAMA_MODELS")) is not None:
+            values["models_dir"] = Path(v).expanduser()
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)
+
+
+    @property
+    def models_root(self) -> Path:
+        return self.models_dir or self.home / "models"
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,97 @@
+"""A small client of the A3S Power (or Ollama) HTTP API, for the CLI.
+
+Like Ollama's CLI, every command talks to the server at OLLAMA_HOST.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .errors import A3SPowerError
+
+DEFAULT_PORT = 11434
+
+
+class ClientError(A3SPowerError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def base_url(host: str) -> str:
+    """OLLAMA_HOST as Ollama reads it: scheme optional (http), port optional (11434)."""
+    host = host.strip() or f"127.0.0.1:{DEFAULT_PORT}"
+    if "://" not in host:
+        host = "http://" + host
+    parts = urlsplit(host)
+    hostname = parts.hostname or "127.0.0.1"
+    if hostname == "0.0.0.0":
+        hostname = "127.0.0.1"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    port = parts.port or (DEFAULT_PORT if parts.scheme == "http" and not host.rstrip("/").endswith(":80") else
+                          (443 if parts.scheme == "https" else 80))
+    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+
+
+class Client:
+    def __init__(self, host: str, timeout: float | None = None) -> None:
+        self.base = base_url(host)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "Client":
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use Client as an async context manager"
+        return self._session
+
+    @staticmethod
+    async def _raise_for(response: aiohttp.ClientResponse) -> None:
+        if response.status < 400:
+            return
+        text = await response.text()
+        try:
+            message = json.loads(text).get("error", text)
+        except (json.JSONDecodeError, AttributeError):
+            message = text or response.reason or f"HTTP {response.status}"
+        if isinstance(message, dict):
+            message = message.get("message", str(message))
+        raise ClientError(response.status, str(message))
+
+    async def heartbeat(self) -> bool:
+        try:
+            async with self.session.head(self.base + "/") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, self.base + path, json=body) as response:
+            await self._raise_for(response)
+            text = await response.text()
+            return json.loads(text) if text.strip() else None
+
+    async def stream(self, method: str, path: str, body: Any = None) -> AsyncIterator[dict]:
+        """NDJSON lines; a line carrying "error" ends the stream with that error."""
+        async with self.session.request(method, self.base + path, json=body) as response:
+            await self._raise_for(response)
+            async for raw in response.content:
+                line = raw.strip()
+                if not line:
+                    continue
+                item = json.loads(line)
+                if isinstance(item, dict) and "error" in item:
+                    raise ClientError(response.status, str(item["error"]))
+                yield item

@@ -1,0 +1,222 @@
+"""Which models are loaded, for how long, and with which load-time options.
+
+A request asks for a model by name; the scheduler loads it (once, however many requests arrive
+together), reloads it when the request needs other load-time options, keeps it for its keep-alive
+after the last request and evicts the least recently used idle model when too many are loaded.
+Loading runs in a worker thread: the C++ core releases the GIL, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, Callable
+
+from ..config import Config
+from ..errors import A3SPowerError
+from ..store.types import LocalModel
+from .options import LoadOptions
+from .runner import LoadedModel
+
+log = logging.getLogger(__name__)
+
+FOREVER = -1.0
+
+
+@dataclass(eq=False)
+class Runner:
+    """One loaded model and its bookkeeping."""
+
+    spec: LocalModel
+    model: LoadedModel
+    load_options: LoadOptions
+    keep_alive: float  # seconds; negative = forever
+    active: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: datetime | None = None  # None while requests are running or forever
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _timer: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Scheduler:
+    def __init__(self, config: Config, resolve: Callable[[str], LocalModel]) -> None:
+        self._config = config
+        self._resolve = resolve
+        self._runners: dict[str, Runner] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # --- public ----------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> LocalModel:
+        return self._resolve(name)
+
+    def running(self) -> list[Runner]:
+        return list(self._runners.values())
+
+    @asynccontextmanager
+    async def use(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> AsyncIterator[Runner]:
+        """Holds a loaded model for the duration of one request."""
+        runner = await self._acquire(spec, load, keep_alive)
+        try:
+            yield runner
+        finally:
+            self._release(runner)
+
+    async def load(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> Runner:
+        """Loads (or refreshes) a model without running anything: an empty prompt's request."""
+        async with self.use(spec, load, keep_alive) as runner:
+            return runner
+
+    async def unload(self, name: str) -> bool:
+        runner = self._runners.get(name)
+        if runner is None:
+            return False
+        async with self._lock(name):
+            await self._unload(runner, wait=True)
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+        for runner in list(self._runners.values()):
+            await self._unload(runner, wait=False)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _default_keep_alive(self) -> float:
+        return self._config.keep_alive
+
+    async def _acquire(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> Runner:
+        if self._closed:
+            raise A3SPowerError("the server is shutting down")
+        async with self._lock(spec.name):
+            runner = self._runners.get(spec.name)
+            if runner is not None and not self._fits(runner, spec, load):
+                log.info("reloading %s with new load options", spec.name)
+                await self._unload(runner, wait=True)
+                runner = None
+            if runner is None:
+                await self._make_room()
+                started = time.perf_counter_ns()
+                model = await asyncio.to_thread(LoadedModel, str(spec.model_path), load)
+                model.load_duration_ns = time.perf_counter_ns() - started
+                runner = Runner(spec, model, load,
+                                keep_alive if keep_alive is not None else self._default_keep_alive())
+                self._runners[spec.name] = runner
+                log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
+            elif keep_alive is not None:
+                runner.keep_alive = keep_alive
+            runner.active += 1
+            runner._idle.clear()
+            runner.last_used = time.monotonic()
+            runner.expires_at = None
+            if runner._timer:
+                runner._timer.cancel()
+                runner._timer = None
+            return runner
+
+    @staticmethod
+    def _fits(runner: Runner, spec: LocalModel, load: LoadOptions) -> bool:
+        # A loaded model serves any request whose load-time options match; other sampling
+        # options are per request.
+        return runner.spec.model_path == spec.model_path and runner.load_options == load
+
+    def _release(self, runner: Runner) -> None:
+        runner.active -= 1
+        runner.last_used = time.monotonic()
+        if runner.active > 0:
+            return
+        runner._idle.set()
+        if runner.keep_alive == 0:
+            asyncio.get_running_loop().create_task(self._expire(runner))
+        elif runner.keep_alive > 0:
+            runner.expires_at = datetime.now(timezone.utc) + timedelta(seconds=runner.keep_alive)
+            runner._timer = asyncio.get_running_loop().call_later(
+                runner.keep_alive, lambda: asyncio.ensure_future(self._expire(runner)))
+        else:
+            runner.expires_at = None
+
+    async def _expire(self, runner: Runner) -> None:
+        async with self._lock(runner.name):
+            if self._runners.get(runner.name) is runner and runner.active == 0:
+                await self._unload(runner, wait=False)
+
+    async def _unload(self, runner: Runner, *, wait: bool) -> None:
+        if wait and runner.active > 0:
+            await runner._idle.wait()
+        if runner._timer:
+            runner._timer.cancel()
+        if self._runners.get(runner.name) is runner:
+            del self._runners[runner.name]
+        await asyncio.to_thread(runner.model.close)
+        log.info("unloaded %s", runner.name)
+
+    async def _make_room(self) -> None:
+        limit = self._config.max_loaded_models
+        while limit > 0 and len(self._runners) >= limit:
+            idle = [r for r in self._runners.values() if r.active == 0]
+            victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
+            log.info("evicting %s to make room", victim.name)
+            await self._unload(victim, wait=True)
+
+
+def parse_keep_alive(value) -> float | None:
+    """Ollama's keep_alive: a number of seconds, or a Go duration string; negative = forever."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"invalid keep_alive {value!r}")
+    if isinstance(value, (int, float)):
+        return FOREVER if value < 0 else float(value)
+    if isinstance(value, str):
+        seconds = parse_duration(value)
+        return FOREVER if seconds < 0 else seconds
+    raise ValueError(f"invalid keep_alive {value!r}")
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration string ("5m", "1h30m", "-1m", "0") in seconds."""
+    import re
+
+    s = text.strip()
+    if s in ("0", "-0", "+0"):
+        return 0.0
+    match = re.fullmatch(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+", s)
+    if not match:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", s))
+    return -total if match.group(1) == "-" else total
+
+
+def format_duration(seconds: float) -> str:
+    """Go's Duration.String(), as Ollama marshals keep_alive."""
+    if seconds < 0:
+        return "-1"
+    ns = int(round(seconds * 1e9))
+    if ns == 0:
+        return "0s"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs
+
+
+__all__ = ["FOREVER", "Runner", "Scheduler", "format_duration", "parse_duration", "parse_keep_alive", "replace"]

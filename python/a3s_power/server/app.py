@@ -1,0 +1,121 @@
+"""The aiohttp application: shared state, middleware and the route tables of each API."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Callable
+
+from aiohttp import web
+
+from ..config import Config
+from ..engine.scheduler import Scheduler
+from ..store.types import LocalModel
+from .errors import error_middleware
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    config: Config
+    scheduler: Scheduler
+    store: object | None = None  # the ModelStore, when the server manages one
+    started_at: float = field(default_factory=time.time)
+    # Whether the listener is on a loopback address: then only local Host headers are served.
+    loopback_only: bool = True
+
+
+STATE = web.AppKey("state", ServerState)
+
+_ALWAYS_ALLOWED_ORIGINS = [
+    f"{scheme}://{host}{port}"
+    for scheme in ("http", "https")
+    for host in ("localhost", "127.0.0.1", "0.0.0.0")
+    for port in ("", ":*")
+] + ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
+
+_CORS_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
+                 "x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, x-stainless-helper-method, "
+                 "x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-poll-helper, "
+                 "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout, "
+                 "anthropic-version, anthropic-beta, x-api-key")
+
+
+def _origin_allowed(origin: str, extra: tuple[str, ...]) -> bool:
+    return any(fnmatch(origin, pattern) for pattern in (*_ALWAYS_ALLOWED_ORIGINS, *extra))
+
+
+def _host_is_local(host_header: str) -> bool:
+    """Ollama's DNS-rebinding guard: which Host headers a loopback listener answers."""
+    host = host_header.strip()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.lower()
+    if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_unspecified or ip.is_link_local
+    except ValueError:
+        pass
+    return host == socket.gethostname().lower()
+
+
+def _edge_middleware(state_getter: Callable[[], ServerState]):
+    @web.middleware
+    async def edge(request: web.Request, handler):
+        state = state_getter()
+        if state.loopback_only and not _host_is_local(request.headers.get("Host", "")):
+            return web.Response(status=403)
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and _origin_allowed(origin, state.config.origins)
+        if request.method == "OPTIONS":
+            response = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+                response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+                response.headers["Access-Control-Max-Age"] = "43200"
+        return response
+
+    return edge
+
+
+def create_app(state: ServerState) -> web.Application:
+    from . import native, openai
+
+    app = web.Application(client_max_size=1024**3, middlewares=[_edge_middleware(lambda: state), error_middleware])
+    app[STATE] = state
+    native.setup(app)
+    openai.setup(app)
+    try:
+        from . import models  # the model store's routes (pull, push, create, ...)
+
+        models.setup(app)
+    except ImportError:
+        pass
+
+    async def on_shutdown(app: web.Application) -> None:
+        await state.scheduler.close()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def state_of(request: web.Request) -> ServerState:
+    return request.app[STATE]
+
+
+def local_model_resolver(store) -> Callable[[str], LocalModel]:
+    return store.resolve
