@@ -56,6 +56,10 @@ class Scheduler:
 
     # --- public ----------------------------------------------------------------------------
 
+    @property
+    def config(self) -> Config:
+        return self._config
+
     def resolve(self, name: str) -> LocalModel:
         return self._resolve(name)
 

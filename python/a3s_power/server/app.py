@@ -25,6 +25,7 @@ class ServerState:
     config: Config
     scheduler: Scheduler
     store: object | None = None  # the ModelStore, when the server manages one
+    service: object | None = None  # the InferenceService over the scheduler, made on first use
     started_at: float = field(default_factory=time.time)
     # Whether the listener is on a loopback address: then only local Host headers are served.
     loopback_only: bool = True

@@ -1,0 +1,429 @@
+"""Chat, generate and embed as Ollama defines them, independent of HTTP.
+
+The HTTP routes (native, OpenAI, Anthropic) are thin translations over this module, and programs
+that embed A3S Power call it directly: resolve the model, merge options (defaults, Modelfile
+parameters, request), hold the model through the scheduler, build the prompt, run the engine and
+turn its text into content, thinking and tool calls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, AsyncIterator
+
+from ..errors import InvalidOptionError
+from ..prompt.render import PromptTemplate
+from ..store.types import LocalModel
+from .options import Options, defaults, parse_options, replace_load
+from .scheduler import Runner, Scheduler, parse_keep_alive
+
+
+class CapabilityError(InvalidOptionError):
+    """The model cannot do what the request asks (chat on an embedding model, thinking, ...)."""
+
+
+@dataclass
+class Delta:
+    """A piece of an answer; the last one has ``done`` and the metrics."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+    done: bool = False
+    done_reason: str = ""
+    metrics: dict[str, int] = field(default_factory=dict)
+    context: list[int] | None = None
+
+
+@dataclass
+class EmbedResult:
+    embeddings: list[list[float]]
+    prompt_eval_count: int
+    metrics: dict[str, int]
+
+
+def _keep_alive(value: Any) -> float | None:
+    try:
+        return parse_keep_alive(value)
+    except ValueError as exc:
+        raise InvalidOptionError(str(exc)) from None
+
+
+def _think_level(think: Any) -> tuple[bool | None, str]:
+    if think is None:
+        return None, ""
+    if isinstance(think, bool):
+        return think, ""
+    if isinstance(think, str) and think in ("low", "medium", "high", "max"):
+        return True, "high" if think == "max" else think
+    raise InvalidOptionError(f"invalid think value {think!r}: expected true, false, \"low\", \"medium\" or \"high\"")
+
+
+def grammar_for_format(fmt: Any) -> str:
+    """Ollama's ``format``: "json", a JSON Schema object, or nothing."""
+    if fmt in (None, "", "null"):
+        return ""
+    from ..prompt.json_schema import JSON_GRAMMAR, schema_to_gbnf
+
+    if fmt == "json":
+        return JSON_GRAMMAR
+    if isinstance(fmt, dict):
+        return schema_to_gbnf(fmt)
+    raise InvalidOptionError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
+
+
+class InferenceService:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._templates: dict[tuple, PromptTemplate] = {}
+
+    # --- shared steps ----------------------------------------------------------------------
+
+    def resolve(self, name: str) -> LocalModel:
+        if not name:
+            raise InvalidOptionError("model is required")
+        return self.scheduler.resolve(name)
+
+    def options_for(self, spec: LocalModel, raw: dict[str, Any] | None) -> Options:
+        if raw is not None and not isinstance(raw, dict):
+            raise InvalidOptionError("options must be an object")
+        base = parse_options(spec.parameters or {}, defaults(self.scheduler.config))
+        return parse_options(raw or {}, base)
+
+    def template_for(self, runner: Runner, override: str | None = None) -> PromptTemplate:
+        go_source = override if override else runner.spec.template
+        key = (id(runner.model), go_source)
+        template = self._templates.get(key)
+        if template is None:
+            model = runner.model.model
+
+            def special(token: int) -> str:
+                return model.token_to_piece(token, True).decode("utf-8", "replace") if token >= 0 else ""
+
+            template = PromptTemplate(go_source, runner.model.chat_template, special(model.bos_token),
+                                      special(model.eos_token))
+            if len(self._templates) > 64:
+                self._templates.clear()
+            self._templates[key] = template
+        return template
+
+    @staticmethod
+    def _can(spec: LocalModel, capability: str) -> bool:
+        return not spec.capabilities or capability in spec.capabilities
+
+    def _fit_prompt(self, runner: Runner, tokens: list[int], options: Options, shift: bool) -> list[int]:
+        """Ollama's context-shift truncation of a prompt that does not fit: keep num_keep tokens
+        from the start and as much of the end as leaves room to answer."""
+        n_ctx = options.load.num_ctx
+        if len(tokens) < n_ctx:
+            return tokens
+        if not shift:
+            raise InvalidOptionError("the prompt is longer than the context length currently available to the model; "
+                                     "use a model with a longer context or shorten the prompt")
+        keep = 4
+        limit = n_ctx - max((n_ctx - keep) // 2, 1)
+        return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
+
+    # --- chat ------------------------------------------------------------------------------
+
+    async def chat(self, model: str, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
+                   think: Any = None, format: Any = None, options: dict | None = None, keep_alive: Any = None,
+                   truncate: bool | None = None, shift: bool | None = None, logprobs: bool = False,
+                   top_logprobs: int = 0, tool_choice: Any = None, relax_thinking: bool = False,
+                   logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
+        started = time.perf_counter_ns()
+        spec = self.resolve(model)
+        if not self._can(spec, "completion"):
+            raise CapabilityError(f'"{model}" does not support chat')
+        if tools and not self._can(spec, "tools"):
+            raise CapabilityError(f'"{model}" does not support tools')
+        opts = self.options_for(spec, options)
+        alive = _keep_alive(keep_alive)
+        think_on, level = _think_level(think)
+        if think_on and not self._can(spec, "thinking"):
+            if not relax_thinking:
+                raise CapabilityError(f'"{model}" does not support thinking')
+            think_on = None
+        if think_on is None and "thinking" in spec.capabilities:
+            think_on = True  # Ollama: a thinking model thinks unless told not to
+        grammar = grammar_for_format(format)
+        _check_logprobs(top_logprobs)
+
+        if not messages:
+            yield await self._load_only(spec, opts, alive, started)
+            return
+
+        history = list(spec.messages) + list(messages)
+        if spec.system and (not history or history[0].get("role") != "system"):
+            history.insert(0, {"role": "system", "content": spec.system})
+
+        async with self.scheduler.use(spec, opts.load, alive) as runner:
+            loaded_ns = time.perf_counter_ns() - started
+            template = self.template_for(runner)
+            tool_grammar, tools = _apply_tool_choice(tools, tool_choice)
+            prompt_tokens = self._chat_tokens(runner, template, history, tools, think_on, level, opts,
+                                              truncate is not False, shift is not False)
+            async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
+                                         think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
+                                         tool_format="json" if tool_grammar else None):
+                yield delta
+
+    def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
+                     opts: Options, truncate: bool, shift: bool) -> list[int]:
+        model = runner.model
+        tokens = model.tokenize_prompt(template.render_chat(history, tools=tools, think=think_on, think_level=level))
+        n_ctx = opts.load.num_ctx
+        if len(tokens) >= n_ctx and truncate:
+            # Drop the oldest messages that are not system messages, keeping the last one.
+            kept = list(history)
+            while len(tokens) >= n_ctx:
+                droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
+                if not droppable:
+                    break
+                del kept[droppable[0]]
+                tokens = model.tokenize_prompt(template.render_chat(kept, tools=tools, think=think_on,
+                                                                    think_level=level))
+        return self._fit_prompt(runner, tokens, opts, shift)
+
+    # --- generate --------------------------------------------------------------------------
+
+    async def generate(self, model: str, prompt: str = "", *, suffix: str = "", system: str | None = None,
+                       template: str | None = None, context: list[int] | None = None, raw: bool = False,
+                       format: Any = None, images: list | None = None, options: dict | None = None,
+                       keep_alive: Any = None, think: Any = None, truncate: bool | None = None,
+                       shift: bool | None = None, logprobs: bool = False, top_logprobs: int = 0,
+                       logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
+        started = time.perf_counter_ns()
+        spec = self.resolve(model)
+        if raw and (template or system or context):
+            raise InvalidOptionError("raw mode does not support template, system, or context")
+        if not self._can(spec, "completion"):
+            raise CapabilityError(f'"{model}" does not support generate')
+        if images and not self._can(spec, "vision"):
+            raise CapabilityError(f'"{model}" does not support images')
+        opts = self.options_for(spec, options)
+        alive = _keep_alive(keep_alive)
+        think_on, level = _think_level(think)
+        if think_on and not self._can(spec, "thinking"):
+            raise CapabilityError(f'"{model}" does not support thinking')
+        if think_on is None and "thinking" in spec.capabilities:
+            think_on = True
+        grammar = grammar_for_format(format)
+        _check_logprobs(top_logprobs)
+
+        if not prompt and not suffix and not context:
+            yield await self._load_only(spec, opts, alive, started)
+            return
+
+        async with self.scheduler.use(spec, opts.load, alive) as runner:
+            loaded_ns = time.perf_counter_ns() - started
+            model_ = runner.model
+            tmpl = None
+            if raw:
+                tokens = model_.tokenize(prompt, True, True)
+            elif suffix:
+                tokens = self._fill_in_middle(runner, spec, prompt, suffix, template)
+            else:
+                tmpl = self.template_for(runner, template)
+                sys_text = system if system is not None else (spec.system or "")
+                text = tmpl.render_generate(prompt, system=sys_text, think=think_on, think_level=level)
+                tokens = model_.tokenize_prompt(text)
+            if context:
+                tokens = list(context) + [t for t in tokens if t != model_.model.bos_token or not model_.model.add_bos]
+            tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
+            generated: list[int] = []
+            async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
+                                         top_logprobs, logit_bias, started, loaded_ns, collect=generated):
+                if delta.done and not raw:
+                    delta.context = tokens + generated
+                yield delta
+
+    def _fill_in_middle(self, runner: Runner, spec: LocalModel, prompt: str, suffix: str,
+                        template: str | None) -> list[int]:
+        go = template or spec.template
+        if go and ".Suffix" in go:
+            return runner.model.tokenize_prompt(self.template_for(runner, template).render_generate(prompt,
+                                                                                                   suffix=suffix))
+        fim = runner.model.model.fim_tokens
+        if min(fim.values()) < 0:
+            raise CapabilityError(f'"{spec.name}" does not support insert')
+        tok = runner.model.tokenize
+        model = runner.model.model
+        prefix_tokens = [fim["prefix"]] + tok(prompt, False, False)
+        suffix_tokens = [fim["suffix"]] + tok(suffix, False, False)
+        bos = [model.bos_token] if model.add_bos and model.bos_token >= 0 else []
+        return bos + prefix_tokens + suffix_tokens + [fim["middle"]]
+
+    # --- the run itself --------------------------------------------------------------------
+
+    async def _run(self, runner: Runner, template: PromptTemplate | None, tokens: list[int], opts: Options,
+                   grammar: str, tools: list[dict] | None, think_on: bool | None, logprobs: bool, top_logprobs: int,
+                   logit_bias: dict[int, float] | None, started: int, loaded_ns: int,
+                   collect: list[int] | None = None, tool_format: str | None = None) -> AsyncIterator[Delta]:
+        model = runner.model
+        thinker = None
+        if think_on and template is not None:
+            from ..prompt.thinking import ThinkingParser, thinking_tags_for
+
+            tags = thinking_tags_for(template.source)
+            if tags:
+                thinker = ThinkingParser(tags[0], tags[1], starts_in_thinking=_prompt_opens_thinking(model, tokens,
+                                                                                                  tags[0]))
+        tool_parser = None
+        if tools:
+            from ..prompt.tools import ToolCallParser, tool_format_for
+
+            fmt = tool_format or tool_format_for(template.source if template else None)
+            tool_parser = ToolCallParser(fmt, {t.get("function", {}).get("name", "") for t in tools})
+        num_predict = opts.num_predict
+        if num_predict < 0:
+            opts = replace(opts, num_predict=10 * opts.load.num_ctx)  # Ollama's bound on open-ended runs
+
+        def split(text: str) -> tuple[str, str, list]:
+            thinking = ""
+            if thinker is not None:
+                thinking, text = thinker.feed(text)
+            calls: list = []
+            if tool_parser is not None:
+                text, calls = tool_parser.feed(text)
+            return thinking, text, calls
+
+        async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
+                                          top_logprobs=top_logprobs):
+            if collect is not None:
+                collect.extend(chunk.tokens)
+            thinking, content, calls = split(chunk.text)
+            lp = _logprobs(model, chunk.logprobs) if logprobs else []
+            if chunk.done:
+                if thinker is not None:
+                    t2, c2 = thinker.finish()
+                    thinking += t2
+                    if tool_parser is not None:
+                        c2, more = tool_parser.feed(c2)
+                        calls += more
+                    content += c2
+                if tool_parser is not None:
+                    c3, more = tool_parser.finish()
+                    content += c3
+                    calls += more
+                timings = chunk.timings
+                metrics = {
+                    "total_duration": time.perf_counter_ns() - started,
+                    "load_duration": loaded_ns,
+                    "prompt_eval_count": timings.get("prompt_tokens", 0),
+                    "prompt_eval_duration": timings.get("prompt_eval_duration", 0),
+                    "eval_count": timings.get("eval_count", 0),
+                    "eval_duration": timings.get("eval_duration", 0),
+                }
+                reason = chunk.done_reason if chunk.done_reason in ("stop", "length") else "stop"
+                yield Delta(content, thinking, calls, lp, True, reason, metrics)
+                return
+            if content or thinking or calls or lp:
+                yield Delta(content, thinking, calls, lp)
+
+    async def _load_only(self, spec: LocalModel, opts: Options, alive: float | None, started: int) -> Delta:
+        if alive == 0:
+            await self.scheduler.unload(spec.name)
+            return Delta(done=True, done_reason="unload")
+        await self.scheduler.load(spec, opts.load, alive)
+        return Delta(done=True, done_reason="load",
+                     metrics={"total_duration": time.perf_counter_ns() - started,
+                              "load_duration": time.perf_counter_ns() - started})
+
+    # --- embeddings ------------------------------------------------------------------------
+
+    async def embed(self, model: str, inputs: list[str], *, truncate: bool | None = None,
+                    dimensions: int | None = None, options: dict | None = None, keep_alive: Any = None,
+                    normalize: bool = True) -> EmbedResult:
+        started = time.perf_counter_ns()
+        spec = self.resolve(model)
+        opts = self.options_for(spec, options)
+        opts = replace_load(opts, embedding=True)
+        alive = _keep_alive(keep_alive)
+        if dimensions is not None and (not isinstance(dimensions, int) or dimensions <= 0):
+            raise InvalidOptionError("dimensions must be a positive integer")
+        if not inputs:
+            await self.scheduler.load(spec, opts.load, alive)
+            return EmbedResult([], 0, {"total_duration": time.perf_counter_ns() - started})
+        async with self.scheduler.use(spec, opts.load, alive) as runner:
+            loaded_ns = time.perf_counter_ns() - started
+            n_ctx = opts.load.num_ctx
+            token_lists = []
+            for text in inputs:
+                tokens = runner.model.tokenize(text, True, True)
+                if len(tokens) > n_ctx:
+                    if truncate is False:
+                        raise InvalidOptionError("the input length exceeds the context length")
+                    tokens = tokens[:n_ctx]
+                if not tokens:
+                    tokens = runner.model.tokenize(" ", True, True)
+                token_lists.append(tokens)
+            vectors = await runner.model.embed(token_lists, normalize=normalize)
+        out = []
+        for v in vectors:
+            if any(math.isnan(x) or math.isinf(x) for x in v):
+                raise InvalidOptionError("the model returned an embedding with NaN or infinite values")
+            if dimensions is not None and dimensions < len(v):
+                v = v[:dimensions]
+                if normalize:
+                    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+                    v = [x / norm for x in v]
+            out.append(v)
+        count = sum(len(t) for t in token_lists)
+        return EmbedResult(out, count, {"total_duration": time.perf_counter_ns() - started,
+                                        "load_duration": loaded_ns, "prompt_eval_count": count})
+
+
+def _check_logprobs(top_logprobs: int) -> None:
+    if not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
+        raise InvalidOptionError("top_logprobs must be between 0 and 20")
+
+
+def _prompt_opens_thinking(model, tokens: list[int], open_tag: str) -> bool:
+    """Some templates end the prompt inside an opened <think>: the answer then starts thinking."""
+    tail = model.detokenize(tokens[-8:]) if tokens else ""
+    return tail.rstrip().endswith(open_tag)
+
+
+def _logprobs(model, entries) -> list[dict]:
+    piece = model.model.token_to_piece
+
+    def one(token: int, logprob: float) -> dict:
+        raw = piece(token, True)
+        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+    out = []
+    for e in entries:
+        item = one(e.token, e.logprob)
+        item["top_logprobs"] = [one(c.token, c.logprob) for c in e.top]
+        out.append(item)
+    return out
+
+
+def _apply_tool_choice(tools: list[dict] | None, tool_choice: Any) -> tuple[str, list[dict] | None]:
+    """OpenAI's tool_choice: "none" hides the tools, "required" or a named function forces a call
+    through a grammar over the tools' argument schemas; the model then writes the call as bare JSON."""
+    if not tools or tool_choice in (None, "auto"):
+        return "", tools
+    if tool_choice == "none":
+        return "", None
+    if tool_choice == "required":
+        chosen = tools
+    elif isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        name = (tool_choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if t.get("function", {}).get("name") == name]
+        if not chosen:
+            raise InvalidOptionError(f"tool_choice names an unknown function {name!r}")
+    else:
+        raise InvalidOptionError(f"invalid tool_choice {tool_choice!r}")
+    from ..prompt.json_schema import schema_to_gbnf
+
+    schema = {"anyOf": [{"type": "object",
+                         "properties": {"name": {"const": t["function"]["name"]},
+                                        "arguments": t["function"].get("parameters") or {"type": "object"}},
+                         "required": ["name", "arguments"], "additionalProperties": False}
+                        for t in chosen]}
+    return schema_to_gbnf(schema), tools

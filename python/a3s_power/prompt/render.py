@@ -1,0 +1,76 @@
+"""From a request to prompt text: Ollama's Go templates when the model has one (a TEMPLATE layer
+or a request's ``template``), else the GGUF's Jinja chat template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chat_template import ChatTemplate
+
+
+class PromptTemplate:
+    """One model's template, whichever kind it is."""
+
+    def __init__(self, go_source: str | None, jinja_source: str | None, bos_token: str = "",
+                 eos_token: str = "") -> None:
+        self.go_source = go_source
+        self.jinja_source = jinja_source
+        self._go = None
+        self._jinja = None
+        if go_source is not None:
+            from .gotemplate import GoTemplate
+
+            self._go = GoTemplate(go_source)
+        else:
+            self._jinja = ChatTemplate(jinja_source, bos_token, eos_token)
+
+    @property
+    def source(self) -> str:
+        return self.go_source if self.go_source is not None else self._jinja.source
+
+    def render_chat(self, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
+                    think: bool | None = None, think_level: str = "") -> str:
+        if self._go is not None:
+            from .gotemplate import template_data
+
+            system = ""
+            return self._go.render(template_data(messages, system=system, tools=tools, think=think,
+                                                 think_level=think_level))
+        extra: dict[str, Any] = {}
+        if think is not None:
+            extra["enable_thinking"] = think
+            if think_level:
+                extra["reasoning_effort"] = think_level
+        return self._jinja.render(_jinja_messages(messages), tools=tools, add_generation_prompt=True, **extra)
+
+    def render_generate(self, prompt: str, *, system: str = "", suffix: str = "", think: bool | None = None,
+                        think_level: str = "") -> str:
+        """Ollama's generate: a system message (if any) and the prompt as one user turn."""
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        if self._go is not None:
+            from .gotemplate import template_data
+
+            return self._go.render(template_data(messages, system=system, prompt=prompt, suffix=suffix, think=think,
+                                                 think_level=think_level))
+        return self.render_chat(messages, think=think, think_level=think_level)
+
+
+def _jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hugging Face templates expect OpenAI-style tool calls, with arguments as objects."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        m.setdefault("content", "")
+        if m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                fn = dict(call.get("function", {}))
+                calls.append({"type": "function", "id": call.get("id", ""), "function": fn})
+            m["tool_calls"] = calls
+        if m.get("role") == "tool" and m.get("tool_name") and "name" not in m:
+            m["name"] = m["tool_name"]
+        out.append(m)
+    return out

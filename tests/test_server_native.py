@@ -1,0 +1,165 @@
+"""Ollama's native API through real HTTP, with the official ollama client and raw requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from a3s_power.store.types import LocalModel, ModelNotFound
+from tests.server_harness import RunningServer, server_config
+
+
+def _resolver(paths: dict[str, LocalModel]):
+    def resolve(name: str) -> LocalModel:
+        key = name if ":" in name else name + ":latest"
+        if key not in paths:
+            raise ModelNotFound(name)
+        return paths[key]
+
+    return resolve
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path, tiny_path):
+    models = {
+        "smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
+                                     capabilities=["completion"], digest="0" * 64),
+        "tiny:latest": LocalModel(name="tiny:latest", model_path=Path(tiny_path), capabilities=["completion"]),
+    }
+    srv = RunningServer(server_config(num_parallel=2, context_length=2048, keep_alive=300.0),
+                        _resolver(models)).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import ollama
+
+    return ollama.Client(host=server.url)
+
+
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
+GREEDY = {"temperature": 0, "num_thread": 2}
+
+
+def test_root_and_version(server):
+    r = requests.get(server.url + "/")
+    assert r.status_code == 200 and r.text == "Ollama is running"
+    assert requests.head(server.url + "/").status_code == 200
+    assert "version" in requests.get(server.url + "/api/version").json()
+
+
+def test_chat_streams_with_the_ollama_client(client):
+    parts = list(client.chat(model="smollm2", messages=QUESTION, stream=True, options=GREEDY))
+    assert parts[-1].done and parts[-1].done_reason == "stop"
+    text = "".join(p.message.content for p in parts)
+    assert "Paris" in text
+    assert parts[-1].eval_count > 0 and parts[-1].prompt_eval_count > 0
+    assert parts[-1].total_duration >= parts[-1].eval_duration > 0
+
+
+def test_chat_without_streaming(client):
+    r = client.chat(model="smollm2", messages=QUESTION, stream=False, options=GREEDY)
+    assert "Paris" in r.message.content and r.done
+
+
+def test_generate_returns_context_for_continuation(client):
+    r = client.generate(model="smollm2", prompt="Which city is the capital of France?", stream=False, options=GREEDY)
+    assert "Paris" in r.response
+    assert r.context and len(r.context) > r.prompt_eval_count
+    follow = client.generate(model="smollm2", prompt="And of Italy?", context=r.context, stream=False,
+                             options={**GREEDY, "num_predict": 20})
+    assert follow.done and follow.response
+
+
+def test_raw_generate_and_stop(client):
+    r = client.generate(model="smollm2", prompt="1, 2, 3, 4,", raw=True, stream=False,
+                        options={**GREEDY, "num_predict": 30, "stop": [" 8"]})
+    assert r.done_reason == "stop"
+    assert " 5" in r.response and " 8" not in r.response
+
+
+def test_num_predict_gives_length(client):
+    r = client.generate(model="smollm2", prompt="Tell me a story.", stream=False, options={**GREEDY, "num_predict": 5})
+    assert r.done_reason == "length" and r.eval_count == 5
+
+
+def test_logprobs(server):
+    r = requests.post(server.url + "/api/generate", json={
+        "model": "smollm2", "prompt": "Hi", "stream": False, "logprobs": True, "top_logprobs": 2,
+        "options": {**GREEDY, "num_predict": 3}}).json()
+    assert len(r["logprobs"]) == 3
+    assert all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in r["logprobs"])
+
+
+def test_empty_prompt_loads_and_keep_alive_zero_unloads(server):
+    r = requests.post(server.url + "/api/generate", json={"model": "tiny"}).json()
+    assert r["done"] and r["done_reason"] == "load"
+    assert any(m["name"] == "tiny:latest" for m in requests.get(server.url + "/api/ps").json()["models"])
+    r = requests.post(server.url + "/api/generate", json={"model": "tiny", "keep_alive": 0}).json()
+    assert r["done_reason"] == "unload"
+    assert not any(m["name"] == "tiny:latest" for m in requests.get(server.url + "/api/ps").json()["models"])
+
+
+def test_ps_reports_loaded_models(server, client):
+    client.generate(model="smollm2", prompt="hi", options={**GREEDY, "num_predict": 1})
+    models = requests.get(server.url + "/api/ps").json()["models"]
+    entry = next(m for m in models if m["name"] == "smollm2:latest")
+    assert entry["size"] > 0 and entry["context_length"] == 2048 and entry["expires_at"]
+
+
+def test_unknown_model_is_404(server):
+    r = requests.post(server.url + "/api/chat", json={"model": "nope", "messages": QUESTION})
+    assert r.status_code == 404 and r.json() == {"error": "model 'nope' not found"}
+
+
+def test_bad_requests(server):
+    assert requests.post(server.url + "/api/chat", data="").json() == {"error": "missing request body"}
+    r = requests.post(server.url + "/api/chat", data="{not json")
+    assert r.status_code == 400 and "invalid JSON" in r.json()["error"]
+    r = requests.post(server.url + "/api/chat", json={"messages": QUESTION})
+    assert r.status_code == 400 and r.json()["error"] == "model is required"
+    r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "x",
+                                                          "options": {"temperature": "hot"}})
+    assert r.status_code == 400 and "temperature" in r.json()["error"]
+    r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "x", "raw": True,
+                                                          "system": "s"})
+    assert r.status_code == 400 and "raw mode" in r.json()["error"]
+    r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "x", "top_logprobs": 50})
+    assert r.status_code == 400 and "top_logprobs" in r.json()["error"]
+    r = requests.get(server.url + "/api/chat")
+    assert r.status_code == 405
+
+
+def test_host_header_guard(server):
+    r = requests.get(server.url + "/api/version", headers={"Host": "evil.example.com"})
+    assert r.status_code == 403
+    assert requests.get(server.url + "/api/version", headers={"Host": "localhost:11434"}).status_code == 200
+
+
+def test_cors_for_allowed_origins(server):
+    r = requests.options(server.url + "/api/chat", headers={"Origin": "http://localhost:3000",
+                                                            "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 204 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    r = requests.get(server.url + "/api/version", headers={"Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_client_disconnect_frees_the_slot(server):
+    import time
+
+    with requests.post(server.url + "/api/generate", json={
+            "model": "smollm2", "prompt": "Write a very long story.",
+            "options": {**GREEDY, "num_predict": 2000}}, stream=True) as r:
+        next(r.iter_lines())
+    for _ in range(100):
+        runner = next(x for x in server.state.scheduler.running() if x.name == "smollm2:latest")
+        if runner.model.engine.stats()["slots_busy"] == 0 and runner.active == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the slot was not freed after the client went away")
