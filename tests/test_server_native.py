@@ -163,3 +163,25 @@ def test_client_disconnect_frees_the_slot(server):
         time.sleep(0.05)
     else:
         pytest.fail("the slot was not freed after the client went away")
+
+
+def test_queue_limit_answers_503_and_nothing_else_breaks(smollm2_path):
+    import concurrent.futures
+
+    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
+                                           capabilities=["completion"])}
+    srv = RunningServer(server_config(num_parallel=1, max_queue=1, max_loaded_models=1, context_length=1024),
+                        _resolver(models)).start()
+    try:
+        body = {"model": "smollm2", "prompt": "Write a long story.", "stream": False,
+                "options": {**GREEDY, "num_predict": 150}}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: requests.post(srv.url + "/api/generate", json=body), range(4)))
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(200) == 2 and codes.count(503) == 2
+        busy = next(r for r in results if r.status_code == 503).json()
+        assert busy == {"error": "server busy, please try again.  maximum pending requests exceeded"}
+        after = requests.post(srv.url + "/api/generate", json={**body, "options": {**GREEDY, "num_predict": 2}})
+        assert after.status_code == 200
+    finally:
+        srv.stop()

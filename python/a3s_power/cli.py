@@ -74,6 +74,22 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--host", help="Address to listen on (default from OLLAMA_HOST, 127.0.0.1)")
+@click.option("--port", type=int, help="Port to listen on (default from OLLAMA_HOST, 11434)")
+def serve(host: str | None, port: int | None) -> None:
+    """Start the server"""
+    from .config import get_config
+    from .server.serve import serve as run_server
+
+    try:
+        asyncio.run(run_server(get_config(), host, port))
+    except OSError as e:
+        _fail(str(e))
+    except A3SPowerError as e:
+        _fail(str(e))
+
+
+@main.command()
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
 @click.option("--prompt", "-p", "prompt_option", help="Prompt to answer (instead of the PROMPT argument)")

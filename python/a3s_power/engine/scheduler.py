@@ -46,6 +46,13 @@ class Runner:
         return self.spec.name
 
 
+class QueueFull(A3SPowerError):
+    """More requests wait than OLLAMA_MAX_QUEUE allows."""
+
+    def __init__(self) -> None:
+        super().__init__("server busy, please try again.  maximum pending requests exceeded")
+
+
 class Scheduler:
     def __init__(self, config: Config, resolve: Callable[[str], LocalModel]) -> None:
         self._config = config
@@ -53,6 +60,7 @@ class Scheduler:
         self._runners: dict[str, Runner] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
+        self._inflight = 0
 
     # --- public ----------------------------------------------------------------------------
 
@@ -69,11 +77,20 @@ class Scheduler:
     @asynccontextmanager
     async def use(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> AsyncIterator[Runner]:
         """Holds a loaded model for the duration of one request."""
-        runner = await self._acquire(spec, load, keep_alive)
+        # Requests beyond the slots of every model that could be loaded wait in a queue that
+        # OLLAMA_MAX_QUEUE bounds, as Ollama's scheduler does.
+        capacity = self._config.max_queue + self._config.num_parallel * max(self._config.max_loaded_models, 1)
+        if self._inflight >= capacity:
+            raise QueueFull()
+        self._inflight += 1
         try:
-            yield runner
+            runner = await self._acquire(spec, load, keep_alive)
+            try:
+                yield runner
+            finally:
+                self._release(runner)
         finally:
-            self._release(runner)
+            self._inflight -= 1
 
     async def load(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> Runner:
         """Loads (or refreshes) a model without running anything: an empty prompt's request."""
@@ -223,4 +240,4 @@ def format_duration(seconds: float) -> str:
     return secs
 
 
-__all__ = ["FOREVER", "Runner", "Scheduler", "format_duration", "parse_duration", "parse_keep_alive", "replace"]
+__all__ = ["FOREVER", "QueueFull", "Runner", "Scheduler", "format_duration", "parse_duration", "parse_keep_alive", "replace"]

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
+from ..engine.scheduler import QueueFull
 from ..store.types import InvalidModelName, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def status_for(exc: BaseException) -> tuple[int, str]:
         return 400, str(exc)
     if isinstance(exc, ModelLoadError):
         return 500, str(exc)
+    if isinstance(exc, QueueFull):
+        return 503, str(exc)
     if isinstance(exc, A3SPowerError):
         return 500, str(exc)
     return 500, "internal server error"

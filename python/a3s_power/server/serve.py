@@ -1,0 +1,67 @@
+"""Running the server: the store, the scheduler and the app on OLLAMA_HOST, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..config import Config
+from ..engine.scheduler import Scheduler
+from .app import ServerState, create_app
+
+log = logging.getLogger(__name__)
+
+
+def bind_address(host: str) -> tuple[str, int]:
+    """OLLAMA_HOST for listening: ``host[:port]`` or a URL; port 11434 unless given."""
+    value = host.strip() or "127.0.0.1:11434"
+    if "://" not in value:
+        value = "http://" + value
+    parts = urlsplit(value)
+    port = parts.port if parts.port is not None else (11434 if parts.scheme == "http" else 443)
+    return parts.hostname or "127.0.0.1", port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_state(config: Config) -> ServerState:
+    from ..store import ModelStore
+
+    store = ModelStore.from_config(config)
+    return ServerState(config=config, scheduler=Scheduler(config, store.resolve), store=store)
+
+
+async def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
+    bind_host, bind_port = bind_address(config.host)
+    bind_host = host or bind_host
+    bind_port = port if port is not None else bind_port
+    state = build_state(config)
+    state.loopback_only = is_loopback(bind_host)
+    runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, bind_host, bind_port)
+    await site.start()
+    log.info("listening on %s:%d", bind_host, bind_port)
+    print(f"A3S Power is listening on {bind_host}:{bind_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
