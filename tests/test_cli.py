@@ -46,3 +46,29 @@ def test_run_with_a_broken_model_fails_cleanly(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "broken.gguf" in result.stderr and "not a GGUF file" in result.stderr
+
+
+def test_interactive_conversation_in_a_terminal(smollm2_path):
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "a3s_power", "run", smollm2_path], encoding="utf-8", timeout=120)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("/set parameter temperature 0")
+        child.expect_exact("Set parameter 'temperature' to '0'")
+        child.expect_exact(">>> ")
+        child.sendline("Which city is the capital of France?")
+        child.expect("Paris")
+        child.expect_exact(">>> ")
+        child.sendline('"""Name the capital')
+        child.expect_exact("... ")
+        child.sendline('city of Germany."""')
+        child.expect("Berlin")
+        child.expect_exact(">>> ")
+        child.sendline("/clear")
+        child.expect_exact("Cleared session context")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
