@@ -195,6 +195,7 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("embedding", &Event::embedding)
         .def_readonly("done", &Event::done)
         .def_readonly("done_reason", &Event::done_reason)
+        .def_readonly("stop_sequence", &Event::stop_sequence)
         .def_readonly("error", &Event::error)
         .def_property_readonly("timings", [](const Event & e) { return timings_dict(e.timings); })
         .def("__repr__", [](const Event & e) {

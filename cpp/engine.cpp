@@ -485,7 +485,10 @@ void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
 void Engine::finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out) {
     Request & req = *slot.req;
     Event & e = event_for(out, req.id);
-    if (req.text) e.text += req.text->finish();
+    if (req.text) {
+        e.text += req.text->finish();
+        if (req.text->stopped()) e.stop_sequence = req.text->matched_stop();
+    }
     const auto now = clock_type::now();
     if (req.generating) {
         req.timings.eval_count = req.n_generated;
@@ -552,6 +555,7 @@ void Engine::publish(std::vector<Event> & events, bool urgent) {
             if (e.done) {
                 p.done = true;
                 p.done_reason = e.done_reason;
+                p.stop_sequence = e.stop_sequence;
                 p.error = e.error;
                 p.timings = e.timings;
             }

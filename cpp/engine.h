@@ -74,6 +74,7 @@ struct Event {
     std::vector<float> embedding;
     bool done = false;
     std::string done_reason;  // stop | length | cancel | error
+    std::string stop_sequence;  // the stop string that ended generation, if one did
     std::string error;
     Timings timings;
 };

@@ -28,6 +28,7 @@ class Chunk:
     logprobs: list = field(default_factory=list)
     done: bool = False
     done_reason: str = ""
+    stop_sequence: str = ""  # the stop string that ended the answer, if one did
     timings: dict = field(default_factory=dict)
 
 
@@ -165,6 +166,7 @@ class LoadedModel:
                     logprobs=list(event.logprobs),
                     done=event.done,
                     done_reason=event.done_reason,
+                    stop_sequence=event.stop_sequence,
                     timings=event.timings if event.done else {},
                 )
                 if event.done:

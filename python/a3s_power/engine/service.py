@@ -36,6 +36,7 @@ class Delta:
     done_reason: str = ""
     metrics: dict[str, int] = field(default_factory=dict)
     context: list[int] | None = None
+    stop_sequence: str = ""
 
 
 @dataclass
@@ -170,6 +171,18 @@ class InferenceService:
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
                                          tool_format="json" if tool_grammar else None):
                 yield delta
+
+    async def count_chat_tokens(self, model: str, messages: list[dict[str, Any]], *,
+                                tools: list[dict] | None = None) -> int:
+        """How many tokens the rendered conversation takes (loads the model for its tokenizer)."""
+        spec = self.resolve(model)
+        opts = self.options_for(spec, None)
+        history = list(spec.messages) + list(messages)
+        if spec.system and (not history or history[0].get("role") != "system"):
+            history.insert(0, {"role": "system", "content": spec.system})
+        async with self.scheduler.use(spec, opts.load, None) as runner:
+            template = self.template_for(runner)
+            return len(runner.model.tokenize_prompt(template.render_chat(history, tools=tools)))
 
     def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
                      opts: Options, truncate: bool, shift: bool) -> list[int]:
@@ -319,7 +332,7 @@ class InferenceService:
                     "eval_duration": timings.get("eval_duration", 0),
                 }
                 reason = chunk.done_reason if chunk.done_reason in ("stop", "length") else "stop"
-                yield Delta(content, thinking, calls, lp, True, reason, metrics)
+                yield Delta(content, thinking, calls, lp, True, reason, metrics, stop_sequence=chunk.stop_sequence)
                 return
             if content or thinking or calls or lp:
                 yield Delta(content, thinking, calls, lp)

@@ -94,12 +94,13 @@ def _edge_middleware(state_getter: Callable[[], ServerState]):
 
 
 def create_app(state: ServerState) -> web.Application:
-    from . import native, openai
+    from . import anthropic, native, openai
 
     app = web.Application(client_max_size=1024**3, middlewares=[_edge_middleware(lambda: state), error_middleware])
     app[STATE] = state
     native.setup(app)
     openai.setup(app)
+    anthropic.setup(app)
     try:
         from . import models  # the model store's routes (pull, push, create, ...)
 

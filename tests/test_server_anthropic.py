@@ -1,0 +1,94 @@
+"""The Anthropic Messages API through real HTTP with the official anthropic client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anthropic
+import pytest
+import requests
+
+from a3s_power.store.types import LocalModel, ModelNotFound
+from tests.server_harness import RunningServer, server_config
+
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
+                                           capabilities=["completion"])}
+
+    def resolve(name: str) -> LocalModel:
+        key = name if ":" in name else name + ":latest"
+        if key not in models:
+            raise ModelNotFound(name)
+        return models[key]
+
+    srv = RunningServer(server_config(num_parallel=2, context_length=2048), resolve).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return anthropic.Anthropic(base_url=server.url, api_key="unused")
+
+
+def test_message(client):
+    r = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0})
+    assert r.type == "message" and r.role == "assistant" and r.id.startswith("msg_")
+    assert r.content[0].type == "text" and "Paris" in r.content[0].text
+    assert r.stop_reason == "end_turn"
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+
+
+def test_system_and_multi_turn(client):
+    r = client.messages.create(model="smollm2", max_tokens=64, extra_body={"temperature": 0}, system="You answer briefly.",
+                               messages=QUESTION + [{"role": "assistant", "content": "Paris."},
+                                                    {"role": "user", "content": "And of Germany?"}])
+    assert r.content[0].text
+
+
+def test_max_tokens_and_stop_sequences(client):
+    r = client.messages.create(model="smollm2", max_tokens=2, messages=QUESTION, extra_body={"temperature": 0})
+    assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 2
+    r = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0},
+                               stop_sequences=["Paris"])
+    assert r.stop_reason == "stop_sequence" and r.stop_sequence == "Paris"
+    assert "Paris" not in r.content[0].text
+
+
+def test_streaming_event_sequence(client):
+    with client.messages.stream(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0}) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start"
+    assert kinds[1] == "content_block_start"
+    assert "content_block_delta" in kinds or "text" in kinds
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert "Paris" in final.content[0].text and final.stop_reason == "end_turn"
+
+
+def test_raw_stream_framing(server):
+    r = requests.post(server.url + "/v1/messages", json={"model": "smollm2", "max_tokens": 5, "stream": True,
+                                                         "messages": QUESTION}, stream=True)
+    lines = [line for line in r.iter_lines(decode_unicode=True) if line]
+    events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "data: [DONE]" not in lines
+
+
+def test_count_tokens(client):
+    r = client.messages.count_tokens(model="smollm2", messages=QUESTION)
+    assert 5 < r.input_tokens < 100
+
+
+def test_errors_are_anthropic_shaped(client, server):
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="missing", max_tokens=5, messages=QUESTION)
+    r = requests.post(server.url + "/v1/messages", json={"model": "smollm2", "messages": QUESTION})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]
