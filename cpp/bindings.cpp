@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "errors.h"
 #include "log.h"
+#include "lora.h"
 #include "model.h"
 
 namespace py = pybind11;
@@ -203,8 +204,15 @@ PYBIND11_MODULE(_core, m) {
                    (e.done ? " done=" + e.done_reason : std::string()) + ">";
         });
 
+    py::class_<LoraAdapter, LoraPtr>(m, "LoraAdapter")
+        .def(py::init<ModelPtr, const std::string &>(), py::arg("base"), py::arg("path"),
+             py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", &LoraAdapter::path)
+        .def_property_readonly("base", &LoraAdapter::base);
+
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
-        .def(py::init<ModelPtr, const ContextParams &>(), py::arg("model"), py::arg("params") = ContextParams(),
+        .def(py::init<ModelPtr, const ContextParams &, std::vector<std::pair<LoraPtr, float>>>(), py::arg("model"),
+             py::arg("params") = ContextParams(), py::arg("adapters") = std::vector<std::pair<LoraPtr, float>>(),
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,

@@ -82,7 +82,13 @@ void l2_normalize(std::vector<float> & v) {
 
 }  // namespace
 
-Engine::Engine(ModelPtr model, const ContextParams & params) : model_(std::move(model)), params_(params) {
+Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters)
+    : model_(std::move(model)), params_(params), adapters_(std::move(adapters)) {
+    for (const auto & [adapter, scale] : adapters_) {
+        if (!adapter || adapter->base().get() != model_.get()) {
+            throw Error(ErrorKind::InvalidOption, "a LoRA adapter was loaded over another model");
+        }
+    }
     validate(params_);
     llama_model * m = model_->get();
 
@@ -115,6 +121,19 @@ Engine::Engine(ModelPtr model, const ContextParams & params) : model_(std::move(
         std::string why = take_thread_log_errors();
         throw Error(ErrorKind::ModelLoad,
                     "failed to create a context for " + model_->path() + ": " + (why.empty() ? "unknown reason" : why));
+    }
+    if (!adapters_.empty()) {
+        std::vector<llama_adapter_lora *> ptrs;
+        std::vector<float> scales;
+        for (const auto & [adapter, scale] : adapters_) {
+            ptrs.push_back(adapter->get());
+            scales.push_back(scale);
+        }
+        if (llama_set_adapters_lora(ctx_, ptrs.data(), ptrs.size(), scales.data()) != 0) {
+            llama_free(ctx_);
+            ctx_ = nullptr;
+            throw Error(ErrorKind::ModelLoad, "failed to apply LoRA adapters to " + model_->path());
+        }
     }
     mem_ = llama_get_memory(ctx_);
     n_batch_ = int(llama_n_batch(ctx_));

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "lora.h"
 #include "model.h"
 #include "notifier.h"
 #include "sampling.h"
@@ -99,7 +100,7 @@ struct EngineStats {
 
 class Engine {
   public:
-    Engine(ModelPtr model, const ContextParams & params);
+    Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters = {});
     ~Engine();
     Engine(const Engine &) = delete;
     Engine & operator=(const Engine &) = delete;
@@ -135,6 +136,7 @@ class Engine {
 
     ModelPtr model_;
     ContextParams params_;
+    std::vector<std::pair<LoraPtr, float>> adapters_;  // kept alive while the context uses them
     llama_context * ctx_ = nullptr;
     llama_memory_t mem_ = nullptr;
     llama_batch batch_{};

@@ -92,15 +92,21 @@ class _EventPump:
 class LoadedModel:
     """A model loaded for generation or for embeddings, shared by concurrent requests."""
 
-    def __init__(self, path: str, load: LoadOptions) -> None:
+    def __init__(self, path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
+                 model: _core.Model | None = None) -> None:
+        """Loads ``path`` (or uses ``model``, already loaded from it and shared with others) and
+        makes an engine over it with the given LoRA adapters (path, scale)."""
         started = time.perf_counter_ns()
         self.path = str(path)
         self.load_options = load
-        self.model = _core.Model(self.path, load.model_params())
+        self._owns_model = model is None
+        self.model = model if model is not None else _core.Model(self.path, load.model_params())
         try:
-            self.engine = _core.Engine(self.model, load.context_params())
+            self.adapters = [(_core.LoraAdapter(self.model, str(p)), float(scale)) for p, scale in adapters]
+            self.engine = _core.Engine(self.model, load.context_params(), self.adapters)
         except BaseException:
-            self.model.close()
+            if self._owns_model:
+                self.model.close()
             raise
         self.load_duration_ns = time.perf_counter_ns() - started
         self._pump = _EventPump(self.engine)
@@ -210,7 +216,9 @@ class LoadedModel:
         self._closed = True
         self._pump.detach()
         self.engine.close()
-        self.model.close()
+        self.adapters.clear()
+        if self._owns_model:
+            self.model.close()
 
     def __enter__(self) -> "LoadedModel":
         return self

@@ -61,6 +61,9 @@ class Scheduler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._inflight = 0
+        # Base weights shared by every runner over the same file and load-time model options
+        # (models that differ only in adapters, template or parameters): [model, users].
+        self._bases: dict[tuple, list] = {}
 
     # --- public ----------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Scheduler:
             if runner is None:
                 await self._make_room()
                 started = time.perf_counter_ns()
-                model = await asyncio.to_thread(LoadedModel, str(spec.model_path), load)
+                model = await self._load(spec, load)
                 model.load_duration_ns = time.perf_counter_ns() - started
                 runner = Runner(spec, model, load,
                                 keep_alive if keep_alive is not None else self._default_keep_alive())
@@ -147,11 +150,37 @@ class Scheduler:
                 runner._timer = None
             return runner
 
+    async def _load(self, spec: LocalModel, load: LoadOptions) -> LoadedModel:
+        from ..core import _core
+
+        key = (str(spec.model_path), load.model_key())
+        base = self._bases.get(key)
+        if base is None:
+            model = await asyncio.to_thread(_core.Model, str(spec.model_path), load.model_params())
+            base = self._bases[key] = [model, 0]
+        base[1] += 1
+        try:
+            adapters = [(str(p), 1.0) for p in spec.adapter_paths]
+            return await asyncio.to_thread(LoadedModel, str(spec.model_path), load, adapters, base[0])
+        except BaseException:
+            self._drop_base(key)
+            raise
+
+    def _drop_base(self, key: tuple) -> None:
+        base = self._bases.get(key)
+        if base is None:
+            return
+        base[1] -= 1
+        if base[1] <= 0:
+            del self._bases[key]
+            base[0].close()
+
     @staticmethod
     def _fits(runner: Runner, spec: LocalModel, load: LoadOptions) -> bool:
         # A loaded model serves any request whose load-time options match; other sampling
         # options are per request.
-        return runner.spec.model_path == spec.model_path and runner.load_options == load
+        return (runner.spec.model_path == spec.model_path and runner.load_options == load
+                and list(runner.spec.adapter_paths) == list(spec.adapter_paths))
 
     def _release(self, runner: Runner) -> None:
         runner.active -= 1
@@ -181,6 +210,7 @@ class Scheduler:
         if self._runners.get(runner.name) is runner:
             del self._runners[runner.name]
         await asyncio.to_thread(runner.model.close)
+        self._drop_base((str(runner.spec.model_path), runner.load_options.model_key()))
         log.info("unloaded %s", runner.name)
 
     async def _make_room(self) -> None:
