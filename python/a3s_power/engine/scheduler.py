@@ -154,11 +154,12 @@ class Scheduler:
         from ..core import _core
 
         key = (str(spec.model_path), load.model_key())
-        base = self._bases.get(key)
-        if base is None:
-            model = await asyncio.to_thread(_core.Model, str(spec.model_path), load.model_params())
-            base = self._bases[key] = [model, 0]
-        base[1] += 1
+        async with self._lock(f"base:{key}"):  # two models over one file must not both load it
+            base = self._bases.get(key)
+            if base is None:
+                model = await asyncio.to_thread(_core.Model, str(spec.model_path), load.model_params())
+                base = self._bases[key] = [model, 0]
+            base[1] += 1
         try:
             adapters = [(str(p), 1.0) for p in spec.adapter_paths]
             return await asyncio.to_thread(LoadedModel, str(spec.model_path), load, adapters, base[0])
