@@ -108,3 +108,32 @@ def test_errors_are_openai_shaped(client, server):
     r = requests.post(server.url + "/v1/chat/completions", json={"model": "smollm2", "messages": QUESTION,
                                                                   "temperature": "hot"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+
+
+def test_responses_api(client):
+    r = client.responses.create(model="smollm2", input="Which city is the capital of France?", temperature=0)
+    assert r.status == "completed" and "Paris" in r.output_text
+    assert r.usage.output_tokens > 0
+    follow = client.responses.create(model="smollm2", input="Repeat the name of that city.", temperature=0,
+                                     previous_response_id=r.id, max_output_tokens=20)
+    assert follow.previous_response_id == r.id and follow.output_text
+
+
+def test_responses_api_streaming(client):
+    events = list(client.responses.create(model="smollm2", input="Which city is the capital of France?",
+                                          temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "Paris" in text and events[-1].response.output_text == text
+
+
+def test_responses_api_instructions_and_unknown_previous(client):
+    r = client.responses.create(model="smollm2", instructions="Answer with one word.",
+                                input=[{"role": "user", "content": [{"type": "input_text",
+                                                                      "text": "Capital of France?"}]}],
+                                temperature=0, max_output_tokens=10)
+    assert r.output_text
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="smollm2", input="hi", previous_response_id="resp_missing")

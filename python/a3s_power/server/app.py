@@ -26,6 +26,7 @@ class ServerState:
     scheduler: Scheduler
     store: object | None = None  # the ModelStore, when the server manages one
     service: object | None = None  # the InferenceService over the scheduler, made on first use
+    responses: object | None = None  # stored OpenAI Responses, for previous_response_id
     started_at: float = field(default_factory=time.time)
     # Whether the listener is on a loopback address: then only local Host headers are served.
     loopback_only: bool = True
@@ -94,13 +95,14 @@ def _edge_middleware(state_getter: Callable[[], ServerState]):
 
 
 def create_app(state: ServerState) -> web.Application:
-    from . import anthropic, native, openai
+    from . import anthropic, native, openai, responses
 
     app = web.Application(client_max_size=1024**3, middlewares=[_edge_middleware(lambda: state), error_middleware])
     app[STATE] = state
     native.setup(app)
     openai.setup(app)
     anthropic.setup(app)
+    responses.setup(app)
     try:
         from . import models  # the model store's routes (pull, push, create, ...)
 
