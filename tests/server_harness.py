@@ -14,10 +14,11 @@ from a3s_power.server.app import ServerState, create_app
 
 
 class RunningServer:
-    def __init__(self, config: Config, resolve, store=None) -> None:
+    def __init__(self, config: Config, resolve, store=None, usage=None) -> None:
         self.config = config
         self._resolve = resolve
         self._store = store
+        self._usage = usage
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -32,7 +33,7 @@ class RunningServer:
 
     async def _start(self) -> None:
         self.state = ServerState(config=self.config, scheduler=Scheduler(self.config, self._resolve),
-                                 store=self._store)
+                                 store=self._store, usage=self._usage)
         self._runner = web.AppRunner(create_app(self.state), handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

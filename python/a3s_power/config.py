@@ -61,13 +61,24 @@ class Config(BaseModel):
     max_queue: int = 512
     origins: tuple[str, ...] = ()
     models_dir: Path | None = None
+    noprune: bool = False  # OLLAMA_NOPRUNE: keep unreferenced blobs (at start-up and on re-pull)
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
 
+    # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
+    num_gpu: int = -1
+    main_gpu: int = 0
+    use_mlock: bool = False
+    num_thread: int = 0
+    # What a million tokens cost, for /v1/usage and the cost metric: {"default": {...}, "<model>": {...}}
+    # with "input" and "output" prices in dollars. Local inference is free unless configured.
+    pricing: dict[str, dict[str, float]] = {}
+
     @classmethod
     def from_env(cls) -> "Config":
+        """config.toml under $A3S_POWER_HOME, then the environment on top of it."""
         home = Path(_env("A3S_POWER_HOME") or Path.home() / ".a3s" / "power")
-        values: dict = {"home": home}
+        values: dict = {"home": home, **_read_toml(home / "config.toml")}
         if (v := _env("OLLAMA_HOST")) is not None:
             values["host"] = v
         if (v := _env_int("OLLAMA_NUM_PARALLEL")) is not None and v > 0:
@@ -95,6 +106,10 @@ class Config(BaseModel):
             values["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
         if (v := _env("OLLAMA_MODELS")) is not None:
             values["models_dir"] = Path(v).expanduser()
+        if (v := _env_bool("OLLAMA_NOPRUNE")) is not None:
+            values["noprune"] = v
+        if (v := _env_int("OLLAMA_NUM_GPU")) is not None:
+            values["num_gpu"] = v
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)
@@ -103,6 +118,87 @@ class Config(BaseModel):
     @property
     def models_root(self) -> Path:
         return self.models_dir or self.home / "models"
+
+
+    def price(self, model: str) -> tuple[float, float]:
+        """Dollars per million input and output tokens for a model."""
+        entry = self.pricing.get(model) or self.pricing.get(model.split(":")[0]) or self.pricing.get("default") or {}
+        return float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
+
+
+class _Gpu(BaseModel, extra="forbid"):
+    gpu_layers: int = -1
+    main_gpu: int = 0
+
+
+class _Price(BaseModel, extra="forbid"):
+    input: float = 0.0
+    output: float = 0.0
+
+
+class _TomlFile(BaseModel, extra="forbid"):
+    """config.toml as the spec defines it; unknown keys are errors that name the key."""
+
+    host: str | None = None
+    port: int | None = None
+    data_dir: Path | None = None
+    models_dir: Path | None = None
+    max_loaded_models: int | None = None
+    keep_alive: str | int | float | None = None
+    num_parallel: int | None = None
+    context_length: int | None = None
+    flash_attention: bool | None = None
+    kv_cache_type: str | None = None
+    use_mlock: bool | None = None
+    num_thread: int | None = None
+    max_queue: int | None = None
+    origins: list[str] | None = None
+    stream_interval_ms: int | None = None
+    gpu: _Gpu | None = None
+    pricing: dict[str, _Price] | None = None
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+        parsed = _TomlFile.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidOptionError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidOptionError(f"{path}: {problems}") from None
+    values: dict = {}
+    if parsed.host is not None or parsed.port is not None:
+        values["host"] = f"{parsed.host or '127.0.0.1'}:{parsed.port or 11434}"
+    if parsed.data_dir is not None:
+        values["models_dir"] = parsed.data_dir.expanduser() / "models"
+    if parsed.models_dir is not None:
+        values["models_dir"] = parsed.models_dir.expanduser()
+    for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
+                "use_mlock", "num_thread", "max_queue", "stream_interval_ms"):
+        if getattr(parsed, key) is not None:
+            values[key] = getattr(parsed, key)
+    if parsed.origins is not None:
+        values["origins"] = tuple(parsed.origins)
+    if parsed.keep_alive is not None:
+        from .engine.scheduler import parse_keep_alive
+
+        try:
+            values["keep_alive"] = parse_keep_alive(parsed.keep_alive)
+        except ValueError as exc:
+            raise InvalidOptionError(f"{path}: keep_alive: {exc}") from None
+    if parsed.gpu is not None:
+        values["num_gpu"] = parsed.gpu.gpu_layers
+        values["main_gpu"] = parsed.gpu.main_gpu
+    if parsed.pricing is not None:
+        values["pricing"] = {k: v.model_dump() for k, v in parsed.pricing.items()}
+    return values
 
 
 @lru_cache(maxsize=1)

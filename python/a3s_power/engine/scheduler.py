@@ -14,7 +14,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from ..config import Config
 from ..errors import A3SPowerError
@@ -54,8 +54,10 @@ class QueueFull(A3SPowerError):
 
 
 class Scheduler:
-    def __init__(self, config: Config, resolve: Callable[[str], LocalModel]) -> None:
+    def __init__(self, config: Config, resolve: Callable[[str], LocalModel], events: Any = None) -> None:
+        """``events``, if given, hears ``on_load(name, seconds)`` and ``on_eviction(name)``."""
         self._config = config
+        self.events = events
         self._resolve = resolve
         self._runners: dict[str, Runner] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -139,6 +141,8 @@ class Scheduler:
                                 keep_alive if keep_alive is not None else self._default_keep_alive())
                 self._runners[spec.name] = runner
                 log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
+                if self.events is not None:
+                    self.events.on_load(spec.name, model.load_duration_ns / 1e9)
             elif keep_alive is not None:
                 runner.keep_alive = keep_alive
             runner.active += 1
@@ -221,6 +225,8 @@ class Scheduler:
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
+            if self.events is not None:
+                self.events.on_eviction(victim.name)
 
 
 def parse_keep_alive(value) -> float | None:

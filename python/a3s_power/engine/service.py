@@ -77,8 +77,11 @@ def grammar_for_format(fmt: Any) -> str:
 
 
 class InferenceService:
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, observer: Any = None) -> None:
+        """``observer``, if given, hears of every finished request through
+        ``on_request(model, kind, input_tokens, output_tokens, ttft_ns, total_ns)``."""
         self.scheduler = scheduler
+        self.observer = observer
         self._templates: dict[tuple, PromptTemplate] = {}
 
     # --- shared steps ----------------------------------------------------------------------
@@ -304,8 +307,11 @@ class InferenceService:
                 text, calls = tool_parser.feed(text)
             return thinking, text, calls
 
+        first_token_ns = 0
         async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
                                           top_logprobs=top_logprobs):
+            if chunk.tokens and not first_token_ns:
+                first_token_ns = time.perf_counter_ns() - started
             if collect is not None:
                 collect.extend(chunk.tokens)
             thinking, content, calls = split(chunk.text)
@@ -332,6 +338,10 @@ class InferenceService:
                     "eval_duration": timings.get("eval_duration", 0),
                 }
                 reason = chunk.done_reason if chunk.done_reason in ("stop", "length") else "stop"
+                if self.observer is not None:
+                    self.observer.on_request(runner.name, "generate" if collect is not None else "chat",
+                                             metrics["prompt_eval_count"], metrics["eval_count"], first_token_ns,
+                                             metrics["total_duration"])
                 yield Delta(content, thinking, calls, lp, True, reason, metrics, stop_sequence=chunk.stop_sequence)
                 return
             if content or thinking or calls or lp:
@@ -386,6 +396,8 @@ class InferenceService:
                     v = [x / norm for x in v]
             out.append(v)
         count = sum(len(t) for t in token_lists)
+        if self.observer is not None:
+            self.observer.on_request(spec.name, "embed", count, 0, 0, time.perf_counter_ns() - started)
         return EmbedResult(out, count, {"total_duration": time.perf_counter_ns() - started,
                                         "load_duration": loaded_ns, "prompt_eval_count": count})
 

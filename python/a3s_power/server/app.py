@@ -27,6 +27,8 @@ class ServerState:
     store: object | None = None  # the ModelStore, when the server manages one
     service: object | None = None  # the InferenceService over the scheduler, made on first use
     responses: object | None = None  # stored OpenAI Responses, for previous_response_id
+    metrics: object | None = None  # server.metrics.Metrics, made by create_app
+    usage: object | None = None  # usage.UsageLog; None disables /v1/usage
     started_at: float = field(default_factory=time.time)
     # Whether the listener is on a loopback address: then only local Host headers are served.
     loopback_only: bool = True
@@ -95,14 +97,25 @@ def _edge_middleware(state_getter: Callable[[], ServerState]):
 
 
 def create_app(state: ServerState) -> web.Application:
-    from . import anthropic, native, openai, responses
+    from ..engine.service import InferenceService
+    from . import anthropic, native, openai, ops, responses
+    from .metrics import Metrics
 
-    app = web.Application(client_max_size=1024**3, middlewares=[_edge_middleware(lambda: state), error_middleware])
+    if state.metrics is None:
+        state.metrics = Metrics()
+        state.metrics.attach_scheduler(state.scheduler)
+    observer = ops.Observer(state, state.metrics, state.usage)
+    state.scheduler.events = observer
+    state.service = InferenceService(state.scheduler, observer)
+
+    app = web.Application(client_max_size=1024**3,
+                          middlewares=[_edge_middleware(lambda: state), state.metrics.middleware(), error_middleware])
     app[STATE] = state
     native.setup(app)
     openai.setup(app)
     anthropic.setup(app)
     responses.setup(app)
+    ops.setup(app)
     try:
         from . import models  # the model store's routes (pull, push, create, ...)
 

@@ -22,11 +22,7 @@ FAR_FUTURE = datetime(2318, 1, 1, tzinfo=timezone.utc)  # what "forever" looks l
 
 
 def service_of(request: web.Request) -> InferenceService:
-    state = state_of(request)
-    service = getattr(state, "service", None)
-    if service is None:
-        service = state.service = InferenceService(state.scheduler)
-    return service
+    return state_of(request).service
 
 
 def _bool(body: dict, key: str, default: bool | None = None) -> bool | None:

@@ -39,8 +39,11 @@ def is_loopback(host: str) -> bool:
 def build_state(config: Config) -> ServerState:
     from ..store import ModelStore
 
+    from ..usage import UsageLog
+
     store = ModelStore.from_config(config)
-    return ServerState(config=config, scheduler=Scheduler(config, store.resolve), store=store)
+    return ServerState(config=config, scheduler=Scheduler(config, store.resolve), store=store,
+                       usage=UsageLog(config.home / "usage.db"))
 
 
 async def serve(config: Config, host: str | None = None, port: int | None = None) -> None:

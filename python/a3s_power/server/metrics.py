@@ -1,0 +1,106 @@
+"""Prometheus metrics for /metrics, kept in a registry of the app's own (so several servers in
+one process, as in tests, never share counters)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("power_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=r)
+        self.request_seconds = Histogram("power_http_request_duration_seconds", "HTTP request duration",
+                                         ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("power_inference_tokens_total", "Tokens processed", ["model", "type"], registry=r)
+        self.inference_seconds = Summary("power_inference_duration_seconds", "Inference duration", ["model"],
+                                         registry=r)
+        self.ttft_seconds = Summary("power_ttft_seconds", "Time to first token", ["model"], registry=r)
+        self.cost = Counter("power_cost_dollars", "Cost of inference by the configured prices", ["model"],
+                            registry=r)
+        self.loads = Counter("power_model_loads_total", "Model loads", ["model"], registry=r)
+        self.load_seconds = Summary("power_model_load_duration_seconds", "Model load time", ["model"], registry=r)
+        self.evictions = Counter("power_model_evictions_total", "Models unloaded to make room", registry=r)
+
+    def attach_scheduler(self, scheduler) -> None:
+        """Gauges read from the scheduler when scraped: queue, slots and memory per model."""
+        from ..gpu import gpu_stats
+
+        class _Live:
+            def collect(self):
+                queue = GaugeMetricFamily("power_queue_depth", "Requests waiting for a slot")
+                busy = GaugeMetricFamily("power_slots_busy", "Slots generating", labels=["model"])
+                slots = GaugeMetricFamily("power_slots", "Slots per loaded model", labels=["model"])
+                memory = GaugeMetricFamily("power_model_memory_bytes", "Weights of loaded models", labels=["model"])
+                loaded = GaugeMetricFamily("power_models_loaded", "Loaded models")
+                waiting = 0
+                runners = scheduler.running()
+                for runner in runners:
+                    stats = runner.model.engine.stats()
+                    waiting += stats["queued"]
+                    busy.add_metric([runner.name], stats["slots_busy"])
+                    slots.add_metric([runner.name], stats["slots"])
+                    memory.add_metric([runner.name], runner.model.model.size)
+                queue.add_metric([], waiting)
+                loaded.add_metric([], len(runners))
+                yield from (queue, busy, slots, memory, loaded)
+                gpus = gpu_stats()
+                if gpus:
+                    mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])
+                    util = GaugeMetricFamily("power_gpu_utilization", "GPU utilization (0-1)", labels=["device"])
+                    for g in gpus:
+                        mem.add_metric([g.name], g.memory_used)
+                        util.add_metric([g.name], g.utilization)
+                    yield from (mem, util)
+
+        self.registry.register(_Live())
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    def on_generation(self, model: str, input_tokens: int, output_tokens: int, ttft_ns: int, total_ns: int,
+                      cost: float) -> None:
+        self.tokens.labels(model, "input").inc(input_tokens)
+        self.tokens.labels(model, "output").inc(output_tokens)
+        self.inference_seconds.labels(model).observe(total_ns / 1e9)
+        if ttft_ns:
+            self.ttft_seconds.labels(model).observe(ttft_ns / 1e9)
+        if cost:
+            self.cost.labels(model).inc(cost)
+
+    def on_load(self, model: str, seconds: float) -> None:
+        self.loads.labels(model).inc()
+        self.load_seconds.labels(model).observe(seconds)
+
+    def on_eviction(self) -> None:
+        self.evictions.inc()
+
+    def middleware(self):
+        @web.middleware
+        async def count(request: web.Request, handler):
+            started = time.perf_counter()
+            route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                self.requests.labels(request.method, route, str(status)).inc()
+                self.request_seconds.labels(request.method, route).observe(time.perf_counter() - started)
+
+        return count
+
+    async def handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,131 @@
+"""Operations: /metrics scraped with prometheus-client's parser, /v1/usage, /health, config.toml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from a3s_power.config import Config
+from a3s_power.errors import InvalidOptionError
+from a3s_power.store.types import LocalModel, ModelNotFound
+from a3s_power.usage import UsageLog
+from tests.server_harness import RunningServer, server_config
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path, tmp_path_factory):
+    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
+                                           capabilities=["completion"])}
+
+    def resolve(name: str) -> LocalModel:
+        key = name if ":" in name else name + ":latest"
+        if key not in models:
+            raise ModelNotFound(name)
+        return models[key]
+
+    usage = UsageLog(tmp_path_factory.mktemp("usage") / "usage.db")
+    config = server_config(num_parallel=2, context_length=1024,
+                           pricing={"default": {"input": 1.0, "output": 2.0}})
+    srv = RunningServer(config, resolve, usage=usage).start()
+    yield srv
+    srv.stop()
+
+
+def scrape(server) -> dict[tuple, float]:
+    samples = {}
+    for family in text_string_to_metric_families(requests.get(server.url + "/metrics").text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_requests_and_tokens(server):
+    before = scrape(server)
+    body = {"model": "smollm2", "prompt": "Hello", "stream": False, "options": {"temperature": 0, "num_predict": 5}}
+    results = [requests.post(server.url + "/api/generate", json=body).json() for _ in range(2)]
+    requests.post(server.url + "/api/generate", json={"model": "missing", "prompt": "x"})
+    after = scrape(server)
+    route = dict(method="POST", route="/api/generate")
+    assert value(after, "power_http_requests_total", status="200", **route) - \
+        value(before, "power_http_requests_total", status="200", **route) == 2
+    assert value(after, "power_http_requests_total", status="404", **route) - \
+        value(before, "power_http_requests_total", status="404", **route) == 1
+    out = sum(r["eval_count"] for r in results)
+    inp = sum(r["prompt_eval_count"] for r in results)
+    model = "smollm2:latest"
+    assert value(after, "power_inference_tokens_total", model=model, type="output") - \
+        value(before, "power_inference_tokens_total", model=model, type="output") == out
+    assert value(after, "power_inference_tokens_total", model=model, type="input") - \
+        value(before, "power_inference_tokens_total", model=model, type="input") == inp
+    assert value(after, "power_ttft_seconds_count", model=model) - value(before, "power_ttft_seconds_count",
+                                                                          model=model) == 2
+    expected_cost = (inp * 1.0 + out * 2.0) / 1e6
+    assert value(after, "power_cost_dollars_total", model=model) - \
+        value(before, "power_cost_dollars_total", model=model) == pytest.approx(expected_cost)
+    assert value(after, "power_models_loaded") == 1
+    assert value(after, "power_slots", model=model) == 2
+    assert value(after, "power_model_loads_total", model=model) >= 1
+
+
+def test_usage_is_recorded_and_filtered(server):
+    body = {"model": "smollm2", "prompt": "Hi", "stream": False, "options": {"temperature": 0, "num_predict": 3}}
+    requests.post(server.url + "/api/generate", json=body)
+    usage = requests.get(server.url + "/v1/usage").json()
+    assert usage["totals"]["requests"] >= 1 and usage["totals"]["output_tokens"] >= 3
+    assert usage["data"][0]["model"] == "smollm2:latest" and usage["totals"]["cost"] > 0
+    none = requests.get(server.url + "/v1/usage", params={"model": "other"}).json()
+    assert none["totals"]["requests"] == 0
+    past = requests.get(server.url + "/v1/usage", params={"start_date": "2001-01-01", "end_date": "2001-01-02"}).json()
+    assert past["data"] == []
+    bad = requests.get(server.url + "/v1/usage", params={"start_date": "yesterday"})
+    assert bad.status_code == 400
+
+
+def test_usage_survives_a_restart(tmp_path):
+    log = UsageLog(tmp_path / "u.db")
+    log.record("m", "chat", 10, 5, 1_000_000, 0.5)
+    log.close()
+    again = UsageLog(tmp_path / "u.db")
+    assert again.summary()["totals"] == {"requests": 1, "input_tokens": 10, "output_tokens": 5, "cost": 0.5,
+                                         "total_tokens": 15}
+
+
+def test_health(server):
+    h = requests.get(server.url + "/health").json()
+    assert h["status"] == "ok" and h["version"] and h["uptime_seconds"] >= 0
+    assert isinstance(h["loaded_models"], list)
+
+
+def test_config_toml_and_environment(tmp_path, monkeypatch):
+    (tmp_path / "config.toml").write_text('host = "0.0.0.0"\nport = 8080\nkeep_alive = "10m"\n'
+                                          'max_loaded_models = 2\n[gpu]\ngpu_layers = 0\nmain_gpu = 1\n')
+    monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    monkeypatch.delenv("OLLAMA_KEEP_ALIVE", raising=False)
+    monkeypatch.delenv("OLLAMA_MAX_LOADED_MODELS", raising=False)
+    c = Config.from_env()
+    assert (c.host, c.keep_alive, c.max_loaded_models, c.num_gpu, c.main_gpu) == ("0.0.0.0:8080", 600.0, 2, 0, 1)
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "-1")
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9999")
+    c = Config.from_env()
+    assert c.keep_alive < 0 and c.host == "127.0.0.1:9999"
+
+
+def test_bad_config_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text('max_loaded_modles = 2\n')
+    with pytest.raises(InvalidOptionError, match="max_loaded_modles"):
+        Config.from_env()
+    (tmp_path / "config.toml").write_text('[gpu]\ngpu_layers = "many"\n')
+    with pytest.raises(InvalidOptionError, match="gpu.gpu_layers"):
+        Config.from_env()
+    (tmp_path / "config.toml").write_text('keep_alive = "forever"\n')
+    with pytest.raises(InvalidOptionError, match="keep_alive"):
+        Config.from_env()
