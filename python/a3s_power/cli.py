@@ -72,5 +72,13 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
         sys.exit(130)
 
 
+def _register_commands() -> None:
+    from . import cli_models
+
+    cli_models.register(main)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

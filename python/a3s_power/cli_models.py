@@ -1,0 +1,393 @@
+"""Model-management commands: pull, push, list/ls, show, rm/delete, cp, create.
+
+Each is a client of the server at OLLAMA_HOST, and prints what Ollama's CLI prints: progress
+bars for transfers, a ``NAME ID SIZE MODIFIED`` table, show's sections. Failures end the command
+with a one-line ``Error: ...`` and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+
+from .client import Client
+from .errors import A3SPowerError
+
+# --- formatting as Ollama's format package does ---------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            value = n / size
+            if value >= 10 or value == math.trunc(value):
+                return f"{int(value)} {unit}"
+            return f"{value:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600 / 24 / 365)} years"
+
+
+def human_time(when: datetime | None, zero: str = "Never") -> str:
+    if when is None:
+        return zero
+    delta = (datetime.now(timezone.utc) - when).total_seconds()
+    if delta < 0:
+        return human_duration(-delta) + " from now"
+    return human_duration(delta) + " ago"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        # Go writes up to nine fractional digits; Python reads six.
+        head, dot, rest = text.partition(".")
+        if dot:
+            digits = "".join(c for c in rest if c.isdigit())
+            zone = rest[len(digits):]
+            text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell and three spaces apart, as Ollama's tables are."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Renders a progress stream: a bar per status that has a total, a line for the others."""
+
+    def __init__(self, out=None) -> None:
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.current: str | None = None  # the status whose bar is on the last line
+        self.started: dict[str, tuple[float, int]] = {}
+        self.last_line = ""
+
+    def _bar(self, status: str, total: int, completed: int) -> str:
+        pct = int(100 * completed / total) if total else 100
+        width = 20 if not self.tty else max(10, min(50, shutil.get_terminal_size().columns - len(status) - 45))
+        filled = int(width * completed / total) if total else width
+        bar = "▕" + "█" * filled + " " * (width - filled) + "▏"
+        if completed >= total:
+            return f"{status}: {pct:3d}% {bar} {human_bytes(total)}"
+        t0, c0 = self.started.setdefault(status, (time.monotonic(), completed))
+        elapsed = time.monotonic() - t0
+        rate = (completed - c0) / elapsed if elapsed > 0.5 else 0
+        stats = f"{human_bytes(completed)}/{human_bytes(total)}"
+        if rate > 0:
+            eta = (total - completed) / rate
+            stats += f"  {human_bytes(rate)}/s  {int(eta // 60)}m{int(eta % 60)}s" if eta >= 60 else \
+                f"  {human_bytes(rate)}/s  {int(eta)}s"
+        return f"{status}: {pct:3d}% {bar} {stats}"
+
+    def _write(self, text: str, final: bool) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K" + text + ("\n" if final else ""))
+        elif final:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def update(self, item: dict[str, Any]) -> None:
+        status = item.get("status", "")
+        total = item.get("total") or 0
+        if status != self.current and self.current is not None:
+            self._write(self.last_line, final=True)  # the previous bar stays where it was
+            self.current = None
+        if total:
+            self.current = status
+            self.last_line = self._bar(status, total, item.get("completed") or 0)
+            self._write(self.last_line, final=False)
+        elif status:
+            self._write(status, final=True)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self._write(self.last_line, final=True)
+            self.current = None
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+
+
+def _host() -> str:
+    from .config import get_config
+
+    return get_config().host
+
+
+def _run(work: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        from .cli_run import ensure_server
+
+        async with Client(_host()) as client:
+            await ensure_server(client)
+            await work(client)
+
+    try:
+        asyncio.run(main())
+    except A3SPowerError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def _stream(client: Client, path: str, body: dict) -> None:
+    printer = ProgressPrinter()
+    try:
+        async for item in client.stream("POST", path, body):
+            printer.update(item)
+    finally:
+        printer.finish()
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Use an insecure registry")
+def pull(model: str, insecure: bool) -> None:
+    """Pull a model from a registry"""
+    _run(lambda c: _stream(c, "/api/pull", {"model": model, "insecure": insecure}))
+
+
+@click.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Use an insecure registry")
+def push(model: str, insecure: bool) -> None:
+    """Push a model to a registry"""
+    _run(lambda c: _stream(c, "/api/push", {"model": model, "insecure": insecure}))
+
+
+@click.command("list")
+def list_models() -> None:
+    """List models"""
+
+    async def work(client: Client) -> None:
+        data = await client.request("GET", "/api/tags")
+        rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+        for m in data.get("models", []):
+            rows.append([m["name"], m.get("digest", "")[:12], human_bytes(m.get("size", 0)),
+                         human_time(parse_time(m.get("modified_at")))])
+        click.echo(table(rows))
+
+    _run(work)
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+def rm(models: tuple[str, ...]) -> None:
+    """Remove a model"""
+
+    async def work(client: Client) -> None:
+        for name in models:
+            await client.request("DELETE", "/api/delete", {"model": name})
+            click.echo(f"deleted '{name}'")
+
+    _run(work)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination")
+def cp(source: str, destination: str) -> None:
+    """Copy a model"""
+
+    async def work(client: Client) -> None:
+        await client.request("POST", "/api/copy", {"source": source, "destination": destination})
+        click.echo(f"copied '{source}' to '{destination}'")
+
+    _run(work)
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line if line else "" for line in text.splitlines())
+
+
+def render_show(info: dict[str, Any]) -> str:
+    """Ollama's ``show`` summary: Model, Capabilities, Parameters, System and License sections."""
+    details = info.get("details") or {}
+    model_info = info.get("model_info") or {}
+    arch = model_info.get("general.architecture") or details.get("family", "")
+    rows = [["architecture", str(arch)], ["parameters", str(details.get("parameter_size", ""))]]
+    for key, label in (("context_length", "context length"), ("embedding_length", "embedding length")):
+        if (value := model_info.get(f"{arch}.{key}")) is not None:
+            rows.append([label, str(value)])
+    rows.append(["quantization", str(details.get("quantization_level", ""))])
+    sections = ["  Model\n" + _indent(table(rows))]
+    if caps := info.get("capabilities"):
+        sections.append("  Capabilities\n" + _indent("\n".join(caps)))
+    if proj := info.get("projector_info"):
+        prows = [["architecture", str(proj.get("general.architecture", ""))]]
+        if (count := proj.get("general.parameter_count")) is not None:
+            from .store.details import human_number
+
+            prows.append(["parameters", human_number(int(count))])
+        sections.append("  Projector\n" + _indent(table(prows)))
+    if params := info.get("parameters"):
+        prows = [line.split(None, 1) for line in params.splitlines() if line.strip()]
+        sections.append("  Parameters\n" + _indent(table([[r[0], r[1] if len(r) > 1 else ""] for r in prows])))
+    if system := info.get("system"):
+        lines = system.strip().splitlines()
+        sections.append("  System\n" + _indent("\n".join(lines[:2] + (["..."] if len(lines) > 2 else []))))
+    if license_text := info.get("license"):
+        lines = license_text.strip().splitlines()
+        sections.append("  License\n" + _indent("\n".join(lines[:2] + (["..."] if len(lines) > 2 else []))))
+    return "\n\n".join(sections) + "\n"
+
+
+def render_verbose(info: dict[str, Any]) -> str:
+    out = []
+    if model_info := info.get("model_info"):
+        rows = [[k, str(v)] for k, v in model_info.items()]
+        out.append("  Metadata\n" + _indent(table(rows)))
+    if tensors := info.get("tensors"):
+        rows = [[t["name"], t["type"], str(t["shape"])] for t in tensors]
+        out.append("  Tensors\n" + _indent(table(rows)))
+    return "\n\n".join(out) + ("\n" if out else "")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--license", "show_license", is_flag=True, help="Show license of a model")
+@click.option("--modelfile", is_flag=True, help="Show Modelfile of a model")
+@click.option("--parameters", is_flag=True, help="Show parameters of a model")
+@click.option("--template", is_flag=True, help="Show template of a model")
+@click.option("--system", is_flag=True, help="Show system message of a model")
+@click.option("-v", "--verbose", is_flag=True, help="Show detailed model information")
+def show(model: str, show_license: bool, modelfile: bool, parameters: bool, template: bool, system: bool,
+         verbose: bool) -> None:
+    """Show information for a model"""
+    chosen = [k for k, on in (("license", show_license), ("modelfile", modelfile), ("parameters", parameters),
+                              ("template", template), ("system", system)) if on]
+    if len(chosen) > 1:
+        click.echo("Error: only one of '--license', '--modelfile', '--parameters', '--system', or '--template' "
+                   "can be specified", err=True)
+        sys.exit(1)
+
+    async def work(client: Client) -> None:
+        info = await client.request("POST", "/api/show", {"model": model, "verbose": verbose})
+        if chosen:
+            field = chosen[0]
+            value = info.get(field)
+            if not value:
+                click.echo(f"No {field} was specified for this model.")
+            else:
+                click.echo(value.rstrip("\n"))
+            return
+        click.echo(render_show(info), nl=False)
+        if verbose:
+            click.echo("\n" + render_verbose(info), nl=False)
+
+    _run(work)
+
+
+async def _upload(client: Client, digest: str, path: Path, printer: ProgressPrinter) -> None:
+    """Sends a local file as a blob unless the server has it (HEAD first), as Ollama's CLI does."""
+    async with client.session.head(f"{client.base}/api/blobs/{digest}") as resp:
+        if resp.status == 200:
+            return
+    size = path.stat().st_size
+    label = f"copying file {digest}"
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                sent += len(block)
+                printer.update({"status": label, "total": size, "completed": sent})
+                yield block
+
+    async with client.session.post(f"{client.base}/api/blobs/{digest}", data=body(),
+                                   headers={"Content-Length": str(size)}) as resp:
+        await Client._raise_for(resp)
+    printer.update({"status": label, "total": size, "completed": size})
+
+
+@click.command()
+@click.argument("model")
+@click.option("-f", "--file", "modelfile", default="Modelfile", show_default=True,
+              help="Name of the Modelfile")
+@click.option("-q", "--quantize", default=None, help="Quantize model to this level (e.g. q4_K_M)")
+def create(model: str, modelfile: str, quantize: str | None) -> None:
+    """Create a model from a Modelfile"""
+    from .store.modelfile import ModelfileError, create_plan, parse_modelfile
+
+    path = Path(modelfile).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"Error: {exc.strerror}: {path}", err=True)
+        sys.exit(1)
+    try:
+        click.echo("gathering model components", err=True)
+        plan = create_plan(parse_modelfile(text), path.resolve().parent)
+    except (ModelfileError, A3SPowerError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    body = {"model": model, **plan.body}
+    if quantize:
+        body["quantize"] = quantize
+
+    async def work(client: Client) -> None:
+        printer = ProgressPrinter()
+        try:
+            for digest, file in plan.uploads.items():
+                await _upload(client, digest, file, printer)
+            async for item in client.stream("POST", "/api/create", body):
+                printer.update(item)
+        finally:
+            printer.finish()
+
+    _run(work)
+
+
+def register(main: click.Group) -> None:
+    """Adds the model commands (with Ollama's aliases) to the ``a3s-power`` group."""
+    for command in (pull, push, list_models, show, rm, cp, create):
+        main.add_command(command)
+    main.add_command(list_models, "ls")
+    main.add_command(rm, "delete")

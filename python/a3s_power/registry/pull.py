@@ -1,0 +1,162 @@
+"""Pulling a model: from its registry (Ollama's protocol, hf.co included), a direct URL, or the
+built-in registry of known models when the registry cannot be reached or lacks the name.
+
+Progress is what Ollama streams: ``pulling manifest``, ``pulling <12 hex>`` with total and
+completed, ``verifying sha256 digest``, ``writing manifest``, ``removing unused layers`` when a
+re-pull replaced some, ``success``. The manifest is written only after every blob is in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+from urllib.parse import urljoin
+
+import aiohttp
+
+from ..store import digests
+from ..store.manifest import MANIFEST_MEDIA_TYPE, InvalidManifest, Manifest
+from ..store.names import ModelName
+from ..store.store import ModelStore
+from ..store.types import ModelNotFound
+from .blobfetch import fetch_blob
+from .builtin import BuiltinRegistry
+from .errors import NotFoundInRegistry, RegistryError
+from .progress import LayerProgress, status, while_running
+from .settings import TransferSettings
+from .transport import RegistryTransport, error_text, host_of
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def is_url(text: str) -> bool:
+    """A direct download (``https://host/path/file.gguf``) rather than a model name."""
+    lower = text.strip().lower()
+    return lower.startswith(("https://", "http://")) and "/" in lower.split("://", 1)[1].rstrip("/")\
+        and lower.split("?")[0].endswith(".gguf")
+
+
+@asynccontextmanager
+async def _session(session: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp.ClientSession]:
+    if session is not None:
+        yield session
+        return
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as own:
+        yield own
+
+
+async def fetch_manifest(transport: RegistryTransport, name: ModelName, insecure: bool) -> bytes:
+    url = f"{name.base_url(insecure)}/v2/{name.repository}/manifests/{name.tag}"
+    resp = await transport.open("GET", url, headers={"Accept": MANIFEST_MEDIA_TYPE})
+    async with resp:
+        if resp.status == 404:
+            raise NotFoundInRegistry("pull model manifest: file does not exist", 404)
+        if resp.status != 200:
+            raise RegistryError(f"pull model manifest: {await error_text(resp)}", resp.status)
+        return await resp.read()
+
+
+def registry_source(transport: RegistryTransport, name: ModelName, insecure: bool, digest: str):
+    """Where a blob's bytes come from: the registry, or the blob host it redirects to (asked
+    once; the blob host gets no credentials)."""
+    found: dict[str, object] = {}
+    asking = asyncio.Lock()  # parallel parts ask once, together
+
+    async def source() -> tuple[str, dict[str, str]]:
+        async with asking:
+            if not found:
+                await discover()
+        url = str(found["url"])
+        return url, ({} if found["direct"] else transport.auth_headers(url))
+
+    async def discover() -> None:
+        url = f"{name.base_url(insecure)}/v2/{name.repository}/blobs/{digest}"
+        for _ in range(10):
+            resp = await transport.open("GET", url, headers={"Range": "bytes=0-0"}, allow_redirects=False)
+            try:
+                if resp.status in _REDIRECTS and resp.headers.get("Location"):
+                    location = urljoin(url, resp.headers["Location"])
+                    if host_of(location) != host_of(url):
+                        found.update(url=location, direct=True)
+                        break
+                    url = location
+                    continue
+                if resp.status in (200, 206):
+                    found.update(url=url, direct=False)
+                    break
+                if resp.status == 404:
+                    raise RegistryError(f"blob {digest} not found in the registry", 404)
+                raise RegistryError(f"pull blob {digest}: {await error_text(resp)}", resp.status)
+            finally:
+                resp.release()
+        else:
+            raise RegistryError(f"pull blob {digest}: too many redirects")
+
+    return source
+
+
+async def pull_model(store: ModelStore, name_text: str, *, insecure: bool = False,
+                     session: aiohttp.ClientSession | None = None, settings: TransferSettings | None = None,
+                     builtin: BuiltinRegistry | None = None) -> AsyncIterator[dict]:
+    """Pulls a model by name or URL, yielding progress lines; raises on failure."""
+    settings = settings or TransferSettings()
+    from .direct import pull_url  # late: direct imports this module's helpers
+
+    async with _session(session) as http:
+        if is_url(name_text):
+            async for line in pull_url(store, name_text.strip(), http, settings):
+                yield line
+            return
+        name = ModelName.parse(name_text)
+        transport = RegistryTransport(http, settings)
+        yield status("pulling manifest")
+        try:
+            raw = await fetch_manifest(transport, name, insecure)
+        except RegistryError as exc:
+            entry = builtin.lookup(name) if builtin is not None else None
+            if entry is None or (exc.status is not None and exc.status != 404):
+                raise
+            log.info("%s: %s; using the built-in registry", name.display, exc)
+            async for line in pull_url(store, entry.url, http, settings, name=name, entry=entry):
+                yield line
+            return
+        try:
+            manifest = Manifest.parse(raw)
+        except InvalidManifest as exc:
+            raise RegistryError(f"pull model manifest: {exc}") from None
+
+        with store.pinned(manifest.digests()):
+            layers = [*manifest.layers, manifest.config]
+            seen: set[str] = set()
+            for layer in layers:
+                if layer.digest in seen:
+                    continue
+                seen.add(layer.digest)
+                progress = LayerProgress(f"pulling {digests.short(layer.digest)}", layer.digest, layer.size,
+                                         settings.progress_interval_s)
+                work = fetch_blob(http, store.blobs, layer.digest, layer.size,
+                                  registry_source(transport, name, insecure, layer.digest), settings, progress.add)
+                async for line in while_running(work, progress):
+                    yield line
+            yield status("verifying sha256 digest")
+            # Every blob was hashed before it got its name; check none has gone missing since.
+            for digest in manifest.digests():
+                if not store.blobs.exists(digest):
+                    raise RegistryError(f"blob {digest} disappeared before the manifest was written")
+            old = None
+            try:
+                _, old = store.read_manifest(name)
+            except (ModelNotFound, InvalidManifest):  # no (readable) old manifest: nothing to replace
+                old = None
+            yield status("writing manifest")
+            store.write_manifest(name, manifest)
+        if old is not None and not store.noprune:
+            unused = old.digests() - manifest.digests()
+            if unused:
+                yield status("removing unused layers")
+                store.remove_unused(unused)
+        yield status("success")

@@ -1,0 +1,409 @@
+"""The model store: Ollama's layout under one root, shared safely between processes.
+
+    <root>/manifests/<host>/<namespace>/<model>/<tag>   the registry manifest, byte for byte
+    <root>/blobs/sha256-<hex>                            content-addressed layers
+
+An existing Ollama models folder works unchanged, and Ollama reads ours. Writers never leave a
+manifest that points at a missing blob: blobs are committed first (verified, renamed into place),
+the manifest last (temporary file + rename). Operations in flight *pin* the digests they need, so
+that a concurrent delete or prune in this or another process cannot remove them; pinning and
+pruning exclude each other through one store-wide lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import digests, manifest as mf
+from .blobs import TEMP_PREFIX, BlobStore, fsync_dir
+from .capabilities import derive as derive_capabilities
+from .details import details_from_config, details_from_gguf
+from .gguf import GGUFError, read_gguf
+from .locks import FileLock, is_locked
+from .manifest import InvalidManifest, Manifest
+from .names import ModelName
+from .types import InvalidModelName, LocalModel, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+PRUNE_GRACE_S = 3600.0  # Ollama's layerPruneGracePeriod: files younger than this survive start-up pruning
+_PARTIAL = re.compile(r"(sha256-[0-9a-f]{64}|url-[0-9a-f]{32})-partial.*")
+_LEGACY_BLOB = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+class ModelStore:
+    def __init__(self, root: Path, *, noprune: bool = False) -> None:
+        self.root = Path(root)
+        self.blobs = BlobStore(self.root)
+        self.manifests_dir = self.root / "manifests"
+        self.noprune = noprune
+        self._lock_path = self.root / ".a3s-store.lock"
+        self._pins_dir = self.root / ".a3s-pins"
+        self._gguf_cache: dict[tuple[str, int], tuple] = {}
+
+    @classmethod
+    def from_config(cls, config) -> "ModelStore":
+        return cls(config.models_root, noprune=getattr(config, "noprune", False))
+
+    # --- names and manifests -------------------------------------------------------------------
+
+    @staticmethod
+    def parse(name: str | ModelName) -> ModelName:
+        return name if isinstance(name, ModelName) else ModelName.parse(name)
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self.manifests_dir.joinpath(*name.manifest_relpath.parts)
+
+    def find(self, name: str | ModelName) -> ModelName | None:
+        """The stored name matching ``name`` case-insensitively, spelt as it is on disk."""
+        wanted = self.parse(name)
+        if self.manifest_path(wanted).is_file():
+            return wanted
+        folder = self.manifests_dir
+        found: list[str] = []
+        for part in wanted.manifest_relpath.parts:
+            if not folder.is_dir():
+                return None
+            match = next((p.name for p in folder.iterdir() if p.name.lower() == part.lower()), None)
+            if match is None:
+                return None
+            found.append(match)
+            folder = folder / match
+        if not folder.is_file():
+            return None
+        return ModelName(*found, scheme=wanted.scheme)
+
+    def read_manifest(self, name: str | ModelName) -> tuple[ModelName, Manifest]:
+        """The stored manifest; ModelNotFound if there is none, InvalidManifest if it is damaged."""
+        shown = name if isinstance(name, str) else name.display
+        stored = self.find(name)
+        if stored is None:
+            raise ModelNotFound(shown)
+        try:
+            raw = self.manifest_path(stored).read_bytes()
+        except FileNotFoundError:
+            raise ModelNotFound(shown) from None
+        return stored, Manifest.parse(raw)
+
+    def names(self) -> Iterator[ModelName]:
+        if not self.manifests_dir.is_dir():
+            return
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if not path.is_file():
+                continue
+            host, namespace, model, tag = path.relative_to(self.manifests_dir).parts
+            try:
+                name = ModelName(host, namespace, model, tag)
+                name.check()
+            except InvalidModelName:
+                continue  # temporary files and anything else that is not a model
+            yield name
+
+    def manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
+        for name in self.names():
+            try:
+                yield name, Manifest.parse(self.manifest_path(name).read_bytes())
+            except (InvalidManifest, OSError) as exc:
+                log.warning("skipping manifest %s: %s", name.full, exc)
+
+    def modified_at(self, name: ModelName) -> datetime:
+        ns = self.manifest_path(name).stat().st_mtime_ns
+        return datetime.fromtimestamp(ns / 1e9).astimezone()
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def write_manifest(self, name: str | ModelName, manifest: Manifest) -> ModelName:
+        """Writes a manifest atomically; every blob it names must be in the store (and pinned)."""
+        name = self.parse(name)
+        missing = [d for d in manifest.digests() if not self.blobs.exists(d)]
+        if missing:
+            raise FileNotFoundError(f"cannot write manifest {name.display}: blob {missing[0]} is missing")
+        existing = self.find(name)
+        target = self.manifest_path(existing or name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_PREFIX}", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(manifest.raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return existing or name
+
+    def add_layer(self, pin: "Pin", media_type: str, data: bytes) -> mf.Layer:
+        """Stores small content (pinned first, so it cannot be pruned before its manifest exists)."""
+        digest = digests.sha256_bytes(data)
+        pin.add([digest])
+        self.blobs.write_bytes(data)
+        return mf.Layer(media_type, digest, len(data))
+
+    def copy(self, source: str, destination: str) -> ModelName:
+        src_name, manifest = self.read_manifest(source)
+        dst = self.parse(destination)
+        with self.pinned(manifest.digests()):
+            return self.write_manifest(dst, manifest)
+
+    def delete(self, name: str | ModelName) -> None:
+        """Removes a model's manifest, then its blobs that nothing else references."""
+        stored, manifest = self.read_manifest(name)
+        path = self.manifest_path(stored)
+        path.unlink()
+        self._remove_empty_dirs(path.parent)
+        self.remove_unused(manifest.digests())
+
+    # --- pins, pruning ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self._lock_path):
+            yield
+
+    def pin(self, digest_list: Iterable[str] = ()) -> "Pin":
+        """Keeps blobs from being pruned or deleted (by any process) until the pin is released."""
+        return Pin(self, digest_list)
+
+    @contextmanager
+    def pinned(self, digest_list: Iterable[str]) -> Iterator["Pin"]:
+        pin = self.pin(digest_list)
+        try:
+            yield pin
+        finally:
+            pin.release()
+
+    def _referenced(self) -> set[str]:
+        """Digests of every manifest and of every live pin. Call with the store lock held."""
+        used: set[str] = set()
+        for _, manifest in self.manifests():
+            used |= manifest.digests()
+        if self._pins_dir.is_dir():
+            for pin in self._pins_dir.iterdir():
+                if not is_locked(pin):
+                    pin.unlink(missing_ok=True)  # its owner died
+                    continue
+                try:
+                    used |= set(json.loads(pin.read_text() or "[]"))
+                except (OSError, ValueError):
+                    continue
+        return used
+
+    def remove_unused(self, candidates: Iterable[str]) -> list[str]:
+        """Deletes those of ``candidates`` that no manifest and no pin references."""
+        removed = []
+        with self._store_lock():
+            used = self._referenced()
+            for digest in candidates:
+                if digest not in used and self.blobs.remove(digest):
+                    removed.append(digest)
+        return removed
+
+    def prune(self, grace_s: float = PRUNE_GRACE_S) -> list[str]:
+        """Start-up cleaning: unreferenced blobs, stale partial downloads and temporary files older
+        than ``grace_s``, and empty manifest folders. Returns the names of removed files."""
+        removed: list[str] = []
+        if not self.blobs.dir.is_dir():
+            return removed
+        cutoff = time.time() - grace_s
+        with self._store_lock():
+            used = {digests.filename(d) for d in self._referenced()}
+            for path in self.blobs.dir.iterdir():
+                try:
+                    if path.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                name = path.name
+                is_blob = re.fullmatch(r"sha256-[0-9a-f]{64}", name) is not None
+                if is_blob and name in used:
+                    continue
+                if _PARTIAL.fullmatch(name):
+                    lock = self.blobs.dir / (name.split("-partial")[0] + "-partial.lock")
+                    if is_locked(lock):
+                        continue  # a download is using it
+                elif not (is_blob or name.startswith(TEMP_PREFIX)):
+                    continue
+                path.unlink(missing_ok=True)
+                removed.append(name)
+        if self.manifests_dir.is_dir():
+            for tmp in self.manifests_dir.glob(f"*/*/*/.*{TEMP_PREFIX}*"):
+                if tmp.stat().st_mtime <= cutoff:
+                    tmp.unlink(missing_ok=True)
+            for folder in sorted(self.manifests_dir.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                if folder != self.manifests_dir:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass
+        return removed
+
+    def fix_legacy_blob_names(self) -> None:
+        """Old Ollama versions named blobs ``sha256:<hex>``; rename them as Ollama does at start-up."""
+        if not self.blobs.dir.is_dir():
+            return
+        for path in self.blobs.dir.iterdir():
+            if m := _LEGACY_BLOB.fullmatch(path.name):
+                target = self.blobs.dir / f"sha256-{m.group(1).lower()}"
+                if not target.exists():
+                    os.replace(path, target)
+
+    def startup(self) -> None:
+        """What the server does to its store when it starts."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fix_legacy_blob_names()
+        if not self.noprune:
+            removed = self.prune()
+            if removed:
+                log.info("pruned %d unused files from the model store", len(removed))
+
+    def _remove_empty_dirs(self, folder: Path) -> None:
+        while folder != self.manifests_dir and self.manifests_dir in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # --- reading models ---------------------------------------------------------------------------
+
+    def _read_layer_text(self, layer: mf.Layer) -> str:
+        return self.blobs.path(layer.digest).read_text(encoding="utf-8", errors="replace")
+
+    def _read_layer_json(self, layer: mf.Layer):
+        try:
+            return json.loads(self.blobs.path(layer.digest).read_bytes())
+        except (ValueError, OSError):
+            return None
+
+    def config_of(self, manifest: Manifest) -> dict:
+        config = self._read_layer_json(manifest.config) if self.blobs.exists(manifest.config.digest) else None
+        return config if isinstance(config, dict) else {}
+
+    def gguf_header(self, path: Path):
+        """The GGUF header of a blob (no big arrays), cached by path and mtime."""
+        key = (str(path), path.stat().st_mtime_ns)
+        if key not in self._gguf_cache:
+            if len(self._gguf_cache) > 64:
+                self._gguf_cache.clear()
+            self._gguf_cache[key] = (read_gguf(path, max_array=0, check_size=False),)
+        return self._gguf_cache[key][0]
+
+    @staticmethod
+    def _details(config: dict, header, parent: str) -> dict:
+        """Details from the config blob, blanks filled from the GGUF header."""
+        details = details_from_config(config, parent)
+        if header is not None:
+            for key, value in details_from_gguf(header, parent).items():
+                if not details.get(key):
+                    details[key] = value
+        return details
+
+    def resolve(self, name: str) -> LocalModel:
+        """The model a request names, with every layer's content; what the scheduler loads."""
+        stored, manifest = self.read_manifest(name)
+        model_layer = manifest.model_layer()
+        if model_layer is None:
+            raise ModelNotFound(name)
+        model_path = self.blobs.path(model_layer.digest)
+        if not model_path.is_file():
+            raise ModelNotFound(name)
+        spec = LocalModel(name=stored.display, model_path=model_path, digest=manifest.digest, size=manifest.size,
+                          modified_at=self.modified_at(stored))
+        for layer in manifest.layers:
+            if layer.media_type != mf.MODEL and not self.blobs.exists(layer.digest):
+                raise ModelNotFound(name)
+            if layer.media_type in (mf.TEMPLATE, mf.LEGACY_PROMPT):
+                spec.template = self._read_layer_text(layer)
+            elif layer.media_type == mf.SYSTEM:
+                spec.system = self._read_layer_text(layer)
+            elif layer.media_type == mf.PARAMS:
+                params = self._read_layer_json(layer)
+                spec.parameters = params if isinstance(params, dict) else {}
+            elif layer.media_type == mf.MESSAGES:
+                messages = self._read_layer_json(layer)
+                spec.messages = messages if isinstance(messages, list) else []
+            elif layer.media_type == mf.LICENSE:
+                spec.license.append(self._read_layer_text(layer))
+            elif layer.media_type == mf.ADAPTER:
+                spec.adapter_paths.append(self.blobs.path(layer.digest))
+            elif layer.media_type == mf.PROJECTOR and spec.projector_path is None:
+                spec.projector_path = self.blobs.path(layer.digest)
+        config = self.config_of(manifest)
+        try:
+            header = self.gguf_header(model_path)
+        except (GGUFError, OSError):
+            header = None
+        spec.details = self._details(config, header, model_layer.from_ or "")
+        metadata = header.metadata if header is not None else {}
+        template = spec.template or metadata.get("tokenizer.chat_template")
+        spec.capabilities = derive_capabilities(metadata, template, has_projector=spec.projector_path is not None,
+                                                family=spec.details.get("family", ""))
+        return spec
+
+    def list_models(self) -> list[LocalModel]:
+        """Every model, newest first, with what ``/api/tags`` shows (no layer contents)."""
+        out = []
+        for name, manifest in self.manifests():
+            layer = manifest.model_layer()
+            config = self.config_of(manifest)
+            header = None
+            if layer is not None and not all(config.get(k) for k in ("model_family", "model_type", "file_type")):
+                try:
+                    header = self.gguf_header(self.blobs.path(layer.digest))
+                except (GGUFError, OSError):
+                    header = None
+            details = self._details(config, header, (layer.from_ or "") if layer else "")
+            out.append(LocalModel(name=name.display, model_path=self.blobs.path(layer.digest) if layer else Path(),
+                                  digest=manifest.digest, size=manifest.size, modified_at=self.modified_at(name),
+                                  details=details))
+        out.sort(key=lambda m: m.modified_at or datetime.min.astimezone(), reverse=True)
+        return out
+
+    list = list_models  # the name the OpenAI routes use
+
+
+class Pin:
+    """A pin file under ``.a3s-pins``, locked by its owner for as long as it lives; a dead owner's
+    pin is unlocked and ignored (and removed) by the next prune."""
+
+    def __init__(self, store: ModelStore, digest_list: Iterable[str] = ()) -> None:
+        self._store = store
+        self._digests: set[str] = set()
+        store._pins_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(store._pins_dir / f"{os.getpid()}-{uuid.uuid4().hex}", remove_on_release=True)
+        with store._store_lock():
+            self._lock.acquire()
+        self.add(digest_list)
+
+    def add(self, digest_list: Iterable[str]) -> None:
+        new = {digests.normalize(d) for d in digest_list} - self._digests
+        if not new:
+            return
+        self._digests |= new
+        # Written under the store lock so that a prune sees all of it or none of it; once it is
+        # written a blob that still exists stays, and one already pruned is visibly missing.
+        with self._store._store_lock():
+            with open(self._lock.path, "w") as f:
+                json.dump(sorted(self._digests), f)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "Pin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
