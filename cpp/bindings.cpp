@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "lora.h"
+#include "vision.h"
 #include "model.h"
 
 namespace py = pybind11;
@@ -210,15 +211,54 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("path", &LoraAdapter::path)
         .def_property_readonly("base", &LoraAdapter::base);
 
+    py::class_<MultimodalPrompt>(m, "MultimodalPrompt")
+        .def_readonly("tokens", &MultimodalPrompt::tokens)
+        .def_property_readonly("n_images", [](const MultimodalPrompt & p) { return p.media.size(); })
+        .def_property_readonly("image_tokens", [](const MultimodalPrompt & p) {
+            std::vector<size_t> n;
+            for (const auto & s : p.media) n.push_back(s.n_tokens);
+            return n;
+        });
+
+    py::class_<Projector, ProjectorPtr>(m, "Projector")
+        .def(py::init<ModelPtr, const std::string &, int, bool>(), py::arg("model"), py::arg("path"),
+             py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", &Projector::path)
+        .def_property_readonly("marker", &Projector::marker)
+        .def("tokenize",
+             [](const Projector & self, const std::string & text, const std::vector<py::bytes> & images, bool add_special) {
+                 std::vector<std::string> raw(images.begin(), images.end());
+                 py::gil_scoped_release release;
+                 return self.tokenize(text, raw, add_special);
+             },
+             py::arg("text"), py::arg("images"), py::arg("add_special") = true);
+
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
-        .def(py::init<ModelPtr, const ContextParams &, std::vector<std::pair<LoraPtr, float>>>(), py::arg("model"),
-             py::arg("params") = ContextParams(), py::arg("adapters") = std::vector<std::pair<LoraPtr, float>>(),
+        .def(py::init<ModelPtr, const ContextParams &, std::vector<std::pair<LoraPtr, float>>, ProjectorPtr>(),
+             py::arg("model"), py::arg("params") = ContextParams(),
+             py::arg("adapters") = std::vector<std::pair<LoraPtr, float>>(), py::arg("projector") = nullptr,
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,
                 std::vector<std::string> stop, bool logprobs, int top_logprobs) {
                  GenerateParams p;
                  p.prompt = std::move(prompt);
+                 p.sampling = sampling;
+                 p.num_predict = num_predict;
+                 p.stop = std::move(stop);
+                 p.logprobs = logprobs;
+                 p.top_logprobs = top_logprobs;
+                 py::gil_scoped_release release;
+                 return self.submit(std::move(p));
+             },
+             py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
+             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0)
+        .def("submit_multimodal",
+             [](Engine & self, const MultimodalPrompt & prompt, const SamplingParams & sampling, int num_predict,
+                std::vector<std::string> stop, bool logprobs, int top_logprobs) {
+                 GenerateParams p;
+                 p.prompt = prompt.tokens;
+                 p.media = prompt.media;
                  p.sampling = sampling;
                  p.num_predict = num_predict;
                  p.stop = std::move(stop);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 
 #include "errors.h"
 #include "log.h"
@@ -82,8 +83,12 @@ void l2_normalize(std::vector<float> & v) {
 
 }  // namespace
 
-Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters)
-    : model_(std::move(model)), params_(params), adapters_(std::move(adapters)) {
+Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters,
+               ProjectorPtr projector)
+    : model_(std::move(model)), params_(params), adapters_(std::move(adapters)), projector_(std::move(projector)) {
+    if (projector_ && projector_->model().get() != model_.get()) {
+        throw Error(ErrorKind::InvalidOption, "the projector was loaded for another model");
+    }
     for (const auto & [adapter, scale] : adapters_) {
         if (!adapter || adapter->base().get() != model_.get()) {
             throw Error(ErrorKind::InvalidOption, "a LoRA adapter was loaded over another model");
@@ -171,8 +176,22 @@ uint64_t Engine::submit(GenerateParams params) {
         throw_invalid_option("top_logprobs", "must be between 0 and 20");
     }
     const int n_vocab = model_->n_vocab();
-    for (llama_token t : params.prompt) {
-        if (t < 0 || t >= n_vocab) {
+    std::vector<bool> in_media(params.prompt.size(), false);
+    if (!params.media.empty() && !projector_) {
+        throw Error(ErrorKind::InvalidOption, "this model cannot take images: it has no vision projector");
+    }
+    for (const auto & span : params.media) {
+        if (span.start + span.n_tokens > params.prompt.size() || !span.chunk) {
+            throw Error(ErrorKind::InvalidOption, "an image lies outside the prompt");
+        }
+        if (span.start + span.n_tokens == params.prompt.size()) {
+            throw Error(ErrorKind::InvalidOption, "the prompt must not end with an image");
+        }
+        std::fill(in_media.begin() + long(span.start), in_media.begin() + long(span.start + span.n_tokens), true);
+    }
+    for (size_t i = 0; i < params.prompt.size(); ++i) {
+        const llama_token t = params.prompt[i];
+        if (in_media[i] ? !is_media_placeholder(t) : (t < 0 || t >= n_vocab)) {
             throw Error(ErrorKind::InvalidOption, "token id " + std::to_string(t) + " is outside the vocabulary");
         }
     }
@@ -265,6 +284,8 @@ void Engine::run() {
         }
         if (!out.empty()) publish(out, true);
 
+        prefill_media(out);
+        if (!out.empty()) publish(out, true);
         const int n = build_batch(budget);
         if (n == 0) continue;
 
@@ -361,6 +382,8 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         const size_t lim = std::min(slot.cache.size(), prompt.size());
         while (common < lim && slot.cache[common] == prompt[common]) ++common;
         if (common == prompt.size()) --common;  // the last prompt token must be evaluated for its logits
+        // Never resume in the middle of an image: its embeddings go in whole.
+        while (common > 0 && is_media_placeholder(prompt[common]) && prompt[common - 1] == prompt[common]) --common;
         if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
     }
     if (common == 0) forget(slot, 0);
@@ -371,6 +394,54 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     slot.req = std::move(req);
     slot.last_used = ++clock_;
     busy_++;
+}
+
+// Images are decoded outside the shared batch, one slot at a time: the vision encoder's output
+// goes into the slot's sequence as embeddings, in n_batch pieces, as llama.cpp's own tools do.
+void Engine::prefill_media(std::vector<Event> & out) {
+    if (!projector_) return;
+    for (Slot & slot : slots_) {
+        if (!slot.req || slot.req->generating || slot.req->cancelled) continue;
+        Request & req = *slot.req;
+        for (const auto & span : req.params.media) {
+            if (span.start != req.prompt_done) continue;
+            if (!req.prompt_started) {
+                req.prompt_started = true;
+                req.t_prompt_start = clock_type::now();
+            }
+            try {
+                const std::vector<float> embd = projector_->encode(span);
+                const int n_embd = llama_model_n_embd_inp(model_->get());
+                llama_batch batch = llama_batch_init(n_batch_, n_embd, 1);
+                if (span.non_causal) llama_set_causal_attn(ctx_, false);
+                int rc = 0;
+                for (size_t i = 0; i < span.n_tokens && rc == 0; i += size_t(n_batch_)) {
+                    const int n = int(std::min<size_t>(size_t(n_batch_), span.n_tokens - i));
+                    std::memcpy(batch.embd, embd.data() + i * size_t(n_embd), sizeof(float) * size_t(n) * size_t(n_embd));
+                    for (int k = 0; k < n; ++k) {
+                        batch.pos[k] = llama_pos(slot.cache.size() + i + size_t(k));
+                        batch.n_seq_id[k] = 1;
+                        batch.seq_id[k][0] = slot.seq;
+                        batch.logits[k] = false;
+                    }
+                    batch.n_tokens = n;
+                    rc = llama_decode(ctx_, batch);
+                }
+                if (span.non_causal) llama_set_causal_attn(ctx_, true);
+                llama_batch_free(batch);
+                if (rc != 0) throw Error(ErrorKind::Inference, "decoding an image failed with code " + std::to_string(rc));
+            } catch (const Error & e) {
+                forget(slot, slot.cache.size());
+                finish(slot, "error", e.what(), out);
+                break;
+            }
+            slot.cache.insert(slot.cache.end(), req.params.prompt.begin() + long(span.start),
+                              req.params.prompt.begin() + long(span.start + span.n_tokens));
+            req.prompt_done += span.n_tokens;
+            req.timings.prompt_eval_count += int64_t(span.n_tokens);
+            steps_++;
+        }
+    }
 }
 
 int Engine::build_batch(int budget) {
@@ -407,7 +478,14 @@ int Engine::build_batch(int budget) {
         if (req.embedding && left > room) {
             if (batch_.n_tokens > 0) break;  // an input is never split: it waits for an empty batch
         }
-        const int take = std::min(room, left);
+        int take = std::min(room, left);
+        for (const auto & span : req.params.media) {
+            if (span.start >= req.prompt_done) {
+                take = std::min<int>(take, int(span.start - req.prompt_done));
+                break;
+            }
+        }
+        if (take <= 0) continue;  // an image comes first; prefill_media takes it
         if (!req.prompt_started) {
             req.prompt_started = true;
             req.t_prompt_start = clock_type::now();
@@ -460,7 +538,9 @@ void Engine::after_decode() {
         }
         // Penalties look back over the prompt too, as llama.cpp's own tools do.
         const size_t from = prompt.size() > 256 ? prompt.size() - 256 : 0;
-        for (size_t i = from; i < prompt.size(); ++i) req.sampler->accept_prompt_token(prompt[i]);
+        for (size_t i = from; i < prompt.size(); ++i) {
+            if (!is_media_placeholder(prompt[i])) req.sampler->accept_prompt_token(prompt[i]);
+        }
         req.generating = true;
         sample_slot(*slot, out);
         urgent = true;

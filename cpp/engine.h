@@ -21,6 +21,7 @@
 #include "notifier.h"
 #include "sampling.h"
 #include "text_stream.h"
+#include "vision.h"
 
 namespace a3s {
 
@@ -43,7 +44,8 @@ struct ContextParams {
 };
 
 struct GenerateParams {
-    std::vector<llama_token> prompt;
+    std::vector<llama_token> prompt;  // with media placeholders where `media` says
+    std::vector<MediaSpan> media;
     int num_predict = -1;  // < 0: until end of generation or the context is full
     std::vector<std::string> stop;
     bool logprobs = false;
@@ -100,7 +102,8 @@ struct EngineStats {
 
 class Engine {
   public:
-    Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters = {});
+    Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters = {},
+           ProjectorPtr projector = nullptr);
     ~Engine();
     Engine(const Engine &) = delete;
     Engine & operator=(const Engine &) = delete;
@@ -117,12 +120,14 @@ class Engine {
     const ContextParams & params() const { return params_; }
     int n_ctx_total() const;
     const ModelPtr & model() const { return model_; }
+    const ProjectorPtr & projector() const { return projector_; }
     void close();
 
   private:
     void run();
     void admit_waiting();
     void assign(Slot & slot, std::shared_ptr<Request> req);
+    void prefill_media(std::vector<Event> & out);
     int build_batch(int budget);
     void after_decode();
     void sample_slot(Slot & slot, std::vector<Event> & out);
@@ -137,6 +142,7 @@ class Engine {
     ModelPtr model_;
     ContextParams params_;
     std::vector<std::pair<LoraPtr, float>> adapters_;  // kept alive while the context uses them
+    ProjectorPtr projector_;
     llama_context * ctx_ = nullptr;
     llama_memory_t mem_ = nullptr;
     llama_batch batch_{};

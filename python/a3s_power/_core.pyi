@@ -142,11 +142,37 @@ class LoraAdapter:
     @property
     def base(self) -> Model: ...
 
+class MultimodalPrompt:
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def n_images(self) -> int: ...
+    @property
+    def image_tokens(self) -> list[int]: ...
+
+class Projector:
+    def __init__(self, model: Model, path: str, n_threads: int = 0, use_gpu: bool = True) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def marker(self) -> str: ...
+    def tokenize(self, text: str, images: list[bytes], add_special: bool = True) -> MultimodalPrompt: ...
+
 class Engine:
-    def __init__(self, model: Model, params: ContextParams = ..., adapters: list[tuple[LoraAdapter, float]] = ...) -> None: ...
+    def __init__(self, model: Model, params: ContextParams = ..., adapters: list[tuple[LoraAdapter, float]] = ...,
+                 projector: Optional[Projector] = None) -> None: ...
     def submit(
         self,
         prompt: list[int],
+        sampling: SamplingParams = ...,
+        num_predict: int = -1,
+        stop: list[str] = ...,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+    ) -> int: ...
+    def submit_multimodal(
+        self,
+        prompt: MultimodalPrompt,
         sampling: SamplingParams = ...,
         num_predict: int = -1,
         stop: list[str] = ...,
