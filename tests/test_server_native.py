@@ -88,6 +88,14 @@ def test_num_predict_gives_length(client):
     assert r.done_reason == "length" and r.eval_count == 5
 
 
+def test_json_format_output_parses(server):
+    r = requests.post(server.url + "/api/generate", json={
+        "model": "smollm2", "prompt": "Describe a cat as JSON with name and age.", "format": "json", "stream": False,
+        "options": {**GREEDY, "num_predict": 80}})
+    assert r.status_code == 200, r.text
+    assert isinstance(json.loads(r.json()["response"]), dict)
+
+
 def test_logprobs(server):
     r = requests.post(server.url + "/api/generate", json={
         "model": "smollm2", "prompt": "Hi", "stream": False, "logprobs": True, "top_logprobs": 2,

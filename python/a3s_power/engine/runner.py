@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterable, Sequence
 
 from ..core import _core
-from ..errors import InferenceError
+from ..errors import InferenceError, InvalidOptionError
 from .options import LoadOptions, Options
 
 
@@ -93,7 +93,7 @@ class LoadedModel:
     """A model loaded for generation or for embeddings, shared by concurrent requests."""
 
     def __init__(self, path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 model: _core.Model | None = None) -> None:
+                 model: _core.Model | None = None, projector: str | None = None) -> None:
         """Loads ``path`` (or uses ``model``, already loaded from it and shared with others) and
         makes an engine over it with the given LoRA adapters (path, scale)."""
         started = time.perf_counter_ns()
@@ -103,7 +103,10 @@ class LoadedModel:
         self.model = model if model is not None else _core.Model(self.path, load.model_params())
         try:
             self.adapters = [(_core.LoraAdapter(self.model, str(p)), float(scale)) for p, scale in adapters]
-            self.engine = _core.Engine(self.model, load.context_params(), self.adapters)
+            params = load.context_params()
+            self.projector = (_core.Projector(self.model, str(projector), params.n_threads, load.num_gpu != 0)
+                              if projector else None)
+            self.engine = _core.Engine(self.model, params, self.adapters, self.projector)
         except BaseException:
             if self._owns_model:
                 self.model.close()
@@ -117,15 +120,26 @@ class LoadedModel:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special, parse_special)
 
+    def _needs_bos(self, prompt: str) -> bool:
+        bos = self.model.bos_token
+        if not self.model.add_bos or bos < 0:
+            return False
+        bos_text = self.model.token_to_piece(bos, True).decode("utf-8", "replace")
+        return not (bos_text and prompt.startswith(bos_text))
+
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a rendered prompt: BOS is added only where the template did not write it."""
-        bos = self.model.bos_token
-        add_bos = self.model.add_bos
-        if add_bos and bos >= 0:
-            bos_text = self.model.token_to_piece(bos, True).decode("utf-8", "replace")
-            if bos_text and prompt.startswith(bos_text):
-                add_bos = False
-        return self.model.tokenize(prompt, add_bos, True)
+        return self.model.tokenize(prompt, self._needs_bos(prompt), True)
+
+    @property
+    def image_marker(self) -> str | None:
+        return self.projector.marker if self.projector is not None else None
+
+    def tokenize_multimodal(self, prompt: str, images: Sequence[bytes]) -> _core.MultimodalPrompt:
+        """A rendered prompt with one image marker per image, images as encoded files."""
+        if self.projector is None:
+            raise InvalidOptionError("this model is missing data required for image input")
+        return self.projector.tokenize(prompt, list(images), self._needs_bos(prompt))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.model.detokenize(list(tokens))
@@ -138,7 +152,7 @@ class LoadedModel:
 
     async def generate(
         self,
-        tokens: Sequence[int],
+        tokens: Sequence[int] | _core.MultimodalPrompt,
         options: Options,
         *,
         grammar: str = "",
@@ -150,14 +164,11 @@ class LoadedModel:
         self._check_open()
         self._pump.attach(asyncio.get_running_loop())
         num_predict = options.num_predict if options.num_predict >= 0 else -1
-        request_id = self.engine.submit(
-            list(tokens),
-            options.sampling_params(grammar, logit_bias),
-            num_predict,
-            list(options.stop),
-            logprobs,
-            top_logprobs,
-        )
+        args = (options.sampling_params(grammar, logit_bias), num_predict, list(options.stop), logprobs, top_logprobs)
+        if isinstance(tokens, _core.MultimodalPrompt):
+            request_id = self.engine.submit_multimodal(tokens, *args)
+        else:
+            request_id = self.engine.submit(list(tokens), *args)
         inbox = self._pump.register(request_id)
         finished = False
         try:
@@ -217,6 +228,7 @@ class LoadedModel:
         self._pump.detach()
         self.engine.close()
         self.adapters.clear()
+        self.projector = None
         if self._owns_model:
             self.model.close()
 

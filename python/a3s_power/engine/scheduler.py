@@ -166,7 +166,8 @@ class Scheduler:
             base[1] += 1
         try:
             adapters = [(str(p), 1.0) for p in spec.adapter_paths]
-            return await asyncio.to_thread(LoadedModel, str(spec.model_path), load, adapters, base[0])
+            projector = str(spec.projector_path) if spec.projector_path else None
+            return await asyncio.to_thread(LoadedModel, str(spec.model_path), load, adapters, base[0], projector)
         except BaseException:
             self._drop_base(key)
             raise

@@ -144,6 +144,8 @@ class InferenceService:
             raise CapabilityError(f'"{model}" does not support chat')
         if tools and not self._can(spec, "tools"):
             raise CapabilityError(f'"{model}" does not support tools')
+        if any(m.get("images") for m in messages) and not self._can(spec, "vision"):
+            raise CapabilityError("this model is missing data required for image input")
         opts = self.options_for(spec, options)
         alive = _keep_alive(keep_alive)
         think_on, level = _think_level(think)
@@ -168,8 +170,13 @@ class InferenceService:
             loaded_ns = time.perf_counter_ns() - started
             template = self.template_for(runner)
             tool_grammar, tools = _apply_tool_choice(tools, tool_choice)
-            prompt_tokens = self._chat_tokens(runner, template, history, tools, think_on, level, opts,
-                                              truncate is not False, shift is not False)
+            if any(m.get("images") for m in history):
+                marked, images = _with_image_markers(history, runner.model.image_marker or "")
+                prompt_tokens = runner.model.tokenize_multimodal(
+                    template.render_chat(marked, tools=tools, think=think_on, think_level=level), images)
+            else:
+                prompt_tokens = self._chat_tokens(runner, template, history, tools, think_on, level, opts,
+                                                  truncate is not False, shift is not False)
             async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
                                          tool_format="json" if tool_grammar else None):
@@ -219,7 +226,8 @@ class InferenceService:
         if not self._can(spec, "completion"):
             raise CapabilityError(f'"{model}" does not support generate')
         if images and not self._can(spec, "vision"):
-            raise CapabilityError(f'"{model}" does not support images')
+            raise CapabilityError("this model is missing data required for image input")
+        image_bytes = decode_images(images)
         opts = self.options_for(spec, options)
         alive = _keep_alive(keep_alive)
         think_on, level = _think_level(think)
@@ -238,23 +246,32 @@ class InferenceService:
             loaded_ns = time.perf_counter_ns() - started
             model_ = runner.model
             tmpl = None
-            if raw:
-                tokens = model_.tokenize(prompt, True, True)
-            elif suffix:
+            if image_bytes and (suffix or context):
+                raise InvalidOptionError("images cannot be combined with suffix or context")
+            if image_bytes:
+                prompt = (model_.image_marker or "") * len(image_bytes) + prompt
+            if suffix:
                 tokens = self._fill_in_middle(runner, spec, prompt, suffix, template)
             else:
-                tmpl = self.template_for(runner, template)
-                sys_text = system if system is not None else (spec.system or "")
-                text = tmpl.render_generate(prompt, system=sys_text, think=think_on, think_level=level)
-                tokens = model_.tokenize_prompt(text)
+                if raw:
+                    text = prompt
+                else:
+                    tmpl = self.template_for(runner, template)
+                    sys_text = system if system is not None else (spec.system or "")
+                    text = tmpl.render_generate(prompt, system=sys_text, think=think_on, think_level=level)
+                if image_bytes:
+                    tokens = model_.tokenize_multimodal(text, image_bytes)
+                else:
+                    tokens = model_.tokenize(text, True, True) if raw else model_.tokenize_prompt(text)
             if context:
                 tokens = list(context) + [t for t in tokens if t != model_.model.bos_token or not model_.model.add_bos]
-            tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
+            if not image_bytes:
+                tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
             generated: list[int] = []
             async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
                                          top_logprobs, logit_bias, started, loaded_ns, collect=generated):
                 if delta.done and not raw:
-                    delta.context = tokens + generated
+                    delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
 
     def _fill_in_middle(self, runner: Runner, spec: LocalModel, prompt: str, suffix: str,
@@ -402,14 +419,57 @@ class InferenceService:
                                         "load_duration": loaded_ns, "prompt_eval_count": count})
 
 
+MAX_IMAGE_BYTES = 20 << 20
+
+
+def decode_images(images: list | None) -> list[bytes]:
+    """Images as Ollama's API carries them: base64 strings (or bytes already decoded)."""
+    import base64
+    import binascii
+
+    out = []
+    for i, image in enumerate(images or [], start=1):
+        if isinstance(image, (bytes, bytearray)):
+            data = bytes(image)
+        elif isinstance(image, str):
+            text = image.split(",", 1)[1] if image.startswith("data:") else image
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidOptionError(f"image {i} is not valid base64 data") from None
+        else:
+            raise InvalidOptionError(f"image {i} must be a base64 string")
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InvalidOptionError(f"image {i} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
+        if not data:
+            raise InvalidOptionError(f"image {i} is empty")
+        out.append(data)
+    return out
+
+
+def _with_image_markers(messages: list[dict], marker: str) -> tuple[list[dict], list[bytes]]:
+    """Puts one marker per image at the start of its message, and gathers the images in order."""
+    images: list[bytes] = []
+    out = []
+    for m in messages:
+        decoded = decode_images(m.get("images"))
+        if decoded:
+            m = {**m, "content": marker * len(decoded) + (m.get("content") or "")}
+            m.pop("images", None)
+            images += decoded
+        out.append(m)
+    return out, images
+
+
 def _check_logprobs(top_logprobs: int) -> None:
     if not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
         raise InvalidOptionError("top_logprobs must be between 0 and 20")
 
 
-def _prompt_opens_thinking(model, tokens: list[int], open_tag: str) -> bool:
+def _prompt_opens_thinking(model, tokens, open_tag: str) -> bool:
     """Some templates end the prompt inside an opened <think>: the answer then starts thinking."""
-    tail = model.detokenize(tokens[-8:]) if tokens else ""
+    ids = [t for t in (tokens.tokens if hasattr(tokens, "tokens") else tokens)[-8:] if t >= 0]
+    tail = model.detokenize(ids) if ids else ""
     return tail.rstrip().endswith(open_tag)
 
 

@@ -31,11 +31,7 @@ class PromptTemplate:
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
                     think: bool | None = None, think_level: str = "") -> str:
         if self._go is not None:
-            from .gotemplate import template_data
-
-            system = ""
-            return self._go.render(template_data(messages, system=system, tools=tools, think=think,
-                                                 think_level=think_level))
+            return self._go.render_chat(messages, tools=tools, think=think, think_level=think_level)
         extra: dict[str, Any] = {}
         if think is not None:
             extra["enable_thinking"] = think
@@ -51,10 +47,7 @@ class PromptTemplate:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
         if self._go is not None:
-            from .gotemplate import template_data
-
-            return self._go.render(template_data(messages, system=system, prompt=prompt, suffix=suffix, think=think,
-                                                 think_level=think_level))
+            return self._go.render_chat(messages, think=think, think_level=think_level, prompt=prompt, suffix=suffix)
         return self.render_chat(messages, think=think, think_level=think_level)
 
 
