@@ -18,8 +18,8 @@ from a3s_power.store import ModelStore
 
 
 class ServerThread:
-    def __init__(self, home: Path, settings: TransferSettings | None = None) -> None:
-        self.config = Config(home=home, num_parallel=1, context_length=512)
+    def __init__(self, home: Path, settings: TransferSettings | None = None, **config) -> None:
+        self.config = Config(**{"home": home, "num_parallel": 1, "context_length": 512, **config})
         self.store = ModelStore.from_config(self.config)
         self.settings = settings
         self.port = 0

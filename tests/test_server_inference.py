@@ -1,0 +1,206 @@
+"""Inference behaviour through the full server over a real model store: models created from real
+GGUF files with the ollama client, then tool calls, thinking, Go templates, structured output,
+embeddings and fill-in-the-middle, with the official ollama and openai clients."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import ollama
+import openai
+import pytest
+import requests
+
+from tests.model_server import ServerThread
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}},
+                   "required": ["city"]}}}
+GREEDY = {"temperature": 0}
+
+THINKING_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+    "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>\n{{ end -}}"
+    "<|im_start|>assistant\n{{ if .Think }}<think>\n{{ end }}"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerThread(tmp_path_factory.mktemp("home"), num_parallel=2, context_length=2048) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server) -> ollama.Client:
+    return ollama.Client(host=server.url)
+
+
+def create_from(client: ollama.Client, name: str, path: str, **extra) -> None:
+    digest = client.create_blob(path)
+    list(client.create(model=name, files={"model.gguf": digest}, stream=True, **extra))
+
+
+@pytest.fixture(scope="module")
+def models(client, smollm2_path, qwen_path, nomic_path):
+    create_from(client, "smollm2", smollm2_path)
+    create_from(client, "qwen", qwen_path)
+    create_from(client, "nomic-embed-text", nomic_path)
+    create_from(client, "smol-thinker", smollm2_path, template=THINKING_TEMPLATE)
+    create_from(client, "smol-pirate", smollm2_path, system="You are a pirate. Always answer like a pirate.",
+                parameters={"temperature": 0, "stop": ["<|im_end|>"]})
+    return True
+
+
+def test_created_models_are_listed_with_capabilities(client, models):
+    names = {m.model for m in client.list().models}
+    assert {"smollm2:latest", "qwen:latest", "nomic-embed-text:latest"} <= names
+    assert "tools" in client.show("qwen").capabilities
+    assert "embedding" in client.show("nomic-embed-text").capabilities
+    assert "thinking" in client.show("smol-thinker").capabilities
+
+
+@pytest.mark.slow
+def test_tool_call_native(client, models):
+    r = client.chat(model="qwen", messages=[{"role": "user", "content": "What is the weather like in Paris today?"}],
+                    tools=[WEATHER_TOOL], options=GREEDY)
+    calls = r.message.tool_calls
+    assert calls and calls[0].function.name == "get_weather"
+    assert calls[0].function.arguments == {"city": "Paris"}
+    # The tool's answer goes back in the history and the model answers from it.
+    follow = client.chat(model="qwen", options=GREEDY, tools=[WEATHER_TOOL], messages=[
+        {"role": "user", "content": "What is the weather like in Paris today?"},
+        {"role": "assistant", "content": "", "tool_calls": [c.model_dump() for c in calls]},
+        {"role": "tool", "content": '{"temperature": "22 C", "sky": "sunny"}', "tool_name": "get_weather"}])
+    assert "22" in follow.message.content or "sunny" in follow.message.content.lower()
+
+
+@pytest.mark.slow
+def test_tool_call_openai_streaming(server, models):
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+    chunks = list(oa.chat.completions.create(model="qwen", temperature=0, stream=True, tools=[WEATHER_TOOL],
+                                             messages=[{"role": "user", "content": "What is the weather like in Tokyo today?"}]))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function.name == "get_weather"
+    assert json.loads(calls[0].function.arguments) == {"city": "Tokyo"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.slow
+def test_tool_choice_forces_a_named_call(server, models):
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+    r = oa.chat.completions.create(model="qwen", temperature=0, tools=[WEATHER_TOOL],
+                                   tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                   messages=[{"role": "user", "content": "Tell me about Rome."}], max_tokens=60)
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    assert r.choices[0].finish_reason == "tool_calls"
+    none = oa.chat.completions.create(model="qwen", temperature=0, tools=[WEATHER_TOOL], tool_choice="none",
+                                      messages=[{"role": "user", "content": "Hi"}], max_tokens=10)
+    assert not none.choices[0].message.tool_calls
+
+
+def test_thinking_is_separated(client, models):
+    r = client.chat(model="smol-thinker", messages=[{"role": "user", "content": "What is 2+2?"}], think=True,
+                    options={**GREEDY, "num_predict": 24})
+    assert r.message.thinking and not r.message.content  # everything after <think> is reasoning here
+    r = client.chat(model="smol-thinker", messages=[{"role": "user", "content": "What is 2+2?"}], think=False,
+                    options={**GREEDY, "num_predict": 24})
+    assert r.message.content and not r.message.thinking
+
+
+def test_tools_on_a_model_without_tools_is_400(server, models):
+    r = requests.post(server.url + "/api/chat", json={"model": "smollm2", "tools": [WEATHER_TOOL],
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"] == '"smollm2" does not support tools'
+
+
+def test_think_on_a_model_that_cannot_think_is_400(server, models):
+    r = requests.post(server.url + "/api/chat", json={"model": "smollm2", "think": True,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"] == '"smollm2" does not support thinking'
+
+
+def test_modelfile_system_and_parameters_apply(client, models):
+    r = client.chat(model="smol-pirate", messages=[{"role": "user", "content": "Hello!"}], options={"num_predict": 40})
+    assert r.message.content
+    shown = client.show("smol-pirate")
+    assert "pirate" in shown.modelfile and "temperature" in shown.parameters
+
+
+SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+     "required": ["name", "age"]},
+    {"type": "object", "properties": {"colors": {"type": "array", "items": {"enum": ["red", "green", "blue"]},
+                                                 "minItems": 1, "maxItems": 3}}, "required": ["colors"]},
+    {"type": "object", "properties": {"ok": {"type": "boolean"}, "score": {"type": "number"},
+                                      "when": {"type": "string", "format": "date"}},
+     "required": ["ok", "score", "when"], "additionalProperties": False},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_structured_output_validates(client, models, schema):
+    r = client.chat(model="smollm2", format=schema, options={"temperature": 0.7, "seed": 3, "num_predict": 120},
+                    messages=[{"role": "user", "content": "Describe a person as JSON."}])
+    jsonschema.validate(json.loads(r.message.content), schema)
+
+
+def test_openai_json_schema_response_format(server, models):
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+    schema = SCHEMAS[0]
+    r = oa.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "A person, please."}],
+                                   response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "person", "schema": schema}},
+                                   max_tokens=120, seed=1)
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+def test_invalid_schema_is_400(server, models):
+    r = requests.post(server.url + "/api/chat", json={"model": "smollm2", "format": {"$ref": "#/$defs/missing"},
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+
+
+def test_long_conversations_are_truncated_to_fit(client, models):
+    filler = "Tell me more about the weather, the sea and the mountains. " * 40
+    history = []
+    for i in range(8):
+        history += [{"role": "user", "content": f"{i}: {filler}"}, {"role": "assistant", "content": "Sure."}]
+    history.append({"role": "user", "content": "Thanks!"})
+    r = client.chat(model="smollm2", messages=history, options={**GREEDY, "num_ctx": 1024, "num_predict": 5})
+    assert r.done and r.prompt_eval_count < 1024
+    refused = requests.post(client._client.base_url.join("/api/chat").__str__(), json={
+        "model": "smollm2", "messages": history, "stream": False, "truncate": False, "shift": False,
+        "options": {**GREEDY, "num_ctx": 1024, "num_predict": 5}})
+    assert refused.status_code == 400 and "longer than the context" in refused.json()["error"]
+
+
+@pytest.mark.slow
+def test_embeddings_endpoints(client, server, models):
+    r = client.embed(model="nomic-embed-text", input=["search_query: cats", "search_query: dogs"])
+    assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 768
+    assert abs(sum(x * x for x in r.embeddings[0]) - 1.0) < 1e-3
+    short = client.embed(model="nomic-embed-text", input="hello", dimensions=64)
+    assert len(short.embeddings[0]) == 64 and abs(sum(x * x for x in short.embeddings[0]) - 1.0) < 1e-3
+    legacy = client.embeddings(model="nomic-embed-text", prompt="hello")
+    assert len(legacy.embedding) == 768 and abs(sum(x * x for x in legacy.embedding) - 1.0) > 1e-3
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+    e = oa.embeddings.create(model="nomic-embed-text", input=["a", "b"], encoding_format="base64")
+    import base64
+    import struct
+
+    assert len(e.data) == 2
+    vector = struct.unpack("<768f", base64.b64decode(e.data[0].embedding))
+    assert abs(sum(x * x for x in vector) - 1.0) < 1e-3
+    bad = requests.post(server.url + "/api/embed", json={"model": "nomic-embed-text", "input": [1, 2]})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid input type"
+
+
+@pytest.mark.slow
+def test_fill_in_the_middle(client, models):
+    r = client.generate(model="qwen", prompt="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n",
+                        options={**GREEDY, "num_predict": 10})
+    assert "a + b" in r.response or "a+b" in r.response
