@@ -79,13 +79,15 @@ MultimodalPrompt Projector::tokenize(const std::string & text, const std::vector
     }
     mtmd_input_text input{text.c_str(), text.size(), add_special, true};
     mtmd_input_chunks * chunks = mtmd_input_chunks_init();
+    take_thread_log_errors();
     const int rc = mtmd_tokenize(ctx_, chunks, &input, const_cast<const mtmd_bitmap **>(bitmaps.data()), bitmaps.size());
     free_bitmaps();
     if (rc != 0) {
         mtmd_input_chunks_free(chunks);
-        throw Error(ErrorKind::InvalidOption,
-                    rc == 1 ? "the number of images does not match the image markers in the prompt"
-                            : "an image could not be processed");
+        const std::string why = take_thread_log_errors();
+        throw Error(ErrorKind::InvalidOption, why.find("does not match number of bitmaps") != std::string::npos
+                                                  ? "the number of images does not match the image markers in the prompt"
+                                                  : "an image could not be processed" + (why.empty() ? "" : ": " + why));
     }
     MultimodalPrompt out;
     for (size_t i = 0; i < mtmd_input_chunks_size(chunks); ++i) {

@@ -120,3 +120,20 @@ def write_tiny_projector(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def bmp_image(width: int = 20, height: int = 12, seed: int = 0) -> bytes:
+    """A small 24-bit BMP file of random pixels: a real image file that libmtmd's decoder reads."""
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    row = (width * 3 + 3) & ~3
+    pixels = bytearray()
+    for _ in range(height):
+        line = rng.integers(0, 256, size=width * 3, dtype=np.uint8).tobytes()
+        pixels += line + b"\0" * (row - width * 3)
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return header + info + bytes(pixels)
