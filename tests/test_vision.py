@@ -136,3 +136,48 @@ def test_bad_image_input_gets_clear_errors_and_the_model_stays_usable(server):
     ok = requests.post(chat, json={"model": "smol-vision", "stream": False, "options": {"num_predict": 3},
                                    "messages": [{"role": "user", "content": "x", "images": [b64(bmp_image())]}]})
     assert ok.status_code == 200 and ok.json()["done"]
+
+
+def test_plumbing_image_urls_are_fetched_with_limits(server):
+    """An image server on 127.0.0.1 serves a real image, a huge one and a missing one."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    image = bmp_image(seed=4)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/cat.bmp":
+                body, status = image, 200
+            elif self.path == "/huge.bmp":
+                body, status = b"\0" * (21 << 20), 200
+            else:
+                body, status = b"missing", 404
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+
+    def ask(url):
+        return oa.chat.completions.create(model="smol-vision", max_tokens=4, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                         {"type": "image_url", "image_url": {"url": url}}]}])
+
+    try:
+        assert ask(base + "/cat.bmp").choices[0].finish_reason in ("stop", "length")
+        with pytest.raises(openai.BadRequestError, match="larger than"):
+            ask(base + "/huge.bmp")
+        with pytest.raises(openai.BadRequestError, match="HTTP 404"):
+            ask(base + "/nope.bmp")
+        with pytest.raises(openai.BadRequestError, match="failed to fetch"):
+            ask("http://127.0.0.1:1/unreachable.bmp")
+    finally:
+        httpd.shutdown()

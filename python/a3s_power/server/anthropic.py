@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..engine.service import Delta
 from .errors import ApiError, read_json
+from .images import fetch_remote_images, is_remote
 from .native import service_of
 from .streaming import sse
 
@@ -64,9 +65,12 @@ def translate_messages(raw: Any) -> list[dict]:
                 texts.append(block.get("text", ""))
             elif kind == "image":
                 source = block.get("source") or {}
-                if source.get("type") != "base64" or not source.get("data"):
-                    raise ApiError(400, "image blocks must carry base64 data")
-                message.setdefault("images", []).append(source["data"])
+                if source.get("type") == "url" and isinstance(source.get("url"), str) and is_remote(source["url"]):
+                    message.setdefault("images", []).append(source["url"])
+                elif source.get("type") == "base64" and source.get("data"):
+                    message.setdefault("images", []).append(source["data"])
+                else:
+                    raise ApiError(400, "image blocks must carry base64 data or an http(s) url")
             elif kind == "thinking":
                 message["thinking"] = block.get("thinking", "")
             elif kind == "redacted_thinking":
@@ -160,6 +164,7 @@ def _request(body: dict) -> tuple[str, dict]:
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     model, args = _request(body)
+    await fetch_remote_images(args["messages"])
     deltas = service_of(request).chat(model, args["messages"], tools=args["tools"], think=args["think"],
                                       options=args["options"], tool_choice=args["tool_choice"], relax_thinking=True)
     message_id = _id("msg_")

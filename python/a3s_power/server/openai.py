@@ -19,6 +19,7 @@ from ..engine.service import Delta
 from ..store.types import ModelNotFound
 from .app import state_of
 from .errors import ApiError, read_json
+from .images import fetch_remote_images, is_remote
 from .native import service_of
 from .streaming import sse
 
@@ -103,11 +104,11 @@ def _messages(raw: Any) -> tuple[list[dict], list[str]]:
                 elif kind == "image_url":
                     url = part.get("image_url", {})
                     url = url.get("url") if isinstance(url, dict) else url
-                    if not isinstance(url, str) or not url.startswith("data:"):
-                        raise ApiError(400, "image URLs are not currently supported, please use base64 encoded data "
-                                            "instead")
-                    images.append(url.split(",", 1)[-1])
-                    msg.setdefault("images", []).append(url.split(",", 1)[-1])
+                    if not isinstance(url, str) or not (url.startswith("data:") or is_remote(url)):
+                        raise ApiError(400, "image_url must be a data: URL or an http(s) URL")
+                    image = url if is_remote(url) else url.split(",", 1)[-1]
+                    images.append(image)
+                    msg.setdefault("images", []).append(image)
                 else:
                     raise ApiError(400, f"invalid message content part type {kind!r}", param="messages")
             msg["content"] = "".join(texts)
@@ -181,6 +182,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
     messages, _ = _messages(body.get("messages"))
+    await fetch_remote_images(messages)
     stream = bool(body.get("stream", False))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     logprobs = bool(body.get("logprobs"))

@@ -19,6 +19,7 @@ from aiohttp import web
 from ..engine.service import Delta
 from .app import STATE
 from .errors import ApiError, read_json
+from .images import fetch_remote_images, is_remote
 from .native import service_of
 from .openai import _EFFORT
 from .streaming import sse
@@ -71,9 +72,9 @@ def _content_text(content: Any) -> tuple[str, list[str]]:
             texts.append(part.get("text", ""))
         elif kind == "input_image":
             url = part.get("image_url") or ""
-            if not url.startswith("data:"):
-                raise ApiError(400, "image URLs are not currently supported, please use base64 encoded data instead")
-            images.append(url.split(",", 1)[-1])
+            if not (url.startswith("data:") or is_remote(url)):
+                raise ApiError(400, "image_url must be a data: URL or an http(s) URL", param="input")
+            images.append(url if is_remote(url) else url.split(",", 1)[-1])
         else:
             raise ApiError(400, f"unsupported input content type {kind!r}", param="input")
     return "".join(texts), images
@@ -163,6 +164,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "you must provide a model parameter", param="model")
     history = _store(request).messages(body["previous_response_id"]) if body.get("previous_response_id") else []
     new_messages = input_messages(body.get("input", ""))
+    await fetch_remote_images(new_messages)
     messages = history + new_messages
     if body.get("instructions"):
         messages = [m for m in messages if m["role"] != "system"]
