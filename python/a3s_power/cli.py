@@ -56,16 +56,25 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--keepalive", help="Duration to keep a model loaded (e.g. 5m)")
 @click.option("--insecure", is_flag=True, help="Use an insecure registry")
 @click.option("--nowordwrap", is_flag=True, help="Don't wrap words to the next line automatically")
+@click.option("--format", "fmt", help="Response format (e.g. json)")
+@click.option("--think", "think", is_flag=False, flag_value="true", default=None,
+              help="Enable thinking mode: true/false or high/medium/low")
+@click.option("--hidethinking", is_flag=True, help="Hide thinking output (if provided)")
+@click.option("--dimensions", type=int, help="Truncate output embeddings to this size (embedding models)")
+@click.option("--truncate/--no-truncate", default=None, help="Truncate inputs that exceed the context (embedding models)")
 def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: str | None, verbose: bool,
-        keepalive: str | None, insecure: bool, nowordwrap: bool) -> None:
+        keepalive: str | None, insecure: bool, nowordwrap: bool, fmt: str | None, think: str | None,
+        hidethinking: bool, dimensions: int | None, truncate: bool | None) -> None:
     """Run a model"""
     from .cli_run import run_model
 
     text = prompt_option if prompt_option is not None else " ".join(prompt)
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
+    think_value = {"true": True, "false": False}.get(think, think) if think is not None else None
     try:
-        asyncio.run(run_model(model, text, system, verbose, keepalive, insecure))
+        asyncio.run(run_model(model, text, system, verbose, keepalive, insecure, fmt, think_value, hidethinking,
+                              not nowordwrap, dimensions, truncate))
     except A3SPowerError as e:
         _fail(str(e))
     except KeyboardInterrupt:

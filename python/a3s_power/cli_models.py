@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import shutil
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 import click
 
-from .client import Client
+from .client import Client, ClientError
 from .errors import A3SPowerError
 
 # --- formatting as Ollama's format package does ---------------------------------------------------
@@ -77,7 +78,7 @@ def parse_time(text: str | None) -> datetime | None:
         # Go writes up to nine fractional digits; Python reads six.
         head, dot, rest = text.partition(".")
         if dot:
-            digits = "".join(c for c in rest if c.isdigit())
+            digits = re.match(r"\d*", rest).group(0)
             zone = rest[len(digits):]
             text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -385,9 +386,73 @@ def create(model: str, modelfile: str, quantize: str | None) -> None:
     _run(work)
 
 
+def _processor(size: int, vram: int) -> str:
+    if vram <= 0:
+        return "100% CPU"
+    if vram >= size:
+        return "100% GPU"
+    gpu = int(round(100 * vram / size))
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def _until(expires: str | None) -> str:
+    when = parse_time(expires)
+    if when is None:
+        return "Stopping..."
+    remaining = (when - datetime.now(timezone.utc)).total_seconds()
+    if remaining > 20 * 365 * 86400:
+        return "Forever"
+    if remaining <= 0:
+        return "Stopping..."
+    return human_duration(remaining) + " from now"
+
+
+@click.command()
+def ps() -> None:
+    """List running models"""
+
+    async def work(client: Client) -> None:
+        running = (await client.request("GET", "/api/ps"))["models"]
+        rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+        for m in running:
+            rows.append([m["name"], (m.get("digest") or "")[:12], human_bytes(m.get("size", 0)),
+                         _processor(m.get("size", 0), m.get("size_vram", 0)), str(m.get("context_length", "")),
+                         _until(m.get("expires_at"))])
+        click.echo(table(rows))
+
+    _run(work)
+
+
+@click.command()
+@click.argument("model")
+def stop(model: str) -> None:
+    """Stop a running model"""
+
+    async def work(client: Client) -> None:
+        try:
+            await client.request("POST", "/api/generate", {"model": model, "keep_alive": 0})
+        except ClientError as exc:
+            if exc.status == 404:
+                raise A3SPowerError(f'couldn\'t find model "{model}" to stop') from None
+            raise
+
+    _run(work)
+
+
 def register(main: click.Group) -> None:
     """Adds the model commands (with Ollama's aliases) to the ``a3s-power`` group."""
-    for command in (pull, push, list_models, show, rm, cp, create):
+    for command in (pull, push, list_models, show, rm, cp, create, ps, stop):
         main.add_command(command)
+
+    @main.command(name="help")
+    @click.argument("command", required=False)
+    @click.pass_context
+    def help_command(ctx: click.Context, command: str | None) -> None:
+        """Help about any command"""
+        target = main.get_command(ctx, command) if command else main
+        if target is None:
+            raise click.UsageError(f"unknown command \"{command}\" for \"a3s-power\"")
+        with click.Context(target, info_name=command or "a3s-power", parent=ctx.parent) as sub:
+            click.echo(target.get_help(sub))
     main.add_command(list_models, "ls")
     main.add_command(rm, "delete")
