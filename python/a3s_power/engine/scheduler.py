@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable
 
 from ..config import Config
-from ..errors import A3SPowerError
+from ..errors import A3SPowerError, ModelLoadError
 from ..store.types import LocalModel
 from .options import LoadOptions
 from .runner import LoadedModel
@@ -38,6 +38,7 @@ class Runner:
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None  # None while requests are running or forever
+    memory: int = 0  # estimated bytes: weights, KV cache and compute buffers
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _timer: asyncio.TimerHandle | None = None
 
@@ -133,12 +134,13 @@ class Scheduler:
                 await self._unload(runner, wait=True)
                 runner = None
             if runner is None:
-                await self._make_room()
+                need = await asyncio.to_thread(self._estimate, spec, load)
+                await self._make_room(need)
                 started = time.perf_counter_ns()
                 model = await self._load(spec, load)
                 model.load_duration_ns = time.perf_counter_ns() - started
                 runner = Runner(spec, model, load,
-                                keep_alive if keep_alive is not None else self._default_keep_alive())
+                                keep_alive if keep_alive is not None else self._default_keep_alive(), memory=need)
                 self._runners[spec.name] = runner
                 log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
                 if self.events is not None:
@@ -219,15 +221,33 @@ class Scheduler:
         self._drop_base((str(runner.spec.model_path), runner.load_options.model_key()))
         log.info("unloaded %s", runner.name)
 
-    async def _make_room(self) -> None:
+    @staticmethod
+    def _estimate(spec: LocalModel, load: LoadOptions) -> int:
+        from .memory import estimate
+
+        extra = [*spec.adapter_paths, *([spec.projector_path] if spec.projector_path else [])]
+        try:
+            return estimate(spec.model_path, load, extra).total
+        except Exception:  # noqa: BLE001 - an unreadable header fails the load itself, with its own message
+            return 0
+
+    async def _make_room(self, need: int) -> None:
+        """Evicts least recently used models (idle ones first) until the count limit allows one
+        more and the new model's estimated memory fits in what the machine has free."""
+        from .memory import available_memory, format_bytes
+
         limit = self._config.max_loaded_models
-        while limit > 0 and len(self._runners) >= limit:
+        while self._runners and ((limit > 0 and len(self._runners) >= limit) or need > available_memory()):
             idle = [r for r in self._runners.values() if r.active == 0]
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
             if self.events is not None:
                 self.events.on_eviction(victim.name)
+        free = available_memory()
+        if need > free:
+            raise ModelLoadError(f"model requires more system memory ({format_bytes(need)}) than is available "
+                                 f"({format_bytes(free)})")
 
 
 def parse_keep_alive(value) -> float | None:

@@ -238,7 +238,7 @@ async def ps(request: web.Request) -> web.Response:
     models = []
     for runner in state_of(request).scheduler.running():
         spec = runner.spec
-        size = runner.model.model.size
+        size = runner.memory or runner.model.model.size
         if runner.keep_alive < 0:
             expires = FAR_FUTURE
         else:
@@ -248,11 +248,17 @@ async def ps(request: web.Request) -> web.Response:
             "digest": spec.digest,
             "details": {k: v for k, v in spec.details.items() if k != "parent_model"},
             "expires_at": expires.astimezone().isoformat(),
-            "size_vram": 0,
+            "size_vram": size if runner.load_options.num_gpu != 0 and _gpu_offload() else 0,
             "context_length": runner.load_options.num_ctx,
         })
     models.sort(key=lambda m: m["expires_at"], reverse=True)
     return web.json_response({"models": models})
+
+
+def _gpu_offload() -> bool:
+    from ..core import _core
+
+    return _core.supports_gpu_offload()
 
 
 def setup(app: web.Application) -> None:

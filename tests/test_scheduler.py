@@ -1,0 +1,106 @@
+"""The scheduler: memory estimates, eviction under OLLAMA_MAX_LOADED_MODELS and memory pressure,
+keep-alive, and reloads on new load-time options."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from a3s_power.engine import memory
+from a3s_power.engine.options import LoadOptions, parse_options
+from a3s_power.engine.scheduler import Scheduler
+from a3s_power.engine.service import InferenceService
+from a3s_power.errors import ModelLoadError
+from a3s_power.store.types import LocalModel
+from tests.server_harness import server_config
+
+
+def test_estimate_counts_weights_kv_cache_and_compute(smollm2_path):
+    one = memory.estimate(smollm2_path, LoadOptions(num_ctx=1024, num_parallel=1))
+    four = memory.estimate(smollm2_path, LoadOptions(num_ctx=1024, num_parallel=4))
+    assert one.weights == Path(smollm2_path).stat().st_size
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims, K and V in f16.
+    assert one.kv_cache == 30 * 1024 * 3 * 128 * 2
+    assert four.kv_cache == 4 * one.kv_cache
+    q8 = memory.estimate(smollm2_path, LoadOptions(num_ctx=1024, num_parallel=1, kv_cache_type="q8_0"))
+    assert q8.kv_cache < one.kv_cache
+
+
+def _specs(smollm2_path, tiny_path):
+    return {"a": LocalModel(name="a", model_path=Path(tiny_path)),
+            "b": LocalModel(name="b", model_path=Path(smollm2_path)),
+            "c": LocalModel(name="c", model_path=Path(tiny_path), system="another model over the same file")}
+
+
+def test_max_loaded_models_evicts_the_least_recently_used(smollm2_path, tiny_path):
+    specs = _specs(smollm2_path, tiny_path)
+    evicted = []
+
+    class Events:
+        def on_load(self, name, seconds):
+            pass
+
+        def on_eviction(self, name):
+            evicted.append(name)
+
+    scheduler = Scheduler(server_config(max_loaded_models=2, num_parallel=1, context_length=256), specs.__getitem__,
+                          Events())
+    load = parse_options({"num_ctx": 256}).load
+
+    async def main():
+        await scheduler.load(specs["a"], load, None)
+        await scheduler.load(specs["b"], load, None)
+        await scheduler.load(specs["a"], load, None)  # a is now the most recently used
+        await scheduler.load(specs["c"], load, None)
+        names = sorted(r.name for r in scheduler.running())
+        await scheduler.close()
+        return names
+
+    assert asyncio.run(main()) == ["a", "c"]
+    assert evicted == ["b"]
+
+
+def test_memory_pressure_evicts_and_an_impossible_model_is_refused(smollm2_path, tiny_path, monkeypatch):
+    specs = _specs(smollm2_path, tiny_path)
+    scheduler = Scheduler(server_config(max_loaded_models=5, num_parallel=1, context_length=256), specs.__getitem__)
+    load = parse_options({"num_ctx": 256}).load
+    tiny_need = memory.estimate(tiny_path, load).total
+    smol_need = memory.estimate(smollm2_path, load).total
+
+    async def main():
+        await scheduler.load(specs["a"], load, None)
+        # Pretend the machine has room for SmolLM2 only once "a" is gone.
+        monkeypatch.setattr(memory, "available_memory",
+                            lambda: smol_need + 1 if not scheduler.running() else smol_need - 1)
+        await scheduler.load(specs["b"], load, None)
+        after = [r.name for r in scheduler.running()]
+        monkeypatch.setattr(memory, "available_memory", lambda: tiny_need - 1)
+        with pytest.raises(ModelLoadError, match="more system memory"):
+            await scheduler.load(specs["c"], load, None)
+        await scheduler.close()
+        return after
+
+    assert asyncio.run(main()) == ["b"]
+
+
+def test_keep_alive_zero_unloads_and_new_load_options_reload(tiny_path):
+    specs = {"a": LocalModel(name="a", model_path=Path(tiny_path))}
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__)
+    service = InferenceService(scheduler)
+
+    async def main():
+        first = await scheduler.load(specs["a"], parse_options({"num_ctx": 256}).load, 60)
+        same = await scheduler.load(specs["a"], parse_options({"num_ctx": 256}).load, 60)
+        other = await scheduler.load(specs["a"], parse_options({"num_ctx": 512}).load, 60)
+        reloaded = other is not first and same is first
+        async for _ in service.generate("a", "hi", options={"num_ctx": 512, "num_predict": 2}, keep_alive=0):
+            pass
+        await asyncio.sleep(0.2)
+        left = [r.name for r in scheduler.running()]
+        await scheduler.close()
+        return reloaded, left
+
+    reloaded, left = asyncio.run(main())
+    assert reloaded and left == []
