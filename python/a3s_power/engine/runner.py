@@ -72,6 +72,27 @@ class _EventPump:
         self._loop = None
         self._inboxes.clear()
 
+    def flush_and_detach(self) -> None:
+        """After the engine closed: hand its last events (every unfinished request ends with
+        "cancel") to their consumers, then stop watching. Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.detach()
+            return
+
+        def flush() -> None:
+            self._on_ready()
+            self.detach()
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            flush()
+        else:
+            loop.call_soon_threadsafe(flush)
+
     def register(self, request_id: int) -> _Inbox:
         inbox = _Inbox()
         self._inboxes[request_id] = inbox
@@ -225,8 +246,8 @@ class LoadedModel:
         if self._closed:
             return
         self._closed = True
-        self._pump.detach()
         self.engine.close()
+        self._pump.flush_and_detach()
         self.adapters.clear()
         self.projector = None
         if self._owns_model:
