@@ -64,3 +64,22 @@ class RunningServer:
 def server_config(**changes) -> Config:
     base = Config.from_env()
     return replace(base, **changes) if hasattr(base, "__dataclass_fields__") else base.model_copy(update=changes)
+
+
+def resolver(**paths: str):
+    """A name-to-model lookup over GGUF files, for servers that need no store: each name maps to
+    a completion model (``smollm2`` and ``smollm2:latest`` alike)."""
+    from pathlib import Path
+
+    from a3s_power.store.types import LocalModel, ModelNotFound
+
+    models = {f"{name}:latest": LocalModel(name=f"{name}:latest", model_path=Path(path), capabilities=["completion"])
+              for name, path in paths.items()}
+
+    def resolve(name: str) -> LocalModel:
+        key = name if ":" in name else name + ":latest"
+        if key not in models:
+            raise ModelNotFound(name)
+        return models[key]
+
+    return resolve

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 import requests
 
-from a3s_power.store.types import LocalModel, ModelNotFound
-from tests.server_harness import RunningServer, server_config
-
-
-def _resolver(paths: dict[str, LocalModel]):
-    def resolve(name: str) -> LocalModel:
-        key = name if ":" in name else name + ":latest"
-        if key not in paths:
-            raise ModelNotFound(name)
-        return paths[key]
-
-    return resolve
+from tests.server_harness import RunningServer, resolver, server_config
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_path, tiny_path):
-    models = {
-        "smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
-                                     capabilities=["completion"], digest="0" * 64),
-        "tiny:latest": LocalModel(name="tiny:latest", model_path=Path(tiny_path), capabilities=["completion"]),
-    }
     srv = RunningServer(server_config(num_parallel=2, context_length=2048, keep_alive=300.0),
-                        _resolver(models)).start()
+                        resolver(smollm2=smollm2_path, tiny=tiny_path)).start()
     yield srv
     srv.stop()
 
@@ -176,10 +158,8 @@ def test_client_disconnect_frees_the_slot(server):
 def test_queue_limit_answers_503_and_nothing_else_breaks(smollm2_path):
     import concurrent.futures
 
-    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
-                                           capabilities=["completion"])}
     srv = RunningServer(server_config(num_parallel=1, max_queue=1, max_loaded_models=1, context_length=1024),
-                        _resolver(models)).start()
+                        resolver(smollm2=smollm2_path)).start()
     try:
         body = {"model": "smollm2", "prompt": "Write a long story.", "stream": False,
                 "options": {**GREEDY, "num_predict": 150}}

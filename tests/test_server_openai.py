@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import openai
 import pytest
 import requests
 
-from a3s_power.store.types import LocalModel, ModelNotFound
-from tests.server_harness import RunningServer, server_config
+from tests.server_harness import RunningServer, resolver, server_config
 
 QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
-                                           capabilities=["completion"])}
-
-    def resolve(name: str) -> LocalModel:
-        key = name if ":" in name else name + ":latest"
-        if key not in models:
-            raise ModelNotFound(name)
-        return models[key]
-
+    resolve = resolver(smollm2=smollm2_path)
     srv = RunningServer(server_config(num_parallel=2, context_length=2048), resolve).start()
     yield srv
     srv.stop()

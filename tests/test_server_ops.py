@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from a3s_power.config import Config
 from a3s_power.errors import InvalidOptionError
-from a3s_power.store.types import LocalModel, ModelNotFound
 from a3s_power.usage import UsageLog
-from tests.server_harness import RunningServer, server_config
+from tests.server_harness import RunningServer, resolver, server_config
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_path, tmp_path_factory):
-    models = {"smollm2:latest": LocalModel(name="smollm2:latest", model_path=Path(smollm2_path),
-                                           capabilities=["completion"])}
-
-    def resolve(name: str) -> LocalModel:
-        key = name if ":" in name else name + ":latest"
-        if key not in models:
-            raise ModelNotFound(name)
-        return models[key]
-
+    resolve = resolver(smollm2=smollm2_path)
     usage = UsageLog(tmp_path_factory.mktemp("usage") / "usage.db")
     config = server_config(num_parallel=2, context_length=1024,
                            pricing={"default": {"input": 1.0, "output": 2.0}})

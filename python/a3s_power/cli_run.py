@@ -23,6 +23,7 @@ import click
 from .client import Client, ClientError
 from .config import get_config
 from .errors import A3SPowerError
+from .timefmt import go_duration
 
 IMAGE_PATH = re.compile(r"""(?:^|\s)((?:~|\.{0,2}/|[A-Za-z]:\\)?[^\s'"]+\.(?:png|jpe?g|webp|bmp|gif))\b""", re.I)
 DIM, RESET = "\033[2m", "\033[0m"
@@ -108,37 +109,17 @@ async def ensure_server(client: Client) -> None:
     raise A3SPowerError(f"could not start the server; see {log_dir / 'server.log'}")
 
 
-def format_duration(ns: int) -> str:
-    """A duration as Go's time.Duration prints it, which is what Ollama shows."""
-    if ns == 0:
-        return "0s"
-    if ns < 1_000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:.3f}".rstrip("0").rstrip(".") + "µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.6f}".rstrip("0").rstrip(".") + "ms"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    seconds = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{seconds}"
-    if minutes:
-        return f"{minutes}m{seconds}"
-    return seconds
-
-
 def print_timings(total_ns: int, metrics: dict) -> None:
     """Ollama's --verbose block."""
-    lines = [("total duration", format_duration(total_ns)),
-             ("load duration", format_duration(metrics.get("load_duration", 0))),
+    lines = [("total duration", go_duration(total_ns)),
+             ("load duration", go_duration(metrics.get("load_duration", 0))),
              ("prompt eval count", f"{metrics.get('prompt_eval_count', 0)} token(s)"),
-             ("prompt eval duration", format_duration(metrics.get("prompt_eval_duration", 0)))]
+             ("prompt eval duration", go_duration(metrics.get("prompt_eval_duration", 0)))]
     if metrics.get("prompt_eval_duration"):
         rate = metrics["prompt_eval_count"] / (metrics["prompt_eval_duration"] / 1e9)
         lines.append(("prompt eval rate", f"{rate:.2f} tokens/s"))
     lines += [("eval count", f"{metrics.get('eval_count', 0)} token(s)"),
-              ("eval duration", format_duration(metrics.get("eval_duration", 0)))]
+              ("eval duration", go_duration(metrics.get("eval_duration", 0)))]
     if metrics.get("eval_duration"):
         rate = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
         lines.append(("eval rate", f"{rate:.2f} tokens/s"))

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from ..config import Config
 from ..errors import A3SPowerError, ModelLoadError
 from ..store.types import LocalModel
+from ..timefmt import parse_go_duration
 from .options import LoadOptions
 from .runner import LoadedModel
 
@@ -259,43 +260,9 @@ def parse_keep_alive(value) -> float | None:
     if isinstance(value, (int, float)):
         return FOREVER if value < 0 else float(value)
     if isinstance(value, str):
-        seconds = parse_duration(value)
+        seconds = parse_go_duration(value)
         return FOREVER if seconds < 0 else seconds
     raise ValueError(f"invalid keep_alive {value!r}")
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration string ("5m", "1h30m", "-1m", "0") in seconds."""
-    import re
-
-    s = text.strip()
-    if s in ("0", "-0", "+0"):
-        return 0.0
-    match = re.fullmatch(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+", s)
-    if not match:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", s))
-    return -total if match.group(1) == "-" else total
-
-
-def format_duration(seconds: float) -> str:
-    """Go's Duration.String(), as Ollama marshals keep_alive."""
-    if seconds < 0:
-        return "-1"
-    ns = int(round(seconds * 1e9))
-    if ns == 0:
-        return "0s"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{secs}"
-    if minutes:
-        return f"{minutes}m{secs}"
-    return secs
-
-
-__all__ = ["FOREVER", "QueueFull", "Runner", "Scheduler", "format_duration", "parse_duration", "parse_keep_alive", "replace"]
+__all__ = ["FOREVER", "QueueFull", "Runner", "Scheduler", "parse_keep_alive"]

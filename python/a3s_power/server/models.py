@@ -26,7 +26,7 @@ from ..store.manifest import InvalidManifest
 from ..store.names import ModelName
 from ..store.show import show_model
 from ..store.store import ModelStore
-from ..store.timefmt import rfc3339
+from ..timefmt import rfc3339
 from ..store.types import InvalidModelName, ModelNotFound
 from .app import state_of
 from .errors import ApiError, read_json

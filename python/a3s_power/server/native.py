@@ -16,7 +16,8 @@ from ..errors import InvalidOptionError
 from ..version import __version__
 from .app import state_of
 from .errors import ApiError, read_json
-from .streaming import ndjson, now_rfc3339
+from ..timefmt import now_rfc3339
+from .streaming import ndjson
 
 FAR_FUTURE = datetime(2318, 1, 1, tzinfo=timezone.utc)  # what "forever" looks like in expires_at
 

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
 from .errors import error_body, status_for
-
-
-def now_rfc3339() -> str:
-    """Go's time.Time in UTC with nanosecond precision trimmed, as Ollama writes created_at."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def dumps(obj: Any) -> str:
