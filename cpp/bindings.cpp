@@ -240,8 +240,10 @@ PYBIND11_MODULE(_core, m) {
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,
-                std::vector<std::string> stop, bool logprobs, int top_logprobs) {
+                std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
                  GenerateParams p;
+                 p.shift = shift;
+                 p.num_keep = num_keep;
                  p.prompt = std::move(prompt);
                  p.sampling = sampling;
                  p.num_predict = num_predict;
@@ -252,11 +254,14 @@ PYBIND11_MODULE(_core, m) {
                  return self.submit(std::move(p));
              },
              py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
-             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0)
+             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0,
+             py::arg("shift") = false, py::arg("num_keep") = 4)
         .def("submit_multimodal",
              [](Engine & self, const MultimodalPrompt & prompt, const SamplingParams & sampling, int num_predict,
-                std::vector<std::string> stop, bool logprobs, int top_logprobs) {
+                std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
                  GenerateParams p;
+                 p.shift = shift;
+                 p.num_keep = num_keep;
                  p.prompt = prompt.tokens;
                  p.media = prompt.media;
                  p.sampling = sampling;
@@ -268,7 +273,8 @@ PYBIND11_MODULE(_core, m) {
                  return self.submit(std::move(p));
              },
              py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
-             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0)
+             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0,
+             py::arg("shift") = false, py::arg("num_keep") = 4)
         .def("submit_embedding", &Engine::submit_embedding, py::arg("tokens"), py::arg("normalize") = true,
              py::call_guard<py::gil_scoped_release>())
         .def("cancel", &Engine::cancel, py::arg("id"), py::call_guard<py::gil_scoped_release>())

@@ -574,7 +574,7 @@ void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
         finish(slot, "stop", "", out);
     } else if (req.params.num_predict >= 0 && req.n_generated >= req.params.num_predict) {
         finish(slot, "length", "", out);
-    } else if (slot.cache.size() + 1 >= size_t(params_.n_ctx)) {
+    } else if (slot.cache.size() + 1 >= size_t(params_.n_ctx) && !(req.params.shift && shift_context(slot))) {
         finish(slot, "length", "", out);
     } else {
         req.next_token = token;
@@ -614,6 +614,20 @@ void Engine::fail_batch(const std::string & error, std::vector<Event> & out) {
         finish(*s, "error", error, out);
     }
     in_batch_.clear();
+}
+
+// Makes room in a full slot: keeps the first num_keep tokens, drops half of the rest and moves
+// the remainder down, so generation goes on with the most recent context.
+bool Engine::shift_context(Slot & slot) {
+    if (!mem_ || !llama_memory_can_shift(mem_) || model_->n_swa() > 0 || !slot.req->params.media.empty()) return false;
+    const int n_past = int(slot.cache.size());
+    const int n_keep = std::clamp(slot.req->params.num_keep, 0, n_past - 2);
+    const int n_discard = (n_past - n_keep) / 2;
+    if (n_discard <= 0) return false;
+    if (!llama_memory_seq_rm(mem_, slot.seq, n_keep, n_keep + n_discard)) return false;
+    llama_memory_seq_add(mem_, slot.seq, n_keep + n_discard, n_past, -n_discard);
+    slot.cache.erase(slot.cache.begin() + n_keep, slot.cache.begin() + n_keep + n_discard);
+    return true;
 }
 
 // Drops the slot's KV cells from position `from` on.

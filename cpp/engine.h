@@ -51,6 +51,10 @@ struct GenerateParams {
     bool logprobs = false;
     int top_logprobs = 0;
     SamplingParams sampling;
+    // When the slot's context fills during generation: drop the older half of what follows the
+    // first num_keep tokens and go on (Ollama's shift), or end with "length".
+    bool shift = true;
+    int num_keep = 4;
 };
 
 struct Timings {
@@ -133,6 +137,7 @@ class Engine {
     void sample_slot(Slot & slot, std::vector<Event> & out);
     void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
     void forget(Slot & slot, size_t from);
+    bool shift_context(Slot & slot);
     void fail_batch(const std::string & error, std::vector<Event> & out);
     void publish(std::vector<Event> & events, bool urgent);
     void signal_consumer(bool urgent);

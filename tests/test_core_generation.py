@@ -199,3 +199,14 @@ def test_bad_token_ids_are_refused(smollm2, make_engine):
         engine.submit([1, 2, 10_000_000], greedy(), 5, [], False, 0)
     with pytest.raises(InvalidOptionError, match="no tokens"):
         engine.submit([], greedy(), 5, [], False, 0)
+
+
+def test_context_shift_keeps_generating_past_a_full_context(smollm2, make_engine):
+    engine = make_engine(smollm2, n_ctx=64)
+    prompt = smollm2.tokenize("Write a long essay about the history of mathematics.", True, True)
+    no_end = greedy(logit_bias=[(smollm2.eos_token, -100.0)])
+    rid = engine.submit(prompt, no_end, 150, [], False, 0, True, 4)
+    result = collect(engine, [rid])[rid]
+    assert result.done_reason == "length" and len(result.tokens) == 150  # ended by num_predict, not the context
+    rid = engine.submit(prompt, no_end, 150, [], False, 0, False, 4)
+    assert len(collect(engine, [rid])[rid].tokens) < 64

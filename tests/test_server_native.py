@@ -173,3 +173,18 @@ def test_queue_limit_answers_503_and_nothing_else_breaks(smollm2_path):
         assert after.status_code == 200
     finally:
         srv.stop()
+
+
+def test_shift_on_and_off(server):
+    body = {"model": "smollm2", "prompt": "Write a long essay about the sea.", "raw": True, "stream": False,
+            "options": {**GREEDY, "num_ctx": 64, "num_predict": 120}}
+    shifted = requests.post(server.url + "/api/generate", json=body).json()
+    assert shifted["eval_count"] == 120 or shifted["done_reason"] == "stop"
+    stopped = requests.post(server.url + "/api/generate", json={**body, "shift": False}).json()
+    assert stopped["done_reason"] == "length" and stopped["eval_count"] < 64
+
+
+def test_a_template_that_fails_is_400(server):
+    r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "hi",
+                                                          "template": "{{ .Prompt"})
+    assert r.status_code == 400 and "template" in r.json()["error"]

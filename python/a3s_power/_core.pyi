@@ -169,6 +169,8 @@ class Engine:
         stop: list[str] = ...,
         logprobs: bool = False,
         top_logprobs: int = 0,
+        shift: bool = False,
+        num_keep: int = 4,
     ) -> int: ...
     def submit_multimodal(
         self,
@@ -178,6 +180,8 @@ class Engine:
         stop: list[str] = ...,
         logprobs: bool = False,
         top_logprobs: int = 0,
+        shift: bool = False,
+        num_keep: int = 4,
     ) -> int: ...
     def submit_embedding(self, tokens: list[int], normalize: bool = True) -> int: ...
     def cancel(self, id: int) -> None: ...

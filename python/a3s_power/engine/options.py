@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Accepted for compatibility; they change nothing here.
 IGNORED_OPTIONS = frozenset({"tfs_z", "low_vram", "f16_kv", "logits_all", "vocab_only", "num_gqa", "rope_frequency_base",
-                             "rope_frequency_scale", "num_keep"})
+                             "rope_frequency_scale"})
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16")
 
@@ -76,6 +76,7 @@ class Options:
     """Every option a request may carry, with Ollama's defaults."""
 
     load: LoadOptions = field(default_factory=LoadOptions)
+    num_keep: int = 4  # tokens kept at the start when the context shifts
     seed: int = -1
     num_predict: int = -1
     top_k: int = 40
@@ -178,6 +179,7 @@ def _check(options: Options) -> None:
         (options.typical_p >= 0, "typical_p", "must not be negative"),
         (options.mirostat in (0, 1, 2), "mirostat", "must be 0, 1 or 2"),
         (options.num_predict >= -2, "num_predict", "must be -2, -1 or more"),
+        (options.num_keep >= -1, "num_keep", "must be -1 or more"),
     ]
     for ok, name, reason in rules:
         if not ok:

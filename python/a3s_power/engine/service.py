@@ -179,7 +179,7 @@ class InferenceService:
                                                   truncate is not False, shift is not False)
             async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
-                                         tool_format="json" if tool_grammar else None):
+                                         tool_format="json" if tool_grammar else None, shift=shift is not False):
                 yield delta
 
     async def count_chat_tokens(self, model: str, messages: list[dict[str, Any]], *,
@@ -269,7 +269,8 @@ class InferenceService:
                 tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
             generated: list[int] = []
             async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
-                                         top_logprobs, logit_bias, started, loaded_ns, collect=generated):
+                                         top_logprobs, logit_bias, started, loaded_ns, collect=generated,
+                                         shift=shift is not False):
                 if delta.done and not raw:
                     delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
@@ -295,7 +296,8 @@ class InferenceService:
     async def _run(self, runner: Runner, template: PromptTemplate | None, tokens: list[int], opts: Options,
                    grammar: str, tools: list[dict] | None, think_on: bool | None, logprobs: bool, top_logprobs: int,
                    logit_bias: dict[int, float] | None, started: int, loaded_ns: int,
-                   collect: list[int] | None = None, tool_format: str | None = None) -> AsyncIterator[Delta]:
+                   collect: list[int] | None = None, tool_format: str | None = None,
+                   shift: bool = True) -> AsyncIterator[Delta]:
         model = runner.model
         thinker = None
         if think_on and template is not None:
@@ -326,7 +328,7 @@ class InferenceService:
 
         first_token_ns = 0
         async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
-                                          top_logprobs=top_logprobs):
+                                          top_logprobs=top_logprobs, shift=shift):
             if chunk.tokens and not first_token_ns:
                 first_token_ns = time.perf_counter_ns() - started
             if collect is not None:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
+from ..prompt.chat_template import TemplateError
 from ..engine.scheduler import QueueFull
 from ..store.types import InvalidModelName, ModelNotFound
 
@@ -66,7 +67,7 @@ def status_for(exc: BaseException) -> tuple[int, str]:
         return exc.status, exc.message
     if isinstance(exc, ModelNotFound):
         return 404, str(exc)
-    if isinstance(exc, (InvalidOptionError, InvalidModelName)):
+    if isinstance(exc, (InvalidOptionError, InvalidModelName, TemplateError)):
         return 400, str(exc)
     if isinstance(exc, ModelLoadError):
         return 500, str(exc)
