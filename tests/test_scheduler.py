@@ -104,3 +104,46 @@ def test_keep_alive_zero_unloads_and_new_load_options_reload(tiny_path):
 
     reloaded, left = asyncio.run(main())
     assert reloaded and left == []
+
+
+def test_load_timeout_reports_a_load_that_takes_too_long(tiny_path, monkeypatch):
+    import time as _time
+
+    from a3s_power.engine import runner as runner_module
+
+    specs = {"a": LocalModel(name="a", model_path=Path(tiny_path))}
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256, load_timeout=0.2), specs.__getitem__)
+    real_init = runner_module.LoadedModel.__init__
+
+    def slow_init(self, *args, **kwargs):
+        _time.sleep(1.0)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module.LoadedModel, "__init__", slow_init)
+
+    async def main():
+        with pytest.raises(ModelLoadError, match="timed out"):
+            await scheduler.load(specs["a"], parse_options({"num_ctx": 256}).load, None)
+        await asyncio.sleep(1.5)  # the late load finishes and is closed again
+        return scheduler.running(), dict(scheduler._bases)
+
+    running, bases = asyncio.run(main())
+    assert running == [] and bases == {}
+
+
+def test_environment_variables_reach_the_config(monkeypatch):
+    from a3s_power.config import Config
+
+    monkeypatch.setenv("OLLAMA_LOAD_TIMEOUT", "2m")
+    monkeypatch.setenv("OLLAMA_GPU_OVERHEAD", "1073741824")
+    monkeypatch.setenv("OLLAMA_SCHED_SPREAD", "1")
+    monkeypatch.setenv("OLLAMA_MULTIUSER_CACHE", "true")
+    monkeypatch.setenv("OLLAMA_REMOTES", "a.example, b.example")
+    monkeypatch.setenv("OLLAMA_NOHISTORY", "1")
+    monkeypatch.setenv("OLLAMA_TMPDIR", "/tmp/a3s-tmp")
+    c = Config.from_env()
+    assert (c.load_timeout, c.gpu_overhead, c.sched_spread, c.multiuser_cache) == (120.0, 1 << 30, True, True)
+    assert c.remotes == ("a.example", "b.example") and c.nohistory and str(c.tmpdir) == "/tmp/a3s-tmp"
+    from a3s_power.engine.options import defaults
+
+    assert defaults(c).load.kv_unified is False

@@ -299,7 +299,7 @@ SET_HELP = """Available Commands:
 
 
 def _history_file() -> Path | None:
-    if get_config().home and not os.environ.get("OLLAMA_NOHISTORY"):
+    if get_config().home and not get_config().nohistory:
         return get_config().home / "history"
     return None
 

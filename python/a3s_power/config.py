@@ -65,6 +65,13 @@ class Config(BaseModel):
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
 
+    load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
+    gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
+    sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: spread a model over every GPU
+    tmpdir: Path | None = None  # OLLAMA_TMPDIR: where temporary files go
+    multiuser_cache: bool = False  # OLLAMA_MULTIUSER_CACHE: a KV stream per slot instead of one shared
+    remotes: tuple[str, ...] = ("ollama.com",)  # OLLAMA_REMOTES: hosts allowed for remote models
+    nohistory: bool = False  # OLLAMA_NOHISTORY: the interactive CLI keeps no history
     # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
     num_gpu: int = -1
     main_gpu: int = 0
@@ -110,6 +117,25 @@ class Config(BaseModel):
             values["noprune"] = v
         if (v := _env_int("OLLAMA_NUM_GPU")) is not None:
             values["num_gpu"] = v
+        if (v := _env("OLLAMA_LOAD_TIMEOUT")) is not None:
+            from .timefmt import parse_go_duration
+
+            try:
+                values["load_timeout"] = float(v) if v.replace(".", "", 1).lstrip("-").isdigit() else parse_go_duration(v)
+            except ValueError as exc:
+                raise InvalidOptionError(f"environment variable OLLAMA_LOAD_TIMEOUT: {exc}") from None
+        if (v := _env_int("OLLAMA_GPU_OVERHEAD")) is not None and v >= 0:
+            values["gpu_overhead"] = v
+        if (v := _env_bool("OLLAMA_SCHED_SPREAD")) is not None:
+            values["sched_spread"] = v
+        if (v := _env("OLLAMA_TMPDIR")) is not None:
+            values["tmpdir"] = Path(v).expanduser()
+        if (v := _env_bool("OLLAMA_MULTIUSER_CACHE")) is not None:
+            values["multiuser_cache"] = v
+        if (v := _env("OLLAMA_REMOTES")) is not None:
+            values["remotes"] = tuple(h.strip() for h in v.split(",") if h.strip())
+        if (v := _env_bool("OLLAMA_NOHISTORY")) is not None:
+            values["nohistory"] = v
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)

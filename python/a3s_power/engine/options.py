@@ -43,6 +43,7 @@ class LoadOptions:
     embedding: bool = False
     num_parallel: int = 1
     stream_interval_ms: int = 0
+    kv_unified: bool = True  # False gives each slot its own KV stream (OLLAMA_MULTIUSER_CACHE)
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
@@ -64,6 +65,7 @@ class LoadOptions:
         p.type_k = p.type_v = self.kv_cache_type
         p.embeddings = self.embedding
         p.stream_interval_ms = self.stream_interval_ms
+        p.kv_unified = self.kv_unified
         return p
 
     def model_key(self) -> tuple:
@@ -199,6 +201,7 @@ def defaults(config: Config | None = None) -> Options:
         kv_cache_type=config.kv_cache_type,
         num_parallel=config.num_parallel,
         stream_interval_ms=config.stream_interval_ms,
+        kv_unified=not config.multiuser_cache,
     )
     return Options(load=load)
 

@@ -138,7 +138,7 @@ class Scheduler:
                 need = await asyncio.to_thread(self._estimate, spec, load)
                 await self._make_room(need)
                 started = time.perf_counter_ns()
-                model = await self._load(spec, load)
+                model = await self._load_within_timeout(spec, load)
                 model.load_duration_ns = time.perf_counter_ns() - started
                 runner = Runner(spec, model, load,
                                 keep_alive if keep_alive is not None else self._default_keep_alive(), memory=need)
@@ -156,6 +156,24 @@ class Scheduler:
                 runner._timer.cancel()
                 runner._timer = None
             return runner
+
+    async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions) -> LoadedModel:
+        """OLLAMA_LOAD_TIMEOUT: a load that takes longer is reported as failed; when it finishes
+        after all, the model it made is closed again."""
+        timeout = self._config.load_timeout
+        task = asyncio.ensure_future(self._load(spec, load))
+        if timeout <= 0:
+            return await task
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.TimeoutError:
+            def discard(done: asyncio.Future) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    done.result().close()
+                    self._drop_base((str(spec.model_path), load.model_key()))
+
+            task.add_done_callback(discard)
+            raise ModelLoadError(f"timed out waiting for {spec.name} to load after {timeout:g}s") from None
 
     async def _load(self, spec: LocalModel, load: LoadOptions) -> LoadedModel:
         from ..core import _core
@@ -238,14 +256,15 @@ class Scheduler:
         from .memory import available_memory, format_bytes
 
         limit = self._config.max_loaded_models
-        while self._runners and ((limit > 0 and len(self._runners) >= limit) or need > available_memory()):
+        overhead = self._config.gpu_overhead
+        while self._runners and ((limit > 0 and len(self._runners) >= limit) or need > available_memory() - overhead):
             idle = [r for r in self._runners.values() if r.active == 0]
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
             if self.events is not None:
                 self.events.on_eviction(victim.name)
-        free = available_memory()
+        free = available_memory() - self._config.gpu_overhead
         if need > free:
             raise ModelLoadError(f"model requires more system memory ({format_bytes(need)}) than is available "
                                  f"({format_bytes(free)})")

@@ -50,6 +50,11 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     bind_host, bind_port = bind_address(config.host)
     bind_host = host or bind_host
     bind_port = port if port is not None else bind_port
+    if config.tmpdir is not None:
+        import tempfile
+
+        config.tmpdir.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(config.tmpdir)
     state = build_state(config)
     state.loopback_only = is_loopback(bind_host)
     runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)
