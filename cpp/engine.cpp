@@ -375,16 +375,54 @@ void Engine::admit_waiting() {
     if (!out.empty()) publish(out, true);
 }
 
+namespace {
+
+size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
+    const size_t lim = std::min(a.size(), b.size());
+    size_t n = 0;
+    while (n < lim && a[n] == b[n]) ++n;
+    return n;
+}
+
+// Where a cached prefix may end for this prompt: never after its last token (whose logits are
+// needed) and never inside an image, whose embeddings go in whole.
+size_t usable_prefix(size_t common, const std::vector<llama_token> & prompt) {
+    if (common == prompt.size()) --common;
+    while (common > 0 && is_media_placeholder(prompt[common]) && prompt[common - 1] == prompt[common]) --common;
+    return common;
+}
+
+}  // namespace
+
 void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     const auto & prompt = req->params.prompt;
     size_t common = 0;
     if (can_reuse_prefix_ && !req->embedding) {
-        const size_t lim = std::min(slot.cache.size(), prompt.size());
-        while (common < lim && slot.cache[common] == prompt[common]) ++common;
-        if (common == prompt.size()) --common;  // the last prompt token must be evaluated for its logits
-        // Never resume in the middle of an image: its embeddings go in whole.
-        while (common > 0 && is_media_placeholder(prompt[common]) && prompt[common - 1] == prompt[common]) --common;
+        common = usable_prefix(common_prefix(slot.cache, prompt), prompt);
         if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
+        slot.shared = std::min(slot.shared, common);
+        // Another slot may hold a longer prefix (a shared system prompt, say): with one shared
+        // KV buffer its cells can be referenced by this sequence too, instead of evaluated again.
+        if (params_.kv_unified) {
+            const Slot * donor = nullptr;
+            size_t donor_common = common;
+            for (const Slot & other : slots_) {
+                if (&other == &slot) continue;
+                const size_t c = usable_prefix(common_prefix(other.cache, prompt), prompt);
+                if (c > donor_common) {
+                    donor = &other;
+                    donor_common = c;
+                }
+            }
+            if (donor && donor_common >= common + 16) {
+                llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+                llama_memory_seq_cp(mem_, donor->seq, slot.seq, 0, llama_pos(donor_common));
+                slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
+                slot.shared = donor_common;
+                const_cast<Slot *>(donor)->shared = std::max(donor->shared, donor_common);
+                common = donor_common;
+            }
+        }
     }
     if (common == 0) forget(slot, 0);
     slot.cache.resize(common);
@@ -624,6 +662,9 @@ bool Engine::shift_context(Slot & slot) {
     const int n_keep = std::clamp(slot.req->params.num_keep, 0, n_past - 2);
     const int n_discard = (n_past - n_keep) / 2;
     if (n_discard <= 0) return false;
+    // Cells shared with another sequence have one position for both: moving them would move the
+    // other sequence's too. Such a slot ends with "length" instead.
+    if (slot.shared > size_t(n_keep)) return false;
     if (!llama_memory_seq_rm(mem_, slot.seq, n_keep, n_keep + n_discard)) return false;
     llama_memory_seq_add(mem_, slot.seq, n_keep + n_discard, n_past, -n_discard);
     slot.cache.erase(slot.cache.begin() + n_keep, slot.cache.begin() + n_keep + n_discard);
@@ -634,6 +675,7 @@ bool Engine::shift_context(Slot & slot) {
 void Engine::forget(Slot & slot, size_t from) {
     if (mem_) llama_memory_seq_rm(mem_, slot.seq, from == 0 ? -1 : llama_pos(from), -1);
     slot.cache.resize(std::min(slot.cache.size(), from));
+    slot.shared = std::min(slot.shared, slot.cache.size());
 }
 
 Event & Engine::event_for(std::vector<Event> & out, uint64_t id) {

@@ -92,6 +92,7 @@ struct Slot {
     int seq = 0;
     std::shared_ptr<Request> req;
     std::vector<llama_token> cache;  // tokens whose KV cells this sequence holds
+    size_t shared = 0;  // leading cells possibly shared with another slot's sequence (see assign)
     uint64_t last_used = 0;
     int batch_from = 0;  // this step: where the slot's tokens start in the batch
     int batch_count = 0;

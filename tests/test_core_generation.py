@@ -210,3 +210,24 @@ def test_context_shift_keeps_generating_past_a_full_context(smollm2, make_engine
     assert result.done_reason == "length" and len(result.tokens) == 150  # ended by num_predict, not the context
     rid = engine.submit(prompt, no_end, 150, [], False, 0, False, 4)
     assert len(collect(engine, [rid])[rid].tokens) < 64
+
+
+def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=2)
+    system = "<|im_start|>system\n" + "You are a careful assistant who knows a great deal about geography. " * 6 + \
+        "<|im_end|>\n"
+    first = smollm2.tokenize(system + "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n",
+                             True, True)
+    second = smollm2.tokenize(system + "<|im_start|>user\nCapital of Spain?<|im_end|>\n<|im_start|>assistant\n",
+                              True, True)
+    busy = engine.submit(first, greedy(logit_bias=[(smollm2.eos_token, -100.0)]), 40, [], False, 0)
+    while not any(e.id == busy for e in engine.drain(1000)):
+        pass
+    # The first slot is busy: the second request gets the other slot, and the system prompt's cells
+    # come from the first slot instead of being evaluated again.
+    other = engine.submit(second, greedy(), 5, [], False, 0)
+    result = collect(engine, [busy, other])[other]
+    shared = len(smollm2.tokenize(system, True, True)) - 2
+    assert result.timings["cached_tokens"] >= shared
+    alone = generate(make_engine(smollm2, n_parallel=1), second, num_predict=5)
+    assert result.tokens == alone.tokens
