@@ -188,3 +188,26 @@ def test_a_template_that_fails_is_400(server):
     r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "hi",
                                                           "template": "{{ .Prompt"})
     assert r.status_code == 400 and "template" in r.json()["error"]
+
+
+def test_cancelled_requests_never_leak_slots(server):
+    import concurrent.futures
+
+    def abandon(i: int) -> None:
+        with requests.post(server.url + "/api/generate", stream=True, json={
+                "model": "smollm2", "prompt": f"Story {i}", "options": {**GREEDY, "num_predict": 5000}}) as r:
+            next(r.iter_lines())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(abandon, range(16)))
+
+    def quick(i: int) -> int:
+        r = requests.post(server.url + "/api/generate", json={
+            "model": "smollm2", "prompt": f"Say {i}.", "stream": False, "options": {**GREEDY, "num_predict": 1}})
+        return r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(quick, range(100)))
+    assert codes == [200] * 100
+    runner = next(x for x in server.state.scheduler.running() if x.name == "smollm2:latest")
+    assert runner.model.engine.stats()["slots_busy"] == 0
