@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -223,6 +224,7 @@ class Session:
         self.think = think
         self.hide_thinking = hide_thinking
         self.wordwrap = wordwrap
+        self.current: asyncio.Task | None = None  # the answer being written, for Ctrl-C
 
     async def answer(self, text: str, interactive: bool) -> None:
         text, images = extract_images(text) if "vision" in self.chat.capabilities else (text, [])
@@ -360,6 +362,19 @@ async def embed(client: Client, model: str, prompt: str, dimensions: int | None,
 
 
 async def converse(session: Session) -> None:
+    # Ctrl-C stops the answer being written and returns to the prompt, as in ``ollama run``.
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        if session.current is not None and not session.current.done():
+            session.current.cancel()
+        else:
+            click.echo("\nUse Ctrl + d or /bye to exit.")
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError):
+        pass
     history = _history_file()
     try:
         import readline
@@ -420,15 +435,12 @@ async def command(session: Session, line: str) -> bool:
     elif line.startswith("/"):
         click.echo(f"Unknown command '{line.split()[0]}'. Type /? for help")
     elif line:
-        task = asyncio.ensure_future(session.answer(line, interactive=True))
+        task = session.current = asyncio.ensure_future(session.answer(line, interactive=True))
         try:
-            await asyncio.shield(task)
-        except KeyboardInterrupt:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                pass
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the CLI itself is being cancelled
         except (ClientError, A3SPowerError) as exc:
             if session.messages and session.messages[-1]["role"] == "user":
                 session.messages.pop()
