@@ -204,3 +204,14 @@ def test_fill_in_the_middle(client, models):
     r = client.generate(model="qwen", prompt="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n",
                         options={**GREEDY, "num_predict": 10})
     assert "a + b" in r.response or "a+b" in r.response
+
+
+@pytest.mark.slow
+def test_generate_reports_tool_calls_written_with_markers(server, models):
+    prompt = ('You can call the function get_weather(city). Reply only with <tool_call>{"name": "get_weather", '
+              '"arguments": {"city": "..."}}</tool_call>. What is the weather in Oslo?')
+    r = requests.post(server.url + "/api/generate", json={"model": "qwen", "prompt": prompt, "stream": False,
+                                                          "options": {**GREEDY, "num_predict": 60}}).json()
+    calls = r.get("tool_calls")
+    assert calls and calls[0]["function"]["name"] == "get_weather", r
+    assert "<tool_call>" not in r["response"]

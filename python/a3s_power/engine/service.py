@@ -268,9 +268,17 @@ class InferenceService:
             if not image_bytes:
                 tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
             generated: list[int] = []
+            # A model whose template writes tool calls with their own markers may answer a plain
+            # prompt with one: Ollama's generate reports it in tool_calls.
+            tool_format = None
+            if tmpl is not None and "tools" in spec.capabilities:
+                from ..prompt.tools import tool_format_for
+
+                tool_format = tool_format_for(tmpl.source)
+                tool_format = tool_format if tool_format in ("hermes", "mistral") else None
             async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
                                          top_logprobs, logit_bias, started, loaded_ns, collect=generated,
-                                         shift=shift is not False):
+                                         shift=shift is not False, tool_format=tool_format):
                 if delta.done and not raw:
                     delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
@@ -308,11 +316,12 @@ class InferenceService:
                 thinker = ThinkingParser(tags[0], tags[1], starts_in_thinking=_prompt_opens_thinking(model, tokens,
                                                                                                   tags[0]))
         tool_parser = None
-        if tools:
+        if tools or tool_format:
             from ..prompt.tools import ToolCallParser, tool_format_for
 
             fmt = tool_format or tool_format_for(template.source if template else None)
-            tool_parser = ToolCallParser(fmt, {t.get("function", {}).get("name", "") for t in tools})
+            names = {t.get("function", {}).get("name", "") for t in tools} if tools else None
+            tool_parser = ToolCallParser(fmt, names)
         num_predict = opts.num_predict
         if num_predict < 0:
             opts = replace(opts, num_predict=10 * opts.load.num_ctx)  # Ollama's bound on open-ended runs
