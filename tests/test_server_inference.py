@@ -173,7 +173,7 @@ def test_long_conversations_are_truncated_to_fit(client, models):
     r = client.chat(model="smollm2", messages=history, options={**GREEDY, "num_ctx": 1024, "num_predict": 5})
     assert r.done and r.prompt_eval_count < 1024
     refused = requests.post(client._client.base_url.join("/api/chat").__str__(), json={
-        "model": "smollm2", "messages": history, "stream": False, "truncate": False, "shift": False,
+        "model": "smollm2", "messages": history, "stream": False, "truncate": False,
         "options": {**GREEDY, "num_ctx": 1024, "num_predict": 5}})
     assert refused.status_code == 400 and "longer than the context" in refused.json()["error"]
 

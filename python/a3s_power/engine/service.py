@@ -209,6 +209,9 @@ class InferenceService:
                 del kept[droppable[0]]
                 tokens = model.tokenize_prompt(template.render_chat(kept, tools=tools, think=think_on,
                                                                     think_level=level))
+        elif len(tokens) >= n_ctx:
+            raise InvalidOptionError("the prompt is longer than the context length currently available to the "
+                                     "model (truncate is off); use a model with a longer context or shorten it")
         return self._fit_prompt(runner, tokens, opts, shift)
 
     # --- generate --------------------------------------------------------------------------
