@@ -215,3 +215,33 @@ def test_generate_reports_tool_calls_written_with_markers(server, models):
     calls = r.get("tool_calls")
     assert calls and calls[0]["function"]["name"] == "get_weather", r
     assert "<tool_call>" not in r["response"]
+
+
+def test_adapter_layer_applies_a_lora_over_the_shared_base(client, models, smollm2_path, tmp_path_factory):
+    from tests.lora_adapters import write_lora
+
+    adapter = write_lora(tmp_path_factory.mktemp("lora") / "adapter.gguf", smollm2_path, seed=3)
+    list(client.create(model="smol-lora", from_="smollm2", adapters={"adapter.gguf": client.create_blob(adapter)},
+                       stream=True))
+    assert "ADAPTER" in client.show("smol-lora").modelfile
+    question = [{"role": "user", "content": "Which city is the capital of France?"}]
+    base = client.chat(model="smollm2", messages=question, options={**GREEDY, "num_predict": 12}).message.content
+    tuned = client.chat(model="smol-lora", messages=question, options={**GREEDY, "num_predict": 12}).message.content
+    assert tuned != base
+    broken = write_lora(tmp_path_factory.mktemp("lora") / "broken.gguf", smollm2_path, seed=3)
+    broken.write_bytes(broken.read_bytes()[:200])
+    with pytest.raises(ollama.ResponseError, match="GGUF"):  # refused at create, nothing written
+        list(client.create(model="smol-broken", from_="smollm2", adapters={"b.gguf": client.create_blob(broken)},
+                           stream=True))
+    # An adapter made for another model's shapes: accepted as a file, refused when loaded.
+    from tests.tiny_models import write_tiny_llama
+
+    other = write_tiny_llama(tmp_path_factory.mktemp("lora") / "other.gguf")
+    bad = write_lora(tmp_path_factory.mktemp("lora") / "mismatch.gguf", str(other), seed=3)
+    list(client.create(model="smol-badlora", from_="smollm2", adapters={"bad.gguf": client.create_blob(bad)},
+                       stream=True))
+    r = requests.post(client._client.base_url.join("/api/chat").__str__(), json={
+        "model": "smol-badlora", "messages": question, "stream": False})
+    assert r.status_code == 500 and "adapter" in r.json()["error"]
+    again = client.chat(model="smollm2", messages=question, options={**GREEDY, "num_predict": 12})
+    assert again.message.content == base  # the base model is still fine

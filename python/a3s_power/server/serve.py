@@ -50,6 +50,10 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     bind_host, bind_port = bind_address(config.host)
     bind_host = host or bind_host
     bind_port = port if port is not None else bind_port
+    if config.debug:
+        from ..core import _core
+
+        _core.set_log_level(3 if config.debug > 1 else 2)  # llama.cpp's own log, on stderr
     if config.tmpdir is not None:
         import tempfile
 
