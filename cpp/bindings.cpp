@@ -29,6 +29,25 @@ py::dict timings_dict(const Timings & t) {
     return d;
 }
 
+GenerateParams generate_params(const SamplingParams & sampling, int num_predict, std::vector<std::string> stop,
+                               bool logprobs, int top_logprobs, bool shift, int num_keep) {
+    GenerateParams p;
+    p.sampling = sampling;
+    p.num_predict = num_predict;
+    p.stop = std::move(stop);
+    p.logprobs = logprobs;
+    p.top_logprobs = top_logprobs;
+    p.shift = shift;
+    p.num_keep = num_keep;
+    return p;
+}
+
+// The keyword arguments after the prompt, shared by submit() and submit_multimodal().
+#define SUBMIT_ARGS                                                                                          \
+    py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,                                    \
+        py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0, \
+        py::arg("shift") = false, py::arg("num_keep") = 4
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -241,40 +260,24 @@ PYBIND11_MODULE(_core, m) {
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,
                 std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
-                 GenerateParams p;
-                 p.shift = shift;
-                 p.num_keep = num_keep;
+                 GenerateParams p = generate_params(sampling, num_predict, std::move(stop), logprobs, top_logprobs,
+                                                    shift, num_keep);
                  p.prompt = std::move(prompt);
-                 p.sampling = sampling;
-                 p.num_predict = num_predict;
-                 p.stop = std::move(stop);
-                 p.logprobs = logprobs;
-                 p.top_logprobs = top_logprobs;
                  py::gil_scoped_release release;
                  return self.submit(std::move(p));
              },
-             py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
-             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0,
-             py::arg("shift") = false, py::arg("num_keep") = 4)
+             py::arg("prompt"), SUBMIT_ARGS)
         .def("submit_multimodal",
              [](Engine & self, const MultimodalPrompt & prompt, const SamplingParams & sampling, int num_predict,
                 std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
-                 GenerateParams p;
-                 p.shift = shift;
-                 p.num_keep = num_keep;
+                 GenerateParams p = generate_params(sampling, num_predict, std::move(stop), logprobs, top_logprobs,
+                                                    shift, num_keep);
                  p.prompt = prompt.tokens;
                  p.media = prompt.media;
-                 p.sampling = sampling;
-                 p.num_predict = num_predict;
-                 p.stop = std::move(stop);
-                 p.logprobs = logprobs;
-                 p.top_logprobs = top_logprobs;
                  py::gil_scoped_release release;
                  return self.submit(std::move(p));
              },
-             py::arg("prompt"), py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,
-             py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0,
-             py::arg("shift") = false, py::arg("num_keep") = 4)
+             py::arg("prompt"), SUBMIT_ARGS)
         .def("submit_embedding", &Engine::submit_embedding, py::arg("tokens"), py::arg("normalize") = true,
              py::call_guard<py::gil_scoped_release>())
         .def("cancel", &Engine::cancel, py::arg("id"), py::call_guard<py::gil_scoped_release>())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
@@ -90,11 +88,10 @@ def test_cancel_stops_a_running_generation(smollm2, make_engine):
     while not first:
         first = [e for e in engine.drain(1000) if e.id == rid]
     assert not first[-1].done
-    started = time.monotonic()
     engine.cancel(rid)
     result = collect(engine, [rid])[rid]
     assert result.done_reason == "cancel"
-    assert time.monotonic() - started < 5
+    assert len(result.tokens) < 100_000  # it stopped long before its num_predict
     # The engine is still fine afterwards.
     again = generate(engine, smollm2.tokenize(CHATML_QUESTION, True, True), num_predict=3)
     assert again.done_reason == "length"
