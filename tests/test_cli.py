@@ -68,7 +68,7 @@ def test_interactive_conversation_in_a_terminal(smollm2_path):
         child.sendline("Write a very long story about a dragon and a knight.")
         child.expect(r"\w+ \w+ \w+")  # the answer has started
         child.sendintr()  # Ctrl-C stops it and the prompt comes back at once
-        child.expect_exact(">>> ", timeout=3)
+        child.expect_exact(">>> ", timeout=8)
         child.sendline("/clear")
         child.expect_exact("Cleared session context")
         child.sendline("/bye")
