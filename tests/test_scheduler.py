@@ -73,10 +73,10 @@ def test_memory_pressure_evicts_and_an_impossible_model_is_refused(smollm2_path,
         await scheduler.load(specs["a"], load, None)
         # Pretend the machine has room for SmolLM2 only once "a" is gone.
         monkeypatch.setattr(memory, "available_memory",
-                            lambda: smol_need + 1 if not scheduler.running() else smol_need - 1)
+                            lambda gpu=False: smol_need + 1 if not scheduler.running() else smol_need - 1)
         await scheduler.load(specs["b"], load, None)
         after = [r.name for r in scheduler.running()]
-        monkeypatch.setattr(memory, "available_memory", lambda: tiny_need - 1)
+        monkeypatch.setattr(memory, "available_memory", lambda gpu=False: tiny_need - 1)
         with pytest.raises(ModelLoadError, match="more system memory"):
             await scheduler.load(specs["c"], load, None)
         await scheduler.close()

@@ -56,8 +56,15 @@ def estimate(model_path: Path | str, load: LoadOptions, extra_files: list[Path |
     return Estimate(weights, kv, compute)
 
 
-def available_memory() -> int:
-    """Memory a new model can use: MemAvailable on Linux, else what the OS reports free."""
+def available_memory(gpu: bool = False) -> int:
+    """Memory a new model can use: the most free memory of one CUDA device when the model goes to
+    the GPU, else MemAvailable on Linux, else what the OS reports free."""
+    if gpu:
+        from ..gpu import gpu_stats
+
+        cards = [g for g in gpu_stats() if g.kind == "cuda" and g.memory_total]
+        if cards:
+            return max(g.memory_total - g.memory_used for g in cards)
     try:
         with open("/proc/meminfo") as f:
             for line in f:

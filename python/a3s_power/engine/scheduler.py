@@ -136,7 +136,7 @@ class Scheduler:
                 runner = None
             if runner is None:
                 need = await asyncio.to_thread(self._estimate, spec, load)
-                await self._make_room(need)
+                await self._make_room(need, on_gpu=self._on_gpu(load))
                 started = time.perf_counter_ns()
                 model = await self._load_within_timeout(spec, load)
                 model.load_duration_ns = time.perf_counter_ns() - started
@@ -250,21 +250,28 @@ class Scheduler:
         except Exception:  # noqa: BLE001 - an unreadable header fails the load itself, with its own message
             return 0
 
-    async def _make_room(self, need: int) -> None:
+    @staticmethod
+    def _on_gpu(load: LoadOptions) -> bool:
+        from ..core import _core
+
+        return load.num_gpu != 0 and _core.supports_gpu_offload()
+
+    async def _make_room(self, need: int, on_gpu: bool = False) -> None:
         """Evicts least recently used models (idle ones first) until the count limit allows one
         more and the new model's estimated memory fits in what the machine has free."""
         from .memory import available_memory, format_bytes
 
         limit = self._config.max_loaded_models
         overhead = self._config.gpu_overhead
-        while self._runners and ((limit > 0 and len(self._runners) >= limit) or need > available_memory() - overhead):
+        while self._runners and ((limit > 0 and len(self._runners) >= limit)
+                                 or need > available_memory(on_gpu) - overhead):
             idle = [r for r in self._runners.values() if r.active == 0]
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
             if self.events is not None:
                 self.events.on_eviction(victim.name)
-        free = available_memory() - self._config.gpu_overhead
+        free = available_memory(on_gpu) - self._config.gpu_overhead
         if need > free:
             raise ModelLoadError(f"model requires more system memory ({format_bytes(need)}) than is available "
                                  f"({format_bytes(free)})")
