@@ -541,6 +541,9 @@ int Engine::build_batch(int budget) {
 }
 
 void Engine::after_decode() {
+    // On a GPU llama_decode returns once the work is queued: wait for it here, so the timings
+    // below measure the work and not the queueing.
+    llama_synchronize(ctx_);
     std::vector<Event> out;
     bool urgent = false;  // a first token or a finished request: wake the consumer now
     for (Slot * slot : in_batch_) {
