@@ -138,3 +138,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 CHATML_QUESTION = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(smollm2_path):
+    """A server over SmolLM2 alone, without a store, shared by one test module."""
+    from tests.server_harness import RunningServer, resolver, server_config
+
+    srv = RunningServer(server_config(num_parallel=2, context_length=2048), resolver(smollm2=smollm2_path)).start()
+    yield srv
+    srv.stop()

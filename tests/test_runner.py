@@ -57,6 +57,15 @@ def test_concurrent_requests_share_the_engine(loaded):
         assert chunks[-1].done and text
 
 
+async def slots_free(model: LoadedModel) -> bool:
+    """Whether every slot of the engine is free within five seconds."""
+    for _ in range(100):
+        if model.engine.stats()["slots_busy"] == 0:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 def test_closing_the_stream_cancels_the_request(loaded):
     async def main():
         tokens = loaded.tokenize("Write a long story about the sea.", True, True)
@@ -65,11 +74,7 @@ def test_closing_the_stream_cancels_the_request(loaded):
             break
         await stream.aclose()
         # Let the engine notice; then every slot must be free again.
-        for _ in range(100):
-            if loaded.engine.stats()["slots_busy"] == 0:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await slots_free(loaded)
 
     assert asyncio.run(main())
 
@@ -88,11 +93,7 @@ def test_a_cancelled_task_cancels_its_request(loaded):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        for _ in range(100):
-            if loaded.engine.stats()["slots_busy"] == 0:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await slots_free(loaded)
 
     assert asyncio.run(main())
 

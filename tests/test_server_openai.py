@@ -6,17 +6,12 @@ import openai
 import pytest
 import requests
 
-from tests.server_harness import RunningServer, resolver, server_config
-
 QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_path):
-    resolve = resolver(smollm2=smollm2_path)
-    srv = RunningServer(server_config(num_parallel=2, context_length=2048), resolve).start()
-    yield srv
-    srv.stop()
+def server(smollm2_server):
+    return smollm2_server
 
 
 @pytest.fixture(scope="module")
