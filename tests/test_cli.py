@@ -66,6 +66,8 @@ def test_interactive_conversation_in_a_terminal(smollm2_path):
         child.expect("Berlin")
         child.expect_exact(">>> ")
         child.sendline("Write a very long story about a dragon and a knight.")
+        # The echo of the line itself has words in it: wait for the line to end, then for the answer.
+        child.expect_exact("knight.\r\n")
         child.expect(r"\w+ \w+ \w+")  # the answer has started
         child.sendintr()  # Ctrl-C stops it and the prompt comes back at once
         child.expect_exact(">>> ", timeout=8)
