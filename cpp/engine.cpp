@@ -289,7 +289,9 @@ void Engine::run() {
         const int n = build_batch(budget);
         if (n == 0) continue;
 
+        hold_thread_log();
         const int rc = llama_decode(ctx_, batch_);
+        release_thread_log(rc != 2);
         steps_++;
         if (rc == 0) {
             budget = n_batch_;

@@ -12,6 +12,8 @@ std::atomic<int> g_level{0};
 thread_local std::string t_errors;
 thread_local std::string t_line;  // llama.cpp may log one line in several calls
 thread_local ggml_log_level t_line_level = GGML_LOG_LEVEL_INFO;
+thread_local bool t_holding = false;
+thread_local std::string t_held;
 
 int rank_of(ggml_log_level level) {
     switch (level) {
@@ -36,7 +38,12 @@ void on_log(ggml_log_level level, const char * text, void *) {
         if (t_errors.size() > 4096) t_errors.erase(0, t_errors.size() - 4096);
         t_line.clear();
     }
-    if (rank_of(t_line_level) <= g_level.load(std::memory_order_relaxed)) std::fputs(text, stderr);
+    if (rank_of(t_line_level) > g_level.load(std::memory_order_relaxed)) return;
+    if (t_holding) {
+        t_held += text;
+    } else {
+        std::fputs(text, stderr);
+    }
 }
 
 }  // namespace
@@ -49,6 +56,15 @@ std::string take_thread_log_errors() {
     std::string out;
     out.swap(t_errors);
     return out;
+}
+
+void hold_thread_log() { t_holding = true; }
+
+void release_thread_log(bool print) {
+    t_holding = false;
+    if (t_held.empty()) return;
+    if (print) std::fputs(t_held.c_str(), stderr);
+    t_held.clear();
 }
 
 }  // namespace a3s
