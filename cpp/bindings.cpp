@@ -178,7 +178,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("type_v", &ContextParams::type_v)
         .def_readwrite("embeddings", &ContextParams::embeddings)
         .def_readwrite("kv_unified", &ContextParams::kv_unified)
-        .def_readwrite("stream_interval_ms", &ContextParams::stream_interval_ms);
+        .def_readwrite("stream_interval_ms", &ContextParams::stream_interval_ms)
+        .def_readwrite("nice", &ContextParams::nice);
 
     py::class_<SamplingParams>(m, "SamplingParams")
         .def(py::init<>())

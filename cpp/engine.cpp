@@ -2,11 +2,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 
 #include "errors.h"
 #include "log.h"
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace a3s {
 
@@ -267,7 +274,26 @@ bool Engine::should_abort(void * data) {
 // ---------------------------------------------------------------------------------------------
 // The inference thread
 
+namespace {
+
+// On Linux a priority set for one thread id applies to that thread alone, and threads it
+// creates later (llama.cpp's OpenMP workers) inherit it.
+void lower_this_thread_priority(int nice) {
+#ifdef __linux__
+    if (nice <= 0) return;
+    const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    const int current = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(current + nice, 19));
+#else
+    (void)nice;
+#endif
+}
+
+}  // namespace
+
 void Engine::run() {
+    lower_this_thread_priority(params_.nice);
     int budget = n_batch_;
     std::vector<Event> out;
     while (true) {

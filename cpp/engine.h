@@ -41,6 +41,10 @@ struct ContextParams {
     // are delivered together with the next ones; a first token and a finished request never wait.
     // Fast models then cost the consumer one wake-up per few tokens instead of one per token.
     int stream_interval_ms = 0;
+    // How much lower than the process the inference thread (and the compute threads it starts)
+    // runs. It takes every core while it decodes; lowered, it still gets them whenever nothing
+    // else wants them, but the HTTP thread beside it answers at once. Linux only.
+    int nice = 0;
 };
 
 struct GenerateParams {

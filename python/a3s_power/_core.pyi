@@ -78,6 +78,7 @@ class ContextParams:
     embeddings: bool
     kv_unified: bool
     stream_interval_ms: int
+    nice: int
     def __init__(self) -> None: ...
 
 class SamplingParams:
