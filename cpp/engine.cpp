@@ -161,7 +161,11 @@ Engine::~Engine() { close(); }
 
 void Engine::close() {
     if (!thread_.joinable()) return;
-    stopping_ = true;
+    {
+        // Under the lock, or the thread could test the flag, miss this notify, and sleep forever.
+        std::lock_guard<std::mutex> lk(queue_mutex_);
+        stopping_ = true;
+    }
     queue_cv_.notify_all();
     thread_.join();
     llama_batch_free(batch_);

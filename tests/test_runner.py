@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 
 import pytest
 
@@ -146,3 +149,23 @@ def test_stream_interval_groups_tokens_but_never_delays_the_first(smollm2_path):
         assert len(chunks[0].tokens) == 1
         assert sum(len(c.tokens) for c in chunks) == 60
         assert len(chunks) < 40  # grouped: far fewer wake-ups than tokens
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_inference_threads_run_at_a_lower_priority_than_the_server(smollm2_path):
+    options = replace_load(parse_options(GREEDY), num_ctx=512, num_thread=2, inference_nice=5)
+
+    def nice_of_threads() -> dict[int, int]:
+        return {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+
+    before = nice_of_threads()
+    with LoadedModel(smollm2_path, options.load) as model:
+        tokens = model.tokenize("Count from one to ten:", True, True)
+
+        async def main():
+            return [c async for c in model.generate(tokens, parse_options({**GREEDY, "num_predict": 8}))]
+
+        asyncio.run(main())
+        started = {tid: nice for tid, nice in nice_of_threads().items() if tid not in before}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before[threading.get_native_id()]
+    assert started and set(started.values()) == {5}  # the inference thread and the compute threads it started

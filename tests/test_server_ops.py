@@ -107,6 +107,19 @@ def test_config_toml_and_environment(tmp_path, monkeypatch):
     assert c.keep_alive < 0 and c.host == "127.0.0.1:9999"
 
 
+def test_inference_nice_from_toml_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
+    monkeypatch.delenv("A3S_POWER_INFERENCE_NICE", raising=False)
+    assert Config.from_env().inference_nice == 10
+    (tmp_path / "config.toml").write_text("inference_nice = 3\n")
+    assert Config.from_env().inference_nice == 3
+    monkeypatch.setenv("A3S_POWER_INFERENCE_NICE", "0")
+    assert Config.from_env().inference_nice == 0
+    (tmp_path / "config.toml").write_text("inference_nice = 40\n")
+    with pytest.raises(InvalidOptionError, match="inference_nice"):
+        Config.from_env()
+
+
 def test_bad_config_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
     (tmp_path / "config.toml").write_text('max_loaded_modles = 2\n')

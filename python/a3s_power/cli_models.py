@@ -387,12 +387,15 @@ def create(model: str, modelfile: str, quantize: str | None) -> None:
 
 
 def _processor(size: int, vram: int) -> str:
+    """Ollama's PROCESSOR column: where a model's memory is, its CPU share rounded."""
     if vram <= 0:
         return "100% CPU"
-    if vram >= size:
+    if vram == size:
         return "100% GPU"
-    gpu = int(round(100 * vram / size))
-    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+    if vram > size or size <= 0:
+        return "Unknown"
+    cpu = int(100 * (size - vram) / size + 0.5)  # Go's math.Round, not Python's half-to-even
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
 def _until(expires: str | None) -> str:

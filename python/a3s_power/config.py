@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .errors import InvalidOptionError
 
@@ -64,6 +64,9 @@ class Config(BaseModel):
     noprune: bool = False  # OLLAMA_NOPRUNE: keep unreferenced blobs (at start-up and on re-pull)
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
+    # How much lower the inference threads run than the server's own (ContextParams.nice): a
+    # decode takes every core, and the API should still answer at once. 0 turns it off.
+    inference_nice: int = 10
 
     load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
@@ -74,7 +77,7 @@ class Config(BaseModel):
     nohistory: bool = False  # OLLAMA_NOHISTORY: the interactive CLI keeps no history
     # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
     num_gpu: int = -1
-    main_gpu: int = 0
+    main_gpu: int = -1  # -1: the scheduler places each model; a device number pins models to that GPU
     use_mlock: bool = False
     num_thread: int = 0
     # What a million tokens cost, for /v1/usage and the cost metric: {"default": {...}, "<model>": {...}}
@@ -98,6 +101,8 @@ class Config(BaseModel):
             values["kv_cache_type"] = v.lower()
         if (v := _env_int("A3S_POWER_STREAM_INTERVAL_MS")) is not None and v >= 0:
             values["stream_interval_ms"] = v
+        if (v := _env_int("A3S_POWER_INFERENCE_NICE")) is not None and 0 <= v <= 19:
+            values["inference_nice"] = v
         if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
             from .engine.scheduler import parse_keep_alive
 
@@ -154,7 +159,7 @@ class Config(BaseModel):
 
 class _Gpu(BaseModel, extra="forbid"):
     gpu_layers: int = -1
-    main_gpu: int = 0
+    main_gpu: int | None = None
 
 
 class _Price(BaseModel, extra="forbid"):
@@ -180,6 +185,7 @@ class _TomlFile(BaseModel, extra="forbid"):
     max_queue: int | None = None
     origins: list[str] | None = None
     stream_interval_ms: int | None = None
+    inference_nice: int | None = Field(default=None, ge=0, le=19)
     gpu: _Gpu | None = None
     pricing: dict[str, _Price] | None = None
 
@@ -207,7 +213,8 @@ def _read_toml(path: Path) -> dict:
     if parsed.models_dir is not None:
         values["models_dir"] = parsed.models_dir.expanduser()
     for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
-                "use_mlock", "num_thread", "max_queue", "stream_interval_ms"):
+                "use_mlock", "num_thread", "max_queue", "stream_interval_ms",
+                "inference_nice"):
         if getattr(parsed, key) is not None:
             values[key] = getattr(parsed, key)
     if parsed.origins is not None:
@@ -221,7 +228,8 @@ def _read_toml(path: Path) -> dict:
             raise InvalidOptionError(f"{path}: keep_alive: {exc}") from None
     if parsed.gpu is not None:
         values["num_gpu"] = parsed.gpu.gpu_layers
-        values["main_gpu"] = parsed.gpu.main_gpu
+        if parsed.gpu.main_gpu is not None:
+            values["main_gpu"] = parsed.gpu.main_gpu
     if parsed.pricing is not None:
         values["pricing"] = {k: v.model_dump() for k, v in parsed.pricing.items()}
     return values

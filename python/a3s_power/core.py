@@ -1,6 +1,12 @@
 """Import point for the C++ core: ``from a3s_power.core import _core``."""
 
+import os
+
 from . import _libs
+
+# GPUs are numbered as nvidia-smi lists them (gpu.py, placement.py); CUDA's own default order,
+# fastest first, differs on machines with mixed cards.
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 _libs.preload()
 

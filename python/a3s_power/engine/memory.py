@@ -1,5 +1,6 @@
-"""How much memory a model will take once loaded, and how much the machine has free: what the
-scheduler checks before a load, evicting idle models until the new one fits.
+"""How much memory a model will take once loaded, and how much system memory the machine has free:
+what the scheduler checks before a load, evicting idle models until the new one fits. Where the
+layers go on GPUs, and whether they fit there, is the placement module's part.
 
 The estimate follows llama.cpp's allocations: the weights as stored in the GGUF, the KV cache for
 num_ctx tokens in each slot (K and V for every layer, at the cache type's size), and compute
@@ -21,6 +22,7 @@ class Estimate:
     weights: int
     kv_cache: int
     compute: int
+    layers: int = 0  # repeating blocks (llama.cpp offloads these plus the output layer)
 
     @property
     def total(self) -> int:
@@ -53,18 +55,11 @@ def estimate(model_path: Path | str, load: LoadOptions, extra_files: list[Path |
     n_vocab = len(header.metadata.get("tokenizer.ggml.tokens", [])) or key("vocab_size", 32000)
     batch = min(load.num_batch, cells)
     compute = int(batch * (n_vocab + 4 * n_embd) * 4 + n_embd * cells * 4 // max(n_layer, 1)) + (32 << 20)
-    return Estimate(weights, kv, compute)
+    return Estimate(weights, kv, compute, n_layer)
 
 
-def available_memory(gpu: bool = False) -> int:
-    """Memory a new model can use: the most free memory of one CUDA device when the model goes to
-    the GPU, else MemAvailable on Linux, else what the OS reports free."""
-    if gpu:
-        from ..gpu import gpu_stats
-
-        cards = [g for g in gpu_stats() if g.kind == "cuda" and g.memory_total]
-        if cards:
-            return max(g.memory_total - g.memory_used for g in cards)
+def available_memory() -> int:
+    """System memory a new model can use: MemAvailable on Linux, else what the OS reports free."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:

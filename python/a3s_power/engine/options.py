@@ -23,6 +23,9 @@ IGNORED_OPTIONS = frozenset({"tfs_z", "low_vram", "f16_kv", "logits_all", "vocab
                              "rope_frequency_scale"})
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16")
+# How a model spans GPUs: auto lets the scheduler choose (one GPU when the model fits, else layers
+# over several); none keeps it on one GPU, layer splits layers over GPUs, row splits every matrix.
+SPLIT_MODES = ("auto", "none", "layer", "row")
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,9 @@ class LoadOptions:
     num_ctx: int = 4096
     num_batch: int = 512
     num_gpu: int = -1
-    main_gpu: int = 0
+    main_gpu: int = -1  # -1: the scheduler picks; a device number pins the model to that GPU
+    split_mode: str = "auto"
+    tensor_split: tuple[float, ...] = ()  # a proportion per GPU; () = the scheduler's choice
     use_mmap: bool = True
     use_mlock: bool = False
     num_thread: int = 0
@@ -43,12 +48,16 @@ class LoadOptions:
     embedding: bool = False
     num_parallel: int = 1
     stream_interval_ms: int = 0
+    inference_nice: int = 0
     kv_unified: bool = True  # False gives each slot its own KV stream (OLLAMA_MULTIUSER_CACHE)
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
         p.n_gpu_layers = self.num_gpu
-        p.main_gpu = self.main_gpu
+        # Unplaced (no GPU inventory to place by): llama.cpp's defaults, layers over every GPU.
+        p.main_gpu = max(self.main_gpu, 0)
+        p.split_mode = "layer" if self.split_mode == "auto" else self.split_mode
+        p.tensor_split = list(self.tensor_split)
         p.use_mmap = self.use_mmap
         p.use_mlock = self.use_mlock
         return p
@@ -65,12 +74,13 @@ class LoadOptions:
         p.type_k = p.type_v = self.kv_cache_type
         p.embeddings = self.embedding
         p.stream_interval_ms = self.stream_interval_ms
+        p.nice = self.inference_nice
         p.kv_unified = self.kv_unified
         return p
 
     def model_key(self) -> tuple:
         """What decides whether the weights themselves must be reloaded."""
-        return (self.num_gpu, self.main_gpu, self.use_mmap, self.use_mlock)
+        return (self.num_gpu, self.main_gpu, self.split_mode, self.tensor_split, self.use_mmap, self.use_mlock)
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,14 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
     return value
 
 
+def _tensor_split(value: Any) -> tuple[float, ...]:
+    """A proportion per GPU: a list of numbers, or llama.cpp's comma-separated form ("3,1"), which
+    a Modelfile PARAMETER line gives; "" clears it."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts = [part for item in items for part in (item.split(",") if isinstance(item, str) else [item])]
+    return tuple(_coerce("tensor_split", float, p) for p in parts if not (isinstance(p, str) and not p.strip()))
+
+
 def _check(options: Options) -> None:
     load = options.load
     rules = [
@@ -169,7 +187,11 @@ def _check(options: Options) -> None:
         (load.num_batch > 0, "num_batch", "must be positive"),
         (load.num_thread >= 0, "num_thread", "must not be negative"),
         (load.num_thread_batch >= 0, "num_thread_batch", "must not be negative"),
-        (load.main_gpu >= 0, "main_gpu", "must not be negative"),
+        (load.main_gpu >= -1, "main_gpu", "must be -1 (any GPU) or a device number"),
+        (load.split_mode in SPLIT_MODES, "split_mode", f"must be one of {', '.join(SPLIT_MODES)}"),
+        (all(x >= 0 for x in load.tensor_split) and (not load.tensor_split or any(load.tensor_split))
+         and len(load.tensor_split) <= _core.max_devices(), "tensor_split",
+         f"must be at most {_core.max_devices()} proportions, not negative and not all zero"),
         (load.num_parallel > 0, "num_parallel", "must be positive"),
         (load.stream_interval_ms >= 0, "stream_interval_ms", "must not be negative"),
         (load.kv_cache_type in KV_CACHE_TYPES, "kv_cache_type", f"must be one of {', '.join(KV_CACHE_TYPES)}"),
@@ -201,6 +223,7 @@ def defaults(config: Config | None = None) -> Options:
         kv_cache_type=config.kv_cache_type,
         num_parallel=config.num_parallel,
         stream_interval_ms=config.stream_interval_ms,
+        inference_nice=config.inference_nice,
         kv_unified=not config.multiuser_cache,
     )
     return Options(load=load)
@@ -223,6 +246,8 @@ def parse_options(raw: dict[str, Any] | None, base: Options | None = None) -> Op
             if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
                 raise InvalidOptionError(f"invalid option stop: expected a list of strings, got {value!r}")
             changes["stop"] = tuple(value)
+        elif name == "tensor_split":
+            load_changes[name] = _tensor_split(value)
         elif name in _LOAD_FIELDS:
             load_changes[name] = _coerce(name, _LOAD_FIELDS[name].type, value)
         elif name in _REQUEST_FIELDS:

@@ -2,8 +2,10 @@
 
 A request asks for a model by name; the scheduler loads it (once, however many requests arrive
 together), reloads it when the request needs other load-time options, keeps it for its keep-alive
-after the last request and evicts the least recently used idle model when too many are loaded.
-Loading runs in a worker thread: the C++ core releases the GIL, so the event loop stays free.
+after the last request and evicts the least recently used idle model when too many are loaded or
+the new one does not fit. Each load is placed on the GPUs (placement.py) by their free memory and
+what the models loaded here hold. Loading runs in a worker thread: the C++ core releases the GIL,
+so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any, AsyncIterator, Callable
 
 from ..config import Config
 from ..errors import A3SPowerError, ModelLoadError
+from ..gpu import GpuInfo, gpu_stats
 from ..store.types import LocalModel
 from ..timefmt import parse_go_duration
+from .memory import Estimate
 from .options import LoadOptions
+from .placement import Placement, alongside, place, promised
 from .runner import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ class Runner:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None  # None while requests are running or forever
     memory: int = 0  # estimated bytes: weights, KV cache and compute buffers
+    placement: Placement | None = None  # where it went; None where no GPU inventory is known
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _timer: asyncio.TimerHandle | None = None
 
@@ -56,9 +62,13 @@ class QueueFull(A3SPowerError):
 
 
 class Scheduler:
-    def __init__(self, config: Config, resolve: Callable[[str], LocalModel], events: Any = None) -> None:
-        """``events``, if given, hears ``on_load(name, seconds)`` and ``on_eviction(name)``."""
+    def __init__(self, config: Config, resolve: Callable[[str], LocalModel], events: Any = None,
+                 gpus: Callable[[], list[GpuInfo]] | None = None) -> None:
+        """``events``, if given, hears ``on_load(name, seconds)`` and ``on_eviction(name)``.
+        ``gpus`` lists the GPUs to place models on, read before each placement (by default the
+        CUDA devices nvidia-smi reports, when this llama.cpp build can offload)."""
         self._config = config
+        self._gpus = gpus or cuda_devices
         self.events = events
         self._resolve = resolve
         self._runners: dict[str, Runner] = {}
@@ -68,6 +78,8 @@ class Scheduler:
         # Base weights shared by every runner over the same file and load-time model options
         # (models that differ only in adapters, template or parameters): [model, users].
         self._bases: dict[tuple, list] = {}
+        # Placements of loads in flight, (weights key, placement) by name: promised before allocated.
+        self._placing: dict[str, tuple[tuple, Placement]] = {}
 
     # --- public ----------------------------------------------------------------------------
 
@@ -135,13 +147,19 @@ class Scheduler:
                 await self._unload(runner, wait=True)
                 runner = None
             if runner is None:
-                need = await asyncio.to_thread(self._estimate, spec, load)
-                await self._make_room(need, on_gpu=self._on_gpu(load))
+                est = await asyncio.to_thread(self._estimate, spec, load)
+                placement = await self._make_room(spec, load, est)
+                if placement is not None:
+                    log.info("placing %s: %s", spec.name, placement)
+                    self._placing[spec.name] = (self._base_key(spec, load), placement)
                 started = time.perf_counter_ns()
-                model = await self._load_within_timeout(spec, load)
+                try:
+                    model = await self._load_within_timeout(spec, load, placement.apply(load) if placement else load)
+                finally:
+                    self._placing.pop(spec.name, None)
                 model.load_duration_ns = time.perf_counter_ns() - started
-                runner = Runner(spec, model, load,
-                                keep_alive if keep_alive is not None else self._default_keep_alive(), memory=need)
+                runner = Runner(spec, model, load, keep_alive if keep_alive is not None else self._default_keep_alive(),
+                                memory=placement.total if placement else est.total, placement=placement)
                 self._runners[spec.name] = runner
                 log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
                 if self.events is not None:
@@ -157,11 +175,11 @@ class Scheduler:
                 runner._timer = None
             return runner
 
-    async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions) -> LoadedModel:
+    async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel:
         """OLLAMA_LOAD_TIMEOUT: a load that takes longer is reported as failed; when it finishes
         after all, the model it made is closed again."""
         timeout = self._config.load_timeout
-        task = asyncio.ensure_future(self._load(spec, load))
+        task = asyncio.ensure_future(self._load(spec, load, placed))
         if timeout <= 0:
             return await task
         try:
@@ -170,28 +188,34 @@ class Scheduler:
             def discard(done: asyncio.Future) -> None:
                 if not done.cancelled() and done.exception() is None:
                     done.result().close()
-                    self._drop_base((str(spec.model_path), load.model_key()))
+                    self._drop_base(self._base_key(spec, load))
 
             task.add_done_callback(discard)
             raise ModelLoadError(f"timed out waiting for {spec.name} to load after {timeout:g}s") from None
 
-    async def _load(self, spec: LocalModel, load: LoadOptions) -> LoadedModel:
+    async def _load(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel:
+        """Loads ``spec`` with ``placed``: the requested ``load`` with its placement applied."""
         from ..core import _core
 
-        key = (str(spec.model_path), load.model_key())
+        key = self._base_key(spec, load)
         async with self._lock(f"base:{key}"):  # two models over one file must not both load it
             base = self._bases.get(key)
             if base is None:
-                model = await asyncio.to_thread(_core.Model, str(spec.model_path), load.model_params())
+                model = await asyncio.to_thread(_core.Model, str(spec.model_path), placed.model_params())
                 base = self._bases[key] = [model, 0]
             base[1] += 1
         try:
             adapters = [(str(p), 1.0) for p in spec.adapter_paths]
             projector = str(spec.projector_path) if spec.projector_path else None
-            return await asyncio.to_thread(LoadedModel, str(spec.model_path), load, adapters, base[0], projector)
+            return await asyncio.to_thread(LoadedModel, str(spec.model_path), placed, adapters, base[0], projector)
         except BaseException:
             self._drop_base(key)
             raise
+
+    @staticmethod
+    def _base_key(spec: LocalModel, load: LoadOptions) -> tuple:
+        """Which loaded weights a model can share: the same file, loaded with the same options."""
+        return str(spec.model_path), load.model_key()
 
     def _drop_base(self, key: tuple) -> None:
         base = self._bases.get(key)
@@ -237,44 +261,71 @@ class Scheduler:
         if self._runners.get(runner.name) is runner:
             del self._runners[runner.name]
         await asyncio.to_thread(runner.model.close)
-        self._drop_base((str(runner.spec.model_path), runner.load_options.model_key()))
+        self._drop_base(self._base_key(runner.spec, runner.load_options))
         log.info("unloaded %s", runner.name)
 
     @staticmethod
-    def _estimate(spec: LocalModel, load: LoadOptions) -> int:
+    def _estimate(spec: LocalModel, load: LoadOptions) -> Estimate:
         from .memory import estimate
 
         extra = [*spec.adapter_paths, *([spec.projector_path] if spec.projector_path else [])]
         try:
-            return estimate(spec.model_path, load, extra).total
+            return estimate(spec.model_path, load, extra)
         except Exception:  # noqa: BLE001 - an unreadable header fails the load itself, with its own message
-            return 0
+            return Estimate(0, 0, 0)
 
-    @staticmethod
-    def _on_gpu(load: LoadOptions) -> bool:
-        from ..core import _core
+    def _plan(self, spec: LocalModel, load: LoadOptions, est: Estimate, gpus: list[GpuInfo]) -> Placement | None:
+        """Where the model would go now; None where there are no GPUs to place by (a CPU build, or
+        devices whose memory cannot be read, as Apple's): llama.cpp then follows the options."""
+        if not gpus:
+            return None
+        loaded = [(self._base_key(r.spec, r.load_options), r.placement) for r in self._runners.values()
+                  if r.placement is not None]
+        placed = loaded + list(self._placing.values())
+        held, allocated = promised(placed), promised(loaded)
+        accounts = {"promised": held, "loading": {i: held[i] - allocated.get(i, 0) for i in held},
+                    "overhead": self._config.gpu_overhead}
+        key = self._base_key(spec, load)
+        base = next((p for k, p in placed if k == key), None)
+        if base is not None:
+            return alongside(base, est, gpus, **accounts)
+        return place(est, gpus, load, spread=self._config.sched_spread, **accounts)
 
-        return load.num_gpu != 0 and _core.supports_gpu_offload()
-
-    async def _make_room(self, need: int, on_gpu: bool = False) -> None:
+    async def _make_room(self, spec: LocalModel, load: LoadOptions, est: Estimate) -> Placement | None:
         """Evicts least recently used models (idle ones first) until the count limit allows one
-        more and the new model's estimated memory fits in what the machine has free."""
+        more and the new model fits: every layer it asks for on the GPUs, the rest in system memory.
+        As in Ollama, a model that cannot have all its layers on the GPUs loads in part once nothing
+        is left to evict. Returns its placement."""
         from .memory import available_memory, format_bytes
 
         limit = self._config.max_loaded_models
-        overhead = self._config.gpu_overhead
-        while self._runners and ((limit > 0 and len(self._runners) >= limit)
-                                 or need > available_memory(on_gpu) - overhead):
+        while True:
+            placement = self._plan(spec, load, est, await asyncio.to_thread(self._gpus))
+            host = placement.cpu_bytes if placement is not None else est.total
+            short = (placement is not None and not placement.complete) or host > available_memory()
+            if not self._runners or not ((limit > 0 and len(self._runners) >= limit) or short):
+                break
             idle = [r for r in self._runners.values() if r.active == 0]
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
             if self.events is not None:
                 self.events.on_eviction(victim.name)
-        free = available_memory(on_gpu) - self._config.gpu_overhead
-        if need > free:
-            raise ModelLoadError(f"model requires more system memory ({format_bytes(need)}) than is available "
+        free = available_memory()
+        if host > free:
+            raise ModelLoadError(f"model requires more system memory ({format_bytes(host)}) than is available "
                                  f"({format_bytes(free)})")
+        return placement
+
+
+def cuda_devices() -> list[GpuInfo]:
+    """The GPUs models are placed on: CUDA devices whose memory nvidia-smi reads, when this
+    llama.cpp build can offload at all."""
+    from ..core import _core
+
+    if not _core.supports_gpu_offload():
+        return []
+    return [g for g in gpu_stats() if g.kind == "cuda" and g.memory_total > 0]
 
 
 def parse_keep_alive(value) -> float | None:

@@ -240,6 +240,11 @@ async def ps(request: web.Request) -> web.Response:
     for runner in state_of(request).scheduler.running():
         spec = runner.spec
         size = runner.memory or runner.model.model.size
+        if runner.placement is not None:
+            vram, gpus = runner.placement.vram, [
+                {"id": g.id, "name": g.name, "layers": g.layers, "size_vram": g.bytes} for g in runner.placement.gpus]
+        else:  # no GPU inventory to place by (Apple's Metal, no nvidia-smi): the options say where it went
+            vram, gpus = (size if runner.load_options.num_gpu != 0 and _gpu_offload() else 0), []
         if runner.keep_alive < 0:
             expires = FAR_FUTURE
         else:
@@ -249,8 +254,9 @@ async def ps(request: web.Request) -> web.Response:
             "digest": spec.digest,
             "details": {k: v for k, v in spec.details.items() if k != "parent_model"},
             "expires_at": expires.astimezone().isoformat(),
-            "size_vram": size if runner.load_options.num_gpu != 0 and _gpu_offload() else 0,
+            "size_vram": vram,
             "context_length": runner.load_options.num_ctx,
+            "gpus": gpus,  # beyond Ollama: what each GPU holds of the model
         })
     models.sort(key=lambda m: m["expires_at"], reverse=True)
     return web.json_response({"models": models})
