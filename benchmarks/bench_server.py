@@ -108,11 +108,12 @@ class PowerServer(Server):
     name = "a3s-power"
     cheap_path = "/api/version"
 
-    def __init__(self, home: Path, threads: int, slots: int, ctx: int) -> None:
+    def __init__(self, home: Path, threads: int, slots: int, ctx: int, inference_nice: int = 0) -> None:
         super().__init__()
         self.model = "bench"
         env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_HOST": f"127.0.0.1:{self.port}",
-               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1"}
+               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1",
+               "A3S_POWER_INFERENCE_NICE": str(inference_nice)}
         (home / "config.toml").write_text(f"num_thread = {threads}\n")
         self.proc = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -151,22 +152,45 @@ async def stream_chat(server: Server, messages: list[dict], max_tokens: int, ban
     return {"ttft": first - started, "decode_s": last - first, "total": last - started, "text": "".join(text)}
 
 
-async def measure(server: Server, ban: list[int], n_tokens: int, long_prompt: str) -> dict:
-    out: dict = {}
-    q = [{"role": "user", "content": "Write a long essay about the history of computing."}]
-    await stream_chat(server, q, 8, ban)  # warm-up
-    singles = [await stream_chat(server, q, n_tokens, ban) for _ in range(3)]
-    out["decode_tps"] = statistics.median((n_tokens - 1) / r["decode_s"] for r in singles)
-    out["ttft_ms"] = statistics.median(r["ttft"] for r in singles) * 1e3
+POLLER = """
+import http.client, json, sys, time
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+lat = []
+while not sys.stdin.closed:
+    t0 = time.perf_counter()
+    c.request("GET", sys.argv[2])
+    c.getresponse().read()
+    lat.append((time.perf_counter() - t0) * 1e3)
+    time.sleep(0.02)
+    if len(lat) % 10 == 0 and sys.stdin in __import__("select").select([sys.stdin], [], [], 0)[0]:
+        break
+print(json.dumps(lat))
+"""
 
-    # Prefill of a long prompt: time to the first token of a new ~1,500-token prompt.
-    prefill = await stream_chat(server, [{"role": "user", "content": long_prompt}], 2, ban)
+
+async def cheap_get_latency(server: Server, load) -> list[float]:
+    """Latency of the server's cheapest GET while ``load`` runs, measured from a process of its own so
+    that the streaming client's busy event loop is not part of what is measured."""
+    poller = await asyncio.create_subprocess_exec(sys.executable, "-c", POLLER, str(server.port), server.cheap_path,
+                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    await asyncio.sleep(0.2)
+    await load
+    out, _ = await poller.communicate(b"stop\n")
+    return json.loads(out)
+
+
+async def measure_round(server: Server, ban: list[int], n_tokens: int, long_prompt: str, tag: str) -> dict:
+    """One round of every measure but the single-stream decode. ``tag`` starts every prompt, so that
+    nothing a previous round left in the prefix cache helps this one."""
+    out: dict = {}
+    q = [{"role": "user", "content": f"{tag} Write a long essay about the history of computing."}]
+    prefill = await stream_chat(server, [{"role": "user", "content": f"{tag} {long_prompt}"}], 2, ban)
     out["prefill_ms"] = prefill["ttft"] * 1e3
 
     for n in (1, 2, 4, 8):
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_chat(server, [{"role": "user", "content": f"Story number {i}."}],
-                                                     n_tokens, ban) for i in range(n)))
+        results = await asyncio.gather(*(stream_chat(
+            server, [{"role": "user", "content": f"{tag} Story number {i}."}], n_tokens, ban) for i in range(n)))
         wall = time.perf_counter() - started
         lat = sorted(r["total"] for r in results)
         out[f"c{n}_tps"] = n * n_tokens / wall
@@ -174,7 +198,7 @@ async def measure(server: Server, ban: list[int], n_tokens: int, long_prompt: st
         out[f"c{n}_p95_s"] = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
 
     # A 6-turn chat: each turn's prompt is the whole conversation so far.
-    history: list[dict] = [{"role": "system", "content": FILLER * 6}]
+    history: list[dict] = [{"role": "system", "content": tag + " " + FILLER * 6}]
     ttfts = []
     for turn in range(6):
         history.append({"role": "user", "content": f"Turn {turn}: tell me one more fact."})
@@ -183,27 +207,18 @@ async def measure(server: Server, ban: list[int], n_tokens: int, long_prompt: st
         history.append({"role": "assistant", "content": r["text"]})
     out["chat_ttft_ms"] = ttfts
 
-    # A cheap endpoint while 8 streams run.
-    async def poll() -> list[float]:
-        lat = []
-        async with aiohttp.ClientSession() as s:
-            while not done.is_set():
-                t0 = time.perf_counter()
-                async with s.get(server.url + server.cheap_path) as r:
-                    await r.read()
-                lat.append((time.perf_counter() - t0) * 1e3)
-                await asyncio.sleep(0.02)
-        return lat
-
-    done = asyncio.Event()
-    poller = asyncio.create_task(poll())
-    await asyncio.gather(*(stream_chat(server, q, n_tokens, ban) for _ in range(8)))
-    done.set()
-    lat = sorted(await poller)
+    lat = sorted(await cheap_get_latency(server, asyncio.gather(*(stream_chat(server, q, n_tokens, ban)
+                                                                   for _ in range(8)))))
     out["cheap_p50_ms"] = statistics.median(lat)
     out["cheap_p99_ms"] = lat[min(len(lat) - 1, int(0.99 * (len(lat) - 1)))]
     out["rss_mb"] = rss_bytes(server.proc.pid) / 2**20
     return out
+
+
+async def single_stream(server: Server, ban: list[int], n_tokens: int, tag: str) -> dict:
+    q = [{"role": "user", "content": f"{tag} Write a long essay about the history of computing."}]
+    r = await stream_chat(server, q, n_tokens, ban)
+    return {"decode_tps": (n_tokens - 1) / r["decode_s"], "ttft_ms": r["ttft"] * 1e3}
 
 
 def llama_bench(binary: Path, model_path: str, threads: int, n_tokens: int) -> float:
@@ -222,23 +237,40 @@ async def main_async(args) -> dict:
     m.close()
     long_prompt = (FILLER * 40)[: 1500 * 4]
     results: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
-    bench_tps = []
-    for _ in range(args.rounds):
-        bench_tps.append(llama_bench(bins / "llama-bench", model_path, args.threads, args.tokens))
-        ls = LlamaServer(bins / "llama-server", model_path, args.threads, args.slots, args.ctx)
-        try:
-            await ls.wait_ready("/health")
-            results["llama-server"].append(await measure(ls, ban, args.tokens, long_prompt))
-        finally:
-            ls.stop()
-        with tempfile.TemporaryDirectory() as home:
-            ps = PowerServer(Path(home), args.threads, args.slots, args.ctx)
-            try:
-                await ps.wait_ready("/api/version")
-                await ps.create(model_path)
-                results["a3s-power"].append(await measure(ps, ban, args.tokens, long_prompt))
-            finally:
-                ps.stop()
+    singles: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
+    bench_tps, decode_ratio = [], {"llama-server": [], "a3s-power": []}
+    # Both servers stay up side by side (an idle one takes no CPU) and every measure alternates
+    # between them, first one then the other, so that the machine's drift falls on both alike.
+    home = tempfile.TemporaryDirectory()
+    ls = LlamaServer(bins / "llama-server", model_path, args.threads, args.slots, args.ctx)
+    ps = PowerServer(Path(home.name), args.threads, args.slots, args.ctx, args.inference_nice)
+    try:
+        await ls.wait_ready("/health")
+        await ps.wait_ready("/api/version")
+        await ps.create(model_path)
+        for server in (ls, ps):  # warm-up: load, first allocations
+            await stream_chat(server, [{"role": "user", "content": "Hello."}], 8, ban)
+        for rnd in range(args.rounds):
+            order = (ls, ps) if rnd % 2 == 0 else (ps, ls)
+            # Single-stream decode, each run right beside a run of llama-bench.
+            for i in range(args.decode_runs):
+                tps = llama_bench(bins / "llama-bench", model_path, args.threads, args.tokens)
+                bench_tps.append(tps)
+                for server in order:
+                    r = await single_stream(server, ban, args.tokens, f"Round {rnd}.{i}.")
+                    singles[server.name].append(r)
+                    decode_ratio[server.name].append(r["decode_tps"] / tps)
+            for server in order:
+                results[server.name].append(await measure_round(server, ban, args.tokens, long_prompt,
+                                                                f"Round {rnd}."))
+    finally:
+        ls.stop()
+        ps.stop()
+        home.cleanup()
+    for name in results:
+        for r in results[name]:
+            r["decode_tps"] = statistics.median(s["decode_tps"] for s in singles[name])
+            r["ttft_ms"] = statistics.median(s["ttft_ms"] for s in singles[name])
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
@@ -247,7 +279,8 @@ async def main_async(args) -> dict:
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "model": os.path.basename(model_path), "threads": args.threads, "slots": args.slots,
               "ctx_per_slot": args.ctx, "tokens": args.tokens, "rounds": args.rounds,
-              "llama_cpp_commit": llama_tools.LLAMA_CPP_COMMIT, "llama_bench_tg_tps": bench, "results": results}
+              "llama_cpp_commit": llama_tools.LLAMA_CPP_COMMIT, "llama_bench_tg_tps": bench_tps,
+              "singles": singles, "results": results}
     rows = [("decode tok/s, 1 stream", "decode_tps"), ("time to first token, ms", "ttft_ms"),
             ("prefill ~1,500 tokens, ms", "prefill_ms")]
     for n in (1, 2, 4, 8):
@@ -263,7 +296,8 @@ async def main_async(args) -> dict:
         a, b = med("llama-server", key), med("a3s-power", key)
         print(f"| {label} | {a:.2f} | {b:.2f} | {b / a:.3f} |")
     for name in ("llama-server", "a3s-power"):
-        print(f"| decode / llama-bench, {name} | | | {med(name, 'decode_tps') / bench:.3f} |")
+        print(f"| decode / llama-bench (median of paired runs), {name} | | | "
+              f"{statistics.median(decode_ratio[name]):.3f} |")
         turns = [statistics.median(r["chat_ttft_ms"][i] for r in results[name]) for i in range(6)]
         print(f"| 6-turn chat TTFT ms, {name} | {' / '.join(f'{t:.0f}' for t in turns)} | | "
               f"turn 6 / turn 1 = {turns[-1] / turns[0]:.2f} |")
@@ -278,6 +312,9 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--decode-runs", type=int, default=3,
+                        help="single-stream runs per round, each paired with a run of llama-bench")
+    parser.add_argument("--inference-nice", type=int, default=0, help="A3S_POWER_INFERENCE_NICE for our server")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
