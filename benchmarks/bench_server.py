@@ -99,7 +99,7 @@ class LlamaServer(Server):
         self.model = "model"
         self.proc = subprocess.Popen(
             [str(binary), "-m", model_path, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
-             "-c", str(ctx * slots), "--host", "127.0.0.1", "--port", str(self.port), "-fa", "off", "-kvu",
+             "-c", str(ctx * slots), "--host", "127.0.0.1", "--port", str(self.port), "-fa", "off",
              "--no-webui", "-a", "model"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

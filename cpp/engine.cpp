@@ -118,8 +118,10 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
     cp.abort_callback_data = this;
     if (params_.embeddings) {
         // A non-causal model must see a whole input in one micro-batch.
+        // Inputs are evaluated whole and never cached: one buffer of num_ctx serves them all.
         cp.embeddings = true;
-        cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.kv_unified ? 1 : params_.n_parallel);
+        cp.kv_unified = true;
+        cp.n_ctx = uint32_t(params_.n_ctx);
         cp.n_batch = cp.n_ubatch = uint32_t(params_.n_ctx);
     } else {
         cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.n_parallel);
@@ -433,27 +435,34 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         common = usable_prefix(common_prefix(slot.cache, prompt), prompt);
         if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
         slot.shared = std::min(slot.shared, common);
-        // Another slot may hold a longer prefix (a shared system prompt, say): with one shared
-        // KV buffer its cells can be referenced by this sequence too, instead of evaluated again.
-        if (params_.kv_unified) {
-            const Slot * donor = nullptr;
-            size_t donor_common = common;
-            for (const Slot & other : slots_) {
-                if (&other == &slot) continue;
-                const size_t c = usable_prefix(common_prefix(other.cache, prompt), prompt);
-                if (c > donor_common) {
-                    donor = &other;
-                    donor_common = c;
-                }
+        // Another slot may hold a longer prefix (a shared system prompt, say): copied, it need
+        // not be evaluated again.
+        const Slot * donor = nullptr;
+        size_t donor_common = common;
+        for (const Slot & other : slots_) {
+            if (&other == &slot) continue;
+            const size_t c = usable_prefix(common_prefix(other.cache, prompt), prompt);
+            if (c > donor_common) {
+                donor = &other;
+                donor_common = c;
             }
-            if (donor && donor_common >= common + 16) {
-                llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+        }
+        if (donor && donor_common >= common + 16) {
+            llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+            if (params_.kv_unified) {
+                // One buffer: the donor's cells are referenced by this sequence too.
                 llama_memory_seq_cp(mem_, donor->seq, slot.seq, 0, llama_pos(donor_common));
-                slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
                 slot.shared = donor_common;
                 const_cast<Slot *>(donor)->shared = std::max(donor->shared, donor_common);
-                common = donor_common;
+            } else {
+                // A buffer per slot: llama.cpp copies the donor's whole stream (before the next
+                // decode), and what follows the common prefix is dropped again.
+                llama_memory_seq_cp(mem_, donor->seq, slot.seq, -1, -1);
+                llama_memory_seq_rm(mem_, slot.seq, llama_pos(donor_common), -1);
+                slot.shared = 0;
             }
+            slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
+            common = donor_common;
         }
     }
     if (common == 0) forget(slot, 0);

@@ -36,7 +36,10 @@ struct ContextParams {
     std::string type_k = "f16";       // f16 | q8_0 | q4_0 | f32 | bf16
     std::string type_v = "f16";
     bool embeddings = false;  // an embedding context serves embed requests only
-    bool kv_unified = true;   // slots share one KV buffer, so a shared prefix can be copied cheaply
+    // One KV buffer for every slot: a prefix is shared between slots without a copy, but every
+    // slot's attention spans every cached cell, idle slots' included. Otherwise each slot has a
+    // buffer of its own and attends only to its own cells.
+    bool kv_unified = false;
     // The least time between two wake-ups of the consumer's event loop. Tokens that come sooner
     // are delivered together with the next ones; a first token and a finished request never wait.
     // Fast models then cost the consumer one wake-up per few tokens instead of one per token.

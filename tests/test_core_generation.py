@@ -209,8 +209,9 @@ def test_context_shift_keeps_generating_past_a_full_context(smollm2, make_engine
     assert len(collect(engine, [rid])[rid].tokens) < 64
 
 
-def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine):
-    engine = make_engine(smollm2, n_parallel=2)
+@pytest.mark.parametrize("kv_unified", [False, True], ids=["buffer-per-slot", "one-buffer"])
+def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine, kv_unified):
+    engine = make_engine(smollm2, n_parallel=2, kv_unified=kv_unified)
     system = "<|im_start|>system\n" + "You are a careful assistant who knows a great deal about geography. " * 6 + \
         "<|im_end|>\n"
     first = smollm2.tokenize(system + "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n",

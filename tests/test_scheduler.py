@@ -146,4 +146,4 @@ def test_environment_variables_reach_the_config(monkeypatch):
     assert c.remotes == ("a.example", "b.example") and c.nohistory and str(c.tmpdir) == "/tmp/a3s-tmp"
     from a3s_power.engine.options import defaults
 
-    assert defaults(c).load.kv_unified is False
+    assert defaults(c).load.kv_unified is True

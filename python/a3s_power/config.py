@@ -73,7 +73,9 @@ class Config(BaseModel):
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
     sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: spread a model over every GPU
     tmpdir: Path | None = None  # OLLAMA_TMPDIR: where temporary files go
-    multiuser_cache: bool = False  # OLLAMA_MULTIUSER_CACHE: a KV stream per slot instead of one shared
+    # OLLAMA_MULTIUSER_CACHE: one KV buffer for every slot, so many users of one prompt prefix share
+    # its cells without copies; by default each slot has its own buffer and attends to it alone.
+    multiuser_cache: bool = False
     remotes: tuple[str, ...] = ("ollama.com",)  # OLLAMA_REMOTES: hosts allowed for remote models
     nohistory: bool = False  # OLLAMA_NOHISTORY: the interactive CLI keeps no history
     # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.

@@ -49,7 +49,7 @@ class LoadOptions:
     num_parallel: int = 1
     stream_interval_ms: int = 0
     inference_nice: int = 0
-    kv_unified: bool = True  # False gives each slot its own KV stream (OLLAMA_MULTIUSER_CACHE)
+    kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
@@ -224,7 +224,7 @@ def defaults(config: Config | None = None) -> Options:
         num_parallel=config.num_parallel,
         stream_interval_ms=config.stream_interval_ms,
         inference_nice=config.inference_nice,
-        kv_unified=not config.multiuser_cache,
+        kv_unified=config.multiuser_cache,
     )
     return Options(load=load)
 
