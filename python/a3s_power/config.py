@@ -65,8 +65,8 @@ class Config(BaseModel):
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
     # How much lower the inference threads run than the server's own (ContextParams.nice), so the
-    # API answers at once while a decode takes every core. Off by default: on two cores it cost
-    # 3-6 % of decode speed (benchmarks/README.md), for a p99 of 5 ms instead of 8 ms.
+    # API answers at once while a decode takes every core. Off by default: on two cores 10 cost
+    # 5-8 % of throughput (benchmarks/README.md), for a p99 of 5 ms instead of 8 ms.
     inference_nice: int = 0
 
     load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
