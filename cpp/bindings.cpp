@@ -179,7 +179,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("embeddings", &ContextParams::embeddings)
         .def_readwrite("kv_unified", &ContextParams::kv_unified)
         .def_readwrite("stream_interval_ms", &ContextParams::stream_interval_ms)
-        .def_readwrite("nice", &ContextParams::nice);
+        .def_readwrite("nice", &ContextParams::nice)
+        .def_readwrite("prompt_cache_mb", &ContextParams::prompt_cache_mb);
 
     py::class_<SamplingParams>(m, "SamplingParams")
         .def(py::init<>())

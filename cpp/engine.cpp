@@ -156,6 +156,9 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
 
     slots_.resize(params_.n_parallel);
     for (int i = 0; i < params_.n_parallel; ++i) slots_[i].seq = i;
+    if (can_reuse_prefix_ && params_.prompt_cache_mb > 0) {
+        prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20);
+    }
     thread_ = std::thread([this] { run(); });
 }
 
@@ -433,10 +436,17 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     size_t common = 0;
     if (can_reuse_prefix_ && !req->embedding) {
         common = usable_prefix(common_prefix(slot.cache, prompt), prompt);
+        // What the slot holds past the common part is about to go: a conversation long enough to
+        // be worth it is kept in host memory for its next turn.
+        constexpr size_t kWorthKeeping = 64;
+        if (prompt_cache_ && slot.cache.size() >= common + kWorthKeeping) {
+            prompt_cache_->save(ctx_, slot.seq, slot.cache);
+        }
         if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
         slot.shared = std::min(slot.shared, common);
-        // Another slot may hold a longer prefix (a shared system prompt, say): copied, it need
-        // not be evaluated again.
+
+        // Another slot, or the host-memory cache, may hold a longer prefix (a shared system
+        // prompt, a conversation that lost its slot): copied, it need not be evaluated again.
         const Slot * donor = nullptr;
         size_t donor_common = common;
         for (const Slot & other : slots_) {
@@ -447,7 +457,23 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
                 donor_common = c;
             }
         }
-        if (donor && donor_common >= common + 16) {
+        PromptCache::Match kept;
+        if (prompt_cache_) {
+            kept = prompt_cache_->best(prompt);
+            kept.common = kept.index < 0 ? 0 : usable_prefix(kept.common, prompt);
+        }
+        constexpr size_t kWorthCopying = 16;
+        if (kept.index >= 0 && kept.common >= std::max(common, donor_common) + kWorthCopying) {
+            llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+            slot.shared = 0;
+            if (prompt_cache_->restore(ctx_, kept.index, slot.seq)) {
+                llama_memory_seq_rm(mem_, slot.seq, llama_pos(kept.common), -1);
+                slot.cache.assign(prompt.begin(), prompt.begin() + long(kept.common));
+                common = kept.common;
+            } else {
+                common = 0;
+            }
+        } else if (donor && donor_common >= common + kWorthCopying) {
             llama_memory_seq_rm(mem_, slot.seq, -1, -1);
             if (params_.kv_unified) {
                 // One buffer: the donor's cells are referenced by this sequence too.

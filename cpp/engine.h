@@ -19,6 +19,7 @@
 #include "lora.h"
 #include "model.h"
 #include "notifier.h"
+#include "prompt_cache.h"
 #include "sampling.h"
 #include "text_stream.h"
 #include "vision.h"
@@ -48,6 +49,8 @@ struct ContextParams {
     // runs. It takes every core while it decodes; lowered, it still gets them whenever nothing
     // else wants them, but the HTTP thread beside it answers at once. Linux only.
     int nice = 0;
+    // Host memory for conversations pushed out of their slot (PromptCache); 0 keeps none.
+    int prompt_cache_mb = 0;
 };
 
 struct GenerateParams {
@@ -162,6 +165,7 @@ class Engine {
     int n_batch_ = 0;
     bool can_reuse_prefix_ = true;
     std::vector<Slot> slots_;
+    std::unique_ptr<PromptCache> prompt_cache_;
     std::vector<Slot *> in_batch_;
     uint64_t clock_ = 0;
 

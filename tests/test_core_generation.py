@@ -229,3 +229,34 @@ def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine, kv
     assert result.timings["cached_tokens"] >= shared
     alone = generate(make_engine(smollm2, n_parallel=1), second, num_predict=5)
     assert result.tokens == alone.tokens
+
+
+@pytest.mark.parametrize("kv_unified", [False, True], ids=["buffer-per-slot", "one-buffer"])
+def test_a_conversation_pushed_out_of_its_slot_comes_back_from_host_memory(smollm2, make_engine, kv_unified):
+    def chat(question: str) -> list[int]:
+        system = "<|im_start|>system\n" + f"You answer questions about {question.split()[-1]} " * 12 + "<|im_end|>\n"
+        return smollm2.tokenize(system + f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+                                True, True)
+
+    engine = make_engine(smollm2, n_parallel=1, kv_unified=kv_unified, prompt_cache_mb=64)
+    first = chat("What is the capital of France?")
+    a1 = generate(engine, first, num_predict=8)
+    generate(engine, chat("What is the tallest mountain of Japan?"), num_predict=8)  # takes the only slot
+    follow_up = smollm2.tokenize("<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
+                                 False, True)
+    turn2 = first + a1.tokens + follow_up
+    back = generate(engine, turn2, num_predict=8)
+    assert back.timings["cached_tokens"] >= len(first) + len(a1.tokens) - 1
+    cold = generate(make_engine(smollm2, n_parallel=1, kv_unified=kv_unified), turn2, num_predict=8)
+    assert cold.timings["cached_tokens"] == 0
+    assert back.tokens == cold.tokens
+
+
+def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=0)
+    first = smollm2.tokenize("<|im_start|>system\n" + "Answer briefly. " * 30 + "<|im_end|>\n", True, True)
+    generate(engine, first, num_predict=4)
+    other = smollm2.tokenize("<|im_start|>user\nSomething else entirely.", True, True)
+    generate(engine, other, num_predict=4)
+    shared = next(i for i, (a, b) in enumerate(zip(first, other)) if a != b)  # the start token, say
+    assert generate(engine, first, num_predict=4).timings["cached_tokens"] == shared

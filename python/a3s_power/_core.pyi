@@ -79,6 +79,7 @@ class ContextParams:
     kv_unified: bool
     stream_interval_ms: int
     nice: int
+    prompt_cache_mb: int
     def __init__(self) -> None: ...
 
 class SamplingParams:

@@ -68,6 +68,9 @@ class Config(BaseModel):
     # API answers at once while a decode takes every core. Off by default: on two cores 10 cost
     # 5-8 % of throughput (benchmarks/README.md), for a p99 of 5 ms instead of 8 ms.
     inference_nice: int = 0
+    # Host memory per loaded model for conversations pushed out of their slot: their next turn is
+    # restored from it instead of evaluated again (ContextParams.prompt_cache_mb). 0 keeps none.
+    prompt_cache_mb: int = 1024
 
     load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
@@ -106,6 +109,8 @@ class Config(BaseModel):
             values["stream_interval_ms"] = v
         if (v := _env_int("A3S_POWER_INFERENCE_NICE")) is not None and 0 <= v <= 19:
             values["inference_nice"] = v
+        if (v := _env_int("A3S_POWER_PROMPT_CACHE_MB")) is not None and v >= 0:
+            values["prompt_cache_mb"] = v
         if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
             from .engine.scheduler import parse_keep_alive
 
@@ -189,6 +194,7 @@ class _TomlFile(BaseModel, extra="forbid"):
     origins: list[str] | None = None
     stream_interval_ms: int | None = None
     inference_nice: int | None = Field(default=None, ge=0, le=19)
+    prompt_cache_mb: int | None = Field(default=None, ge=0)
     gpu: _Gpu | None = None
     pricing: dict[str, _Price] | None = None
 
@@ -217,7 +223,7 @@ def _read_toml(path: Path) -> dict:
         values["models_dir"] = parsed.models_dir.expanduser()
     for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
                 "use_mlock", "num_thread", "max_queue", "stream_interval_ms",
-                "inference_nice"):
+                "inference_nice", "prompt_cache_mb"):
         if getattr(parsed, key) is not None:
             values[key] = getattr(parsed, key)
     if parsed.origins is not None:

@@ -49,6 +49,7 @@ class LoadOptions:
     num_parallel: int = 1
     stream_interval_ms: int = 0
     inference_nice: int = 0
+    prompt_cache_mb: int = 0
     kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
 
     def model_params(self) -> _core.ModelParams:
@@ -75,6 +76,7 @@ class LoadOptions:
         p.embeddings = self.embedding
         p.stream_interval_ms = self.stream_interval_ms
         p.nice = self.inference_nice
+        p.prompt_cache_mb = self.prompt_cache_mb
         p.kv_unified = self.kv_unified
         return p
 
@@ -224,6 +226,7 @@ def defaults(config: Config | None = None) -> Options:
         num_parallel=config.num_parallel,
         stream_interval_ms=config.stream_interval_ms,
         inference_nice=config.inference_nice,
+        prompt_cache_mb=config.prompt_cache_mb,
         kv_unified=config.multiuser_cache,
     )
     return Options(load=load)

@@ -1,0 +1,69 @@
+#include "prompt_cache.h"
+
+#include <algorithm>
+
+namespace a3s {
+namespace {
+
+bool is_prefix(const std::vector<llama_token> & shorter, const std::vector<llama_token> & longer) {
+    return shorter.size() <= longer.size() && std::equal(shorter.begin(), shorter.end(), longer.begin());
+}
+
+}  // namespace
+
+void PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens) {
+    if (tokens.empty() || max_bytes_ == 0) return;
+    for (size_t i = 0; i < entries_.size();) {
+        if (is_prefix(tokens, entries_[i].tokens)) {  // already kept, whole
+            entries_[i].last_used = ++clock_;
+            return;
+        }
+        if (is_prefix(entries_[i].tokens, tokens)) {  // an earlier turn of the same conversation
+            drop(i);
+        } else {
+            ++i;
+        }
+    }
+    const size_t size = llama_state_seq_get_size(ctx, seq);
+    if (size == 0 || size > max_bytes_) return;
+    while (!entries_.empty() && bytes_ + size > max_bytes_) {
+        const auto oldest = std::min_element(entries_.begin(), entries_.end(),
+                                             [](const Entry & a, const Entry & b) { return a.last_used < b.last_used; });
+        drop(size_t(oldest - entries_.begin()));
+    }
+    Entry e;
+    e.state.resize(size);
+    if (llama_state_seq_get_data(ctx, e.state.data(), size, seq) != size) return;
+    e.tokens = tokens;
+    e.last_used = ++clock_;
+    bytes_ += size;
+    entries_.push_back(std::move(e));
+}
+
+PromptCache::Match PromptCache::best(const std::vector<llama_token> & prompt) const {
+    Match m;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+        const auto & t = entries_[i].tokens;
+        const size_t lim = std::min(t.size(), prompt.size());
+        size_t n = 0;
+        while (n < lim && t[n] == prompt[n]) ++n;
+        if (n > m.common) {
+            m.index = int(i);
+            m.common = n;
+        }
+    }
+    return m;
+}
+
+bool PromptCache::restore(llama_context * ctx, int index, llama_seq_id seq) {
+    Entry & e = entries_[size_t(index)];
+    e.last_used = ++clock_;
+    return llama_state_seq_set_data(ctx, e.state.data(), e.state.size(), seq) == e.state.size();
+}
+
+void PromptCache::drop(size_t index) {
+    bytes_ -= entries_[index].state.size();
+    entries_.erase(entries_.begin() + long(index));
+}
+
+}  // namespace a3s
