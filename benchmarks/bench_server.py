@@ -5,7 +5,7 @@ Measured for both servers, in alternating rounds (medians reported):
   - single-stream decode tok/s and time to first token, against llama-bench's decode rate;
   - prefill of a ~1,500-token prompt;
   - aggregate tok/s and p50/p95 request latency at 1, 2, 4 and 8 concurrent streams;
-  - time to first token on each turn of a 6-turn chat;
+  - time to first token on each turn of a 6-turn chat, and of 6 chats taking turns over the slots;
   - latency of a cheap GET while 8 streams run (/api/version here, /health for llama-server);
   - resident memory of the server process.
 
@@ -207,6 +207,17 @@ async def measure_round(server: Server, ban: list[int], n_tokens: int, long_prom
         history.append({"role": "assistant", "content": r["text"]})
     out["chat_ttft_ms"] = ttfts
 
+    # More conversations than slots, taking turns: each comes back after others took its slot.
+    convs = [[{"role": "system", "content": f"{tag} Conversation {c}. " + FILLER * 3}] for c in range(6)]
+    for turn in range(3):
+        ttfts = []
+        for conv in convs:
+            conv.append({"role": "user", "content": f"Turn {turn}: one more fact."})
+            r = await stream_chat(server, conv, 16, ban)
+            ttfts.append(r["ttft"] * 1e3)
+            conv.append({"role": "assistant", "content": r["text"]})
+        out[f"six_chats_turn{turn + 1}_ttft_ms"] = statistics.median(ttfts)
+
     lat = sorted(await cheap_get_latency(server, asyncio.gather(*(stream_chat(server, q, n_tokens, ban)
                                                                    for _ in range(8)))))
     out["cheap_p50_ms"] = statistics.median(lat)
@@ -286,6 +297,7 @@ async def main_async(args) -> dict:
     for n in (1, 2, 4, 8):
         rows += [(f"aggregate tok/s, {n} streams", f"c{n}_tps"), (f"p50 latency s, {n} streams", f"c{n}_p50_s"),
                  (f"p95 latency s, {n} streams", f"c{n}_p95_s")]
+    rows += [(f"6 chats over {args.slots} slots, TTFT ms, turn {t}", f"six_chats_turn{t}_ttft_ms") for t in (1, 2, 3)]
     rows += [("cheap GET p50 ms under 8 streams", "cheap_p50_ms"), ("cheap GET p99 ms under 8 streams", "cheap_p99_ms"),
              ("resident memory, MiB", "rss_mb")]
     print(f"{report['model']}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.tokens} tokens, "
