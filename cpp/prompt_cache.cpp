@@ -1,9 +1,34 @@
 #include "prompt_cache.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <limits>
 
 namespace a3s {
 namespace {
+
+// The bound is an upper limit, not a reservation: a save also leaves the machine this much free.
+constexpr size_t kHostHeadroom = size_t(512) << 20;
+
+size_t host_memory_available() {
+#ifdef __linux__
+    if (FILE * f = std::fopen("/proc/meminfo", "r")) {
+        char line[256];
+        unsigned long long kib = 0;
+        bool found = false;
+        while (std::fgets(line, sizeof line, f)) {
+            if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+                found = true;
+                break;
+            }
+        }
+        std::fclose(f);
+        if (found) return size_t(kib) * 1024;
+    }
+#endif
+    return std::numeric_limits<size_t>::max();
+}
 
 bool is_prefix(const std::vector<llama_token> & shorter, const std::vector<llama_token> & longer) {
     return shorter.size() <= longer.size() && std::equal(shorter.begin(), shorter.end(), longer.begin());
@@ -25,7 +50,7 @@ void PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<
         }
     }
     const size_t size = llama_state_seq_get_size(ctx, seq);
-    if (size == 0 || size > max_bytes_) return;
+    if (size == 0 || size > max_bytes_ || size + kHostHeadroom > host_memory_available()) return;
     while (!entries_.empty() && bytes_ + size > max_bytes_) {
         const auto oldest = std::min_element(entries_.begin(), entries_.end(),
                                              [](const Entry & a, const Entry & b) { return a.last_used < b.last_used; });

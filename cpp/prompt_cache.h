@@ -1,7 +1,7 @@
 // Conversations pushed out of their slot, kept in host memory: when one comes back (its next turn
 // arrives after other conversations took every slot), its cells are restored instead of evaluated
-// again. Bounded in bytes; the least recently used entries go first. Used by the inference thread
-// only.
+// again. Bounded in bytes, and never filled while the machine runs short of memory; the least
+// recently used entries go first. Used by the inference thread only.
 #pragma once
 
 #include <cstdint>
