@@ -153,16 +153,15 @@ async def stream_chat(server: Server, messages: list[dict], max_tokens: int, ban
 
 
 POLLER = """
-import http.client, json, sys, time
+import http.client, json, select, sys, time
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
 lat = []
-while not sys.stdin.closed:
+while True:
     t0 = time.perf_counter()
     c.request("GET", sys.argv[2])
     c.getresponse().read()
     lat.append((time.perf_counter() - t0) * 1e3)
-    time.sleep(0.02)
-    if len(lat) % 10 == 0 and sys.stdin in __import__("select").select([sys.stdin], [], [], 0)[0]:
+    if select.select([sys.stdin], [], [], 0.02)[0]:  # a 20 ms pause, or the word to stop
         break
 print(json.dumps(lat))
 """
@@ -249,7 +248,7 @@ async def main_async(args) -> dict:
     long_prompt = (FILLER * 40)[: 1500 * 4]
     results: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
     singles: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
-    bench_tps, decode_ratio = [], {"llama-server": [], "a3s-power": []}
+    bench_tps = []
     # Both servers stay up side by side (an idle one takes no CPU) and every measure alternates
     # between them, first one then the other, so that the machine's drift falls on both alike.
     home = tempfile.TemporaryDirectory()
@@ -269,8 +268,8 @@ async def main_async(args) -> dict:
                 bench_tps.append(tps)
                 for server in order:
                     r = await single_stream(server, ban, args.tokens, f"Round {rnd}.{i}.")
+                    r["vs_llama_bench"] = r["decode_tps"] / tps
                     singles[server.name].append(r)
-                    decode_ratio[server.name].append(r["decode_tps"] / tps)
             for server in order:
                 results[server.name].append(await measure_round(server, ban, args.tokens, long_prompt,
                                                                 f"Round {rnd}."))
@@ -278,13 +277,9 @@ async def main_async(args) -> dict:
         ls.stop()
         ps.stop()
         home.cleanup()
-    for name in results:
-        for r in results[name]:
-            r["decode_tps"] = statistics.median(s["decode_tps"] for s in singles[name])
-            r["ttft_ms"] = statistics.median(s["ttft_ms"] for s in singles[name])
-
     def med(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
+        runs = singles[name] if key in singles[name][0] else results[name]
+        return statistics.median(r[key] for r in runs)
 
     bench = statistics.median(bench_tps)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -309,7 +304,7 @@ async def main_async(args) -> dict:
         print(f"| {label} | {a:.2f} | {b:.2f} | {b / a:.3f} |")
     for name in ("llama-server", "a3s-power"):
         print(f"| decode / llama-bench (median of paired runs), {name} | | | "
-              f"{statistics.median(decode_ratio[name]):.3f} |")
+              f"{med(name, 'vs_llama_bench'):.3f} |")
         turns = [statistics.median(r["chat_ttft_ms"][i] for r in results[name]) for i in range(6)]
         print(f"| 6-turn chat TTFT ms, {name} | {' / '.join(f'{t:.0f}' for t in turns)} | | "
               f"turn 6 / turn 1 = {turns[-1] / turns[0]:.2f} |")

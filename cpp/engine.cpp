@@ -8,6 +8,7 @@
 
 #include "errors.h"
 #include "log.h"
+#include "tokens.h"
 
 #ifdef __linux__
 #include <sys/resource.h>
@@ -391,12 +392,8 @@ void Engine::admit_waiting() {
         size_t best_common = 0;
         for (Slot & slot : slots_) {
             if (slot.req) continue;
-            size_t common = 0;
-            if (can_reuse_prefix_ && !req->embedding) {
-                const auto & p = req->params.prompt;
-                const size_t lim = std::min(slot.cache.size(), p.size());
-                while (common < lim && slot.cache[common] == p[common]) ++common;
-            }
+            const size_t common =
+                can_reuse_prefix_ && !req->embedding ? common_prefix(slot.cache, req->params.prompt) : 0;
             if (!best || common > best_common || (common == best_common && slot.last_used < best->last_used)) {
                 best = &slot;
                 best_common = common;
@@ -413,13 +410,6 @@ void Engine::admit_waiting() {
 }
 
 namespace {
-
-size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
-    const size_t lim = std::min(a.size(), b.size());
-    size_t n = 0;
-    while (n < lim && a[n] == b[n]) ++n;
-    return n;
-}
 
 // Where a cached prefix may end for this prompt: never after its last token (whose logits are
 // needed) and never inside an image, whose embeddings go in whole.
@@ -460,7 +450,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         PromptCache::Match kept;
         if (prompt_cache_) {
             kept = prompt_cache_->best(prompt);
-            kept.common = kept.index < 0 ? 0 : usable_prefix(kept.common, prompt);
+            kept.common = usable_prefix(kept.common, prompt);
         }
         constexpr size_t kWorthCopying = 16;
         if (kept.index >= 0 && kept.common >= std::max(common, donor_common) + kWorthCopying) {

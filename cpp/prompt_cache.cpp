@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <limits>
+
+#include "tokens.h"
 
 namespace a3s {
 namespace {
@@ -31,7 +32,7 @@ size_t host_memory_available() {
 }
 
 bool is_prefix(const std::vector<llama_token> & shorter, const std::vector<llama_token> & longer) {
-    return shorter.size() <= longer.size() && std::equal(shorter.begin(), shorter.end(), longer.begin());
+    return common_prefix(shorter, longer) == shorter.size();
 }
 
 }  // namespace
@@ -68,10 +69,7 @@ void PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<
 PromptCache::Match PromptCache::best(const std::vector<llama_token> & prompt) const {
     Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {
-        const auto & t = entries_[i].tokens;
-        const size_t lim = std::min(t.size(), prompt.size());
-        size_t n = 0;
-        while (n < lim && t[n] == prompt[n]) ++n;
+        const size_t n = common_prefix(entries_[i].tokens, prompt);
         if (n > m.common) {
             m.index = int(i);
             m.common = n;
