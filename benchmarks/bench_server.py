@@ -94,12 +94,12 @@ class LlamaServer(Server):
     name = "llama-server"
     cheap_path = "/health"
 
-    def __init__(self, binary: Path, model_path: str, threads: int, slots: int, ctx: int) -> None:
+    def __init__(self, binary: Path, model_path: str, threads: int, slots: int, ctx: int, flash_attn: str) -> None:
         super().__init__()
         self.model = "model"
         self.proc = subprocess.Popen(
             [str(binary), "-m", model_path, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
-             "-c", str(ctx * slots), "--host", "127.0.0.1", "--port", str(self.port), "-fa", "off",
+             "-c", str(ctx * slots), "--host", "127.0.0.1", "--port", str(self.port), "-fa", flash_attn,
              "--no-webui", "-a", "model"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -108,12 +108,15 @@ class PowerServer(Server):
     name = "a3s-power"
     cheap_path = "/api/version"
 
-    def __init__(self, home: Path, threads: int, slots: int, ctx: int, inference_nice: int = 0) -> None:
+    def __init__(self, home: Path, threads: int, slots: int, ctx: int, flash_attn: str, inference_nice: int = 0) -> None:
         super().__init__()
         self.model = "bench"
         env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_HOST": f"127.0.0.1:{self.port}",
                "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1",
                "A3S_POWER_INFERENCE_NICE": str(inference_nice)}
+        env.pop("OLLAMA_FLASH_ATTENTION", None)
+        if flash_attn != "auto":
+            env["OLLAMA_FLASH_ATTENTION"] = "1" if flash_attn == "on" else "0"
         (home / "config.toml").write_text(f"num_thread = {threads}\n")
         self.proc = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -231,9 +234,9 @@ async def single_stream(server: Server, ban: list[int], n_tokens: int, tag: str)
     return {"decode_tps": (n_tokens - 1) / r["decode_s"], "ttft_ms": r["ttft"] * 1e3}
 
 
-def llama_bench(binary: Path, model_path: str, threads: int, n_tokens: int) -> float:
+def llama_bench(binary: Path, model_path: str, threads: int, n_tokens: int, flash_attn: str) -> float:
     out = subprocess.run([str(binary), "-m", model_path, "-t", str(threads), "-p", "0", "-n", str(n_tokens),
-                          "-fa", "0", "-r", "3", "-o", "json"], capture_output=True, text=True, check=True).stdout
+                          "-fa", flash_attn, "-r", "3", "-o", "json"], capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -252,8 +255,8 @@ async def main_async(args) -> dict:
     # Both servers stay up side by side (an idle one takes no CPU) and every measure alternates
     # between them, first one then the other, so that the machine's drift falls on both alike.
     home = tempfile.TemporaryDirectory()
-    ls = LlamaServer(bins / "llama-server", model_path, args.threads, args.slots, args.ctx)
-    ps = PowerServer(Path(home.name), args.threads, args.slots, args.ctx, args.inference_nice)
+    ls = LlamaServer(bins / "llama-server", model_path, args.threads, args.slots, args.ctx, args.flash_attn)
+    ps = PowerServer(Path(home.name), args.threads, args.slots, args.ctx, args.flash_attn, args.inference_nice)
     try:
         await ls.wait_ready("/health")
         await ps.wait_ready("/api/version")
@@ -264,7 +267,7 @@ async def main_async(args) -> dict:
             order = (ls, ps) if rnd % 2 == 0 else (ps, ls)
             # Single-stream decode, each run right beside a run of llama-bench.
             for i in range(args.decode_runs):
-                tps = llama_bench(bins / "llama-bench", model_path, args.threads, args.tokens)
+                tps = llama_bench(bins / "llama-bench", model_path, args.threads, args.tokens, args.flash_attn)
                 bench_tps.append(tps)
                 for server in order:
                     r = await single_stream(server, ban, args.tokens, f"Round {rnd}.{i}.")
@@ -284,7 +287,7 @@ async def main_async(args) -> dict:
     bench = statistics.median(bench_tps)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "model": os.path.basename(model_path), "threads": args.threads, "slots": args.slots,
-              "ctx_per_slot": args.ctx, "tokens": args.tokens, "rounds": args.rounds,
+              "ctx_per_slot": args.ctx, "flash_attn": args.flash_attn, "tokens": args.tokens, "rounds": args.rounds,
               "llama_cpp_commit": llama_tools.LLAMA_CPP_COMMIT, "llama_bench_tg_tps": bench_tps,
               "singles": singles, "results": results}
     rows = [("decode tok/s, 1 stream", "decode_tps"), ("time to first token, ms", "ttft_ms"),
@@ -296,7 +299,7 @@ async def main_async(args) -> dict:
     rows += [("cheap GET p50 ms under 8 streams", "cheap_p50_ms"), ("cheap GET p99 ms under 8 streams", "cheap_p99_ms"),
              ("resident memory, MiB", "rss_mb")]
     print(f"{report['model']}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.tokens} tokens, "
-          f"median of {args.rounds} rounds; llama-bench tg{args.tokens}: {bench:.1f} tok/s")
+          f"flash attention {args.flash_attn}, median of {args.rounds} rounds; llama-bench tg{args.tokens}: {bench:.1f} tok/s")
     print("| measure | llama-server | a3s-power | a3s-power / llama-server |")
     print("|---|---|---|---|")
     for label, key in rows:
@@ -322,6 +325,8 @@ def main() -> None:
     parser.add_argument("--decode-runs", type=int, default=3,
                         help="single-stream runs per round, each paired with a run of llama-bench")
     parser.add_argument("--inference-nice", type=int, default=0, help="A3S_POWER_INFERENCE_NICE for our server")
+    parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
+                        help="for all three; auto is the default of llama-bench, llama-server, Ollama and ours")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))

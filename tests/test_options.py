@@ -66,3 +66,13 @@ def test_load_options_map_onto_the_core():
     assert o.load.model_params().n_gpu_layers == 0
     sp = o.sampling_params(grammar='root ::= "x"', logit_bias={5: -1.0})
     assert sp.grammar == 'root ::= "x"' and sp.logit_bias == [(5, -1.0)]
+
+
+@pytest.mark.parametrize("env, expected", [(None, "auto"), ("1", "on"), ("false", "off")])
+def test_flash_attention_is_llama_cpps_choice_unless_set(monkeypatch, env, expected):
+    # Ollama passes --flash-attn auto unless OLLAMA_FLASH_ATTENTION says otherwise.
+    monkeypatch.delenv("OLLAMA_FLASH_ATTENTION", raising=False)
+    if env is not None:
+        monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", env)
+    assert defaults(Config.from_env()).load.context_params().flash_attn == expected
+    assert parse_options({"flash_attention": False}, defaults(Config.from_env())).load.context_params().flash_attn == "off"

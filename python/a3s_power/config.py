@@ -53,7 +53,7 @@ class Config(BaseModel):
     host: str = "127.0.0.1:11434"
     num_parallel: int = 4
     context_length: int = 4096
-    flash_attention: bool = False
+    flash_attention: bool | None = None  # None: llama.cpp decides (on where the device supports it), as Ollama
     kv_cache_type: str = "f16"
     debug: int = 0
     keep_alive: float = 300.0  # seconds; negative = forever

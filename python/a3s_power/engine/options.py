@@ -43,7 +43,7 @@ class LoadOptions:
     num_thread: int = 0
     num_thread_batch: int = 0
     numa: bool = False
-    flash_attention: bool = False
+    flash_attention: bool | None = None  # None: auto, llama.cpp enables it where the backend supports it
     kv_cache_type: str = "f16"
     embedding: bool = False
     num_parallel: int = 1
@@ -71,7 +71,7 @@ class LoadOptions:
         p.n_parallel = self.num_parallel
         p.n_threads = self.num_thread or default_threads()
         p.n_threads_batch = self.num_thread_batch or p.n_threads
-        p.flash_attn = "on" if self.flash_attention else "off"
+        p.flash_attn = "auto" if self.flash_attention is None else ("on" if self.flash_attention else "off")
         p.type_k = p.type_v = self.kv_cache_type
         p.embeddings = self.embedding
         p.stream_interval_ms = self.stream_interval_ms
