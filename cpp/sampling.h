@@ -53,12 +53,26 @@ class Sampler {
 
   private:
     void fill_candidates(const float * logits);
+    // The chain's input when its first cut keeps the k best: see sample().
+    bool fill_shortlist(const float * logits);
+    void remember(llama_token token);
 
     const llama_vocab * vocab_;
     int n_vocab_;
     llama_sampler * chain_ = nullptr;
     llama_sampler * grammar_ = nullptr;  // kept out of the chain: checked on the pick first
     std::vector<llama_token_data> candidates_;
+    size_t n_candidates_ = 0;
+
+    // Shortlisting. shortlist_k_ > 0 when the chain, after logit bias and penalties, keeps only
+    // its k best candidates (top_k, or greedy with k = 1).
+    int shortlist_k_ = 0;
+    std::vector<llama_token> biased_;  // tokens logit_bias changes
+    std::vector<llama_token> recent_;  // the penalties' window of accepted tokens, a ring
+    size_t recent_next_ = 0;
+    size_t recent_cap_ = 0;  // 0: no penalties
+    std::vector<uint8_t> touched_;  // per token: bias or penalties may change its logit
+    std::vector<std::pair<float, llama_token>> best_;  // a min-heap of the k best untouched
 };
 
 }  // namespace a3s

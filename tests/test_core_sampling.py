@@ -143,3 +143,29 @@ def test_impossible_sampling_options(smollm2, make_engine, field, value, message
     engine = make_engine(smollm2)
     with pytest.raises(InvalidOptionError, match=message):
         engine.submit(smollm2.tokenize("hi", True, True), greedy(**{field: value}), 5, [], False, 0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 0.0},
+        {"temperature": 0.0, "repeat_penalty": 1.5, "repeat_last_n": 8},
+        {"temperature": 0.0, "logit_bias": [(28, -100.0), (260, 5.0)]},
+        {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 42},
+        {"temperature": 1.5, "top_k": 200, "min_p": 0.01, "seed": 3, "repeat_penalty": 1.3, "repeat_last_n": 16,
+         "penalize_newline": False},
+        {"temperature": 1.0, "top_k": 10, "typical_p": 0.7, "seed": 5, "presence_penalty": 1.5,
+         "frequency_penalty": 0.5, "repeat_last_n": -1},
+    ],
+)
+def test_shortlisted_sampling_picks_what_the_whole_vocabulary_does(smollm2, make_engine, monkeypatch, options):
+    # With a top_k cut (or greedy), the sampler ranks a shortlist of the best logits plus every
+    # token logit bias or penalties touch; A3S_POWER_SAMPLER_SHORTLIST=0 ranks every token.
+    prompt = smollm2.tokenize(STORY, True, True)
+    params = sampled(**{"repeat_penalty": 1.0, **options})
+    monkeypatch.setenv("A3S_POWER_SAMPLER_SHORTLIST", "0")
+    whole = generate(make_engine(smollm2), prompt, params, num_predict=40)
+    monkeypatch.delenv("A3S_POWER_SAMPLER_SHORTLIST")
+    short = generate(make_engine(smollm2), prompt, params, num_predict=40)
+    assert short.tokens == whole.tokens
+    assert len(whole.tokens) > 10
