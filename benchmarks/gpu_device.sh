@@ -50,7 +50,7 @@ run_all() {
     (cd "$REPO" && PYTHONPATH="$WORK/src/gguf-py:$REPO" $PY -c "
 from pathlib import Path
 from tests.tiny_models import write_tiny_llama
-write_tiny_llama(Path('$F32.tmp'), n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192, n_ctx=4096)
+write_tiny_llama(Path('$F32.tmp'), n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192, n_ctx=4096, n_vocab=128256)
 " && mv "$F32.tmp" "$F32") > "$WORK/model.log" 2>&1 &
     MODEL_PID=$!
   fi
@@ -77,13 +77,13 @@ write_tiny_llama(Path('$F32.tmp'), n_embd=2048, n_layer=16, n_head=32, n_head_kv
   time cmake --build "$WORK/build-core" -j "$JOBS"
   rm -rf "$WORK/py" && mkdir -p "$WORK/py" && cp -r "$REPO/python/a3s_power" "$WORK/py/"
   cp "$WORK"/build-core/_core*.so "$WORK/py/a3s_power/"
-  # The prefix's own libraries carry no RUNPATH (llama-cpp-python gives its copies $ORIGIN), and
-  # _core's RUNPATH only serves its direct dependencies: libllama finds libggml through this.
-  export LD_LIBRARY_PATH="$WORK/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  ldd "$WORK"/py/a3s_power/_core*.so | grep -E "llama|ggml|mtmd|cuda|cublas" || true
+  # The prefix's own libraries carry no RUNPATH (llama-cpp-python gives its copies $ORIGIN); _core's
+  # old-style RPATH (--disable-new-dtags) also serves their dependencies, so no LD_LIBRARY_PATH.
+  readelf -d "$WORK"/py/a3s_power/_core*.so | grep -E "RPATH|RUNPATH" || true
+  ldd "$WORK"/py/a3s_power/_core*.so | grep -E "llama|ggml|mtmd|cuda|cublas|not found" || true
   export PYTHONPATH="$WORK/py:$REPO"
   g++ -O2 -std=c++17 "$REPO/benchmarks/gpu_ref_loop.cpp" -I"$WORK/prefix/include" -L"$WORK/prefix/lib" \
-    -lllama -lggml -lggml-base -Wl,-rpath,"$WORK/prefix/lib" -o "$WORK/gpu_ref_loop"
+    -lllama -lggml -lggml-base -Wl,-rpath,"$WORK/prefix/lib" -Wl,--disable-new-dtags -o "$WORK/gpu_ref_loop"
   $PY -c "from a3s_power.core import _core; print('_core imported:', _core.llama_version(), 'gpu offload:', _core.supports_gpu_offload()); print(_core.system_info())"
 
   if [ -n "${MODEL_PID:-}" ]; then

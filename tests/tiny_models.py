@@ -61,10 +61,16 @@ def write_tiny_llama(
     seed: int = 0,
     chat_template: str | None = CHATML_TEMPLATE,
     add_bos: bool = False,
+    n_vocab: int = 0,
 ) -> Path:
-    """A llama-architecture model with random weights (f32), a few MB at the default sizes."""
+    """A llama-architecture model with random weights (f32), a few MB at the default sizes.
+    ``n_vocab`` pads the vocabulary with user-defined tokens to a real model's size, for benchmarks
+    where the cost of the output layer and of sampling must be a real model's."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = _vocab()
+    if n_vocab > len(tokens):
+        tokens += [f"<|pad_{i}|>" for i in range(n_vocab - len(tokens))]
+        types += [int(gguf.TokenType.USER_DEFINED)] * (n_vocab - len(types))
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
 
