@@ -5,6 +5,12 @@
 #include <cstdlib>
 #include <limits>
 
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #include "errors.h"
 #include "log.h"
 
@@ -64,6 +70,25 @@ llama_sampler * make_keep_newline(llama_sampler * inner, llama_token newline) {
 llama_sampler * keep_newline_clone(const llama_sampler * smpl) {
     auto * k = static_cast<const KeepNewline *>(smpl->ctx);
     return make_keep_newline(llama_sampler_clone(k->inner), k->newline);
+}
+
+// Whether any of the 16 logits at p is above `floor`. Most blocks hold none once the floor has
+// risen, and this vector compare is about ten times faster than a scalar compare per logit.
+constexpr int kBlock = 16;
+inline bool block_above(const float * p, float floor) {
+#if defined(__SSE__) || defined(_M_X64)
+    const __m128 m = _mm_max_ps(_mm_max_ps(_mm_loadu_ps(p), _mm_loadu_ps(p + 4)),
+                                _mm_max_ps(_mm_loadu_ps(p + 8), _mm_loadu_ps(p + 12)));
+    return _mm_movemask_ps(_mm_cmpgt_ps(m, _mm_set1_ps(floor))) != 0;
+#elif defined(__ARM_NEON)
+    const float32x4_t m = vmaxq_f32(vmaxq_f32(vld1q_f32(p), vld1q_f32(p + 4)),
+                                    vmaxq_f32(vld1q_f32(p + 8), vld1q_f32(p + 12)));
+    return vmaxvq_f32(m) > floor;
+#else
+    bool any = false;
+    for (int j = 0; j < kBlock; ++j) any |= p[j] > floor;
+    return any;
+#endif
 }
 
 uint32_t seed_of(int64_t seed) { return seed < 0 ? LLAMA_DEFAULT_SEED : uint32_t(seed); }
@@ -175,10 +200,10 @@ bool Sampler::fill_shortlist(const float * logits) {
     const size_t k = size_t(shortlist_k_);
     best_.clear();
     float floor = -std::numeric_limits<float>::infinity();
-    for (int i = 0; i < n_vocab_; ++i) {
+    auto offer = [&](int i) {
         const float l = logits[i];
         // Strictly above: on equal logits the lower id stays, as in a scan of the whole vocabulary.
-        if (!(l > floor) || touched_[i]) continue;
+        if (!(l > floor) || touched_[i]) return;
         best_.emplace_back(l, i);
         std::push_heap(best_.begin(), best_.end(), greater);
         if (best_.size() > k) {
@@ -186,7 +211,13 @@ bool Sampler::fill_shortlist(const float * logits) {
             best_.pop_back();
         }
         if (best_.size() == k) floor = best_.front().first;
+    };
+    int i = 0;
+    for (; i + kBlock <= n_vocab_; i += kBlock) {
+        if (!block_above(logits + i, floor)) continue;
+        for (int j = i; j < i + kBlock; ++j) offer(j);
     }
+    for (; i < n_vocab_; ++i) offer(i);
     for (llama_token t : touched_ids) touched_[t] = 0;
     if (best_.size() < k) return false;  // fewer than k finite logits: take the whole vocabulary
 
