@@ -84,10 +84,11 @@ def test_name(n_prompt: int, n_gen: int, depth: int) -> str:
     return name + (f" @ d{depth}" if depth else "")
 
 
-def batched_bench(bin_dir: Path, model: str, fa: str, threads: int, n_gen: int, parallel: int) -> list[dict]:
+def batched_bench(bin_dir: Path, model: str, fa: str, threads: int, n_gen: int, parallel: int,
+                  unified: bool) -> list[dict]:
     cmd = [str(bin_dir / "llama-batched-bench"), "-m", model, "-ngl", "99", "-fa", fa, "-t", str(threads),
-           "-c", str(2048 * parallel), "-b", "512", "-ub", "512", "-kvu", "-npp", "4", "-ntg", str(n_gen),
-           "-npl", f"1,{parallel}", "--output-format", "jsonl"]
+           "-c", str(2048 * parallel), "-b", "512", "-ub", "512", *(["-kvu"] if unified else []), "-npp", "4",
+           "-ntg", str(n_gen), "-npl", f"1,{parallel}", "--output-format", "jsonl"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     rows = []
     for line in (out.stdout + "\n" + out.stderr).splitlines():
@@ -106,6 +107,9 @@ def raw_loop(exe: Path, model: str, fa: str, threads: int, reps: int) -> dict[st
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+LAYOUTS = {True: "one KV buffer", False: "a KV buffer per slot"}
+
+
 # --- ours -----------------------------------------------------------------------------------
 
 
@@ -118,8 +122,9 @@ class Ours:
                        and model.token_to_piece(t, True) and t not in (model.bos_token,)]
         self.rng = random.Random(1234)
 
-    def engine(self, fa: str, parallel: int = 1, n_ctx: int = 2048) -> _core.Engine:
+    def engine(self, fa: str, parallel: int = 1, n_ctx: int = 2048, kv_unified: bool = False) -> _core.Engine:
         p = _core.ContextParams()
+        p.kv_unified = kv_unified
         p.n_ctx = n_ctx
         p.n_parallel = parallel
         p.n_batch = 512
@@ -238,10 +243,12 @@ def main() -> None:
         mine: dict[str, list[float]] = {}
         ref_cmds: dict[str, str] = {}
         single = ours.engine(fa)
-        multi = ours.engine(fa, args.parallel)
+        # Several streams in either KV layout: one buffer for all slots, or one per slot (our default).
+        multi = {unified: ours.engine(fa, args.parallel, kv_unified=unified) for unified in (True, False)}
         # Warm-up: the first decodes build CUDA graphs and load kernels.
         ours.run(single, [ours.prompt(n_prompt)], 16)
-        ours.run(multi, [ours.prompt(4) for _ in range(args.parallel)], 16)
+        for e in multi.values():
+            ours.run(e, [ours.prompt(4) for _ in range(args.parallel)], 16)
         for rnd in range(args.rounds):
             for r in llama_bench(args.bin, args.model, fa, args.threads, args.reps, n_prompt, n_gen, n_prompt):
                 ref.setdefault(r["test"], []).extend(r["samples"])
@@ -259,21 +266,25 @@ def main() -> None:
                 mine.setdefault(f"pp{n_prompt}, wall TTFT", []).append(n_prompt / t["wall_ttft"])
                 mine.setdefault(f"tg{n_gen} @ d{n_prompt}", []).append(decode_tps(t))
                 mine.setdefault(f"tg{n_gen} @ d{n_prompt}, stream wall", []).append(stream_tps(t))
-            for r in batched_bench(args.bin, args.model, fa, args.threads, n_gen, args.parallel):
-                key = f"{r['pl']} streams" if r["pl"] > 1 else "1 stream (batched-bench)"
-                ref.setdefault(key, []).append(r["speed_tg"])
-                ref_cmds["llama-batched-bench"] = r["cmd"]
-            for _ in range(args.reps):
-                ts, wall = ours.run(multi, [ours.prompt(4) for _ in range(args.parallel)], n_gen + 1)
-                decoded = sum(t["eval_count"] - 1 for t in ts)
-                window = max(t["eval_duration"] for t in ts) / 1e9
-                mine.setdefault(f"{args.parallel} streams", []).append(decoded / window)
-                mine.setdefault(f"{args.parallel} streams, wall", []).append(args.parallel * (n_gen + 1) / wall)
+            for unified, engine in multi.items():
+                layout = LAYOUTS[unified]
+                for r in batched_bench(args.bin, args.model, fa, args.threads, n_gen, args.parallel, unified):
+                    key = f"{r['pl']} streams, {layout}" if r["pl"] > 1 else f"1 stream (batched-bench), {layout}"
+                    ref.setdefault(key, []).append(r["speed_tg"])
+                    ref_cmds[f"llama-batched-bench, {layout}"] = r["cmd"]
+                for _ in range(args.reps):
+                    ts, wall = ours.run(engine, [ours.prompt(4) for _ in range(args.parallel)], n_gen + 1)
+                    decoded = sum(t["eval_count"] - 1 for t in ts)
+                    window = max(t["eval_duration"] for t in ts) / 1e9
+                    mine.setdefault(f"{args.parallel} streams, {layout}", []).append(decoded / window)
+                    mine.setdefault(f"{args.parallel} streams, {layout}, wall", []).append(
+                        args.parallel * (n_gen + 1) / wall)
             print(f"fa {fa} round {rnd + 1}: " + ", ".join(
                 f"{k} ref {statistics.median(ref[k]):.1f} ours {statistics.median(mine[k]):.1f}"
                 for k in mine if k in ref), flush=True)
         single.close()
-        multi.close()
+        for e in multi.values():
+            e.close()
         # Diagnostics: single-stream tg128 (engine timings) with a consumer woken at every step or
         # polling every 50 ms, and with a 2048- or 256-token context.
         diag: dict[str, list[float]] = {}
@@ -298,9 +309,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for fa, r in results["fa"].items():
         for key in [f"pp{n_prompt}", f"pp{n_prompt}, wall TTFT", f"tg{n_gen}", f"tg{n_gen}, stream wall",
-                    f"tg{n_gen} @ d{n_prompt}", f"tg{n_gen} @ d{n_prompt}, stream wall", f"{args.parallel} streams",
-                    f"{args.parallel} streams, wall", "1 stream (batched-bench)"]:
-            ref_key = key.split(",")[0]
+                    f"tg{n_gen} @ d{n_prompt}", f"tg{n_gen} @ d{n_prompt}, stream wall",
+                    *(k for layout in LAYOUTS.values() for k in (
+                        f"{args.parallel} streams, {layout}", f"{args.parallel} streams, {layout}, wall",
+                        f"1 stream (batched-bench), {layout}"))]:
+            ref_key = key.removesuffix(", wall").removesuffix(", stream wall").removesuffix(", wall TTFT")
             a = statistics.median(r["ref"][ref_key]) if ref_key in r["ref"] else None
             b = statistics.median(r["ours"][key]) if key in r["ours"] else None
             tool = "llama-batched-bench" if "streams" in key or "batched" in key else "llama-bench"

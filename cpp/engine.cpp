@@ -160,20 +160,27 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
     if (can_reuse_prefix_ && params_.prompt_cache_mb > 0) {
         prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20);
     }
-    thread_ = std::thread([this] { run(); });
 }
 
 Engine::~Engine() { close(); }
 
+void Engine::start_thread_locked() {
+    if (thread_running_) return;
+    if (thread_.joinable()) thread_.join();  // the last one, ended while idle: it holds no lock
+    thread_running_ = true;
+    thread_ = std::thread([this] { run(); });
+}
+
 void Engine::close() {
-    if (!thread_.joinable()) return;
     {
         // Under the lock, or the thread could test the flag, miss this notify, and sleep forever.
         std::lock_guard<std::mutex> lk(queue_mutex_);
+        if (closed_) return;
+        closed_ = true;
         stopping_ = true;
     }
     queue_cv_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
     llama_batch_free(batch_);
     llama_free(ctx_);
     ctx_ = nullptr;
@@ -223,6 +230,7 @@ uint64_t Engine::submit(GenerateParams params) {
         if (stopping_) throw Error(ErrorKind::Inference, "the engine is closed");
         queue_.push_back(req);
         live_[req->id] = req;
+        start_thread_locked();
     }
     queue_cv_.notify_one();
     return req->id;
@@ -246,6 +254,7 @@ uint64_t Engine::submit_embedding(std::vector<llama_token> tokens, bool normaliz
         if (stopping_) throw Error(ErrorKind::Inference, "the engine is closed");
         queue_.push_back(req);
         live_[req->id] = req;
+        start_thread_locked();
     }
     queue_cv_.notify_one();
     return req->id;
@@ -286,6 +295,8 @@ bool Engine::should_abort(void * data) {
 
 namespace {
 
+constexpr auto kIdleExit = std::chrono::seconds(2);
+
 // On Linux a priority set for one thread id applies to that thread alone, and threads it
 // creates later (llama.cpp's OpenMP workers) inherit it.
 void lower_this_thread_priority(int nice) {
@@ -309,8 +320,14 @@ void Engine::run() {
     while (true) {
         {
             std::unique_lock<std::mutex> lk(queue_mutex_);
-            queue_cv_.wait(lk, [&] { return stopping_ || !queue_.empty() || busy_.load() > 0; });
+            const bool work = queue_cv_.wait_for(lk, kIdleExit, [&] {
+                return stopping_ || !queue_.empty() || busy_.load() > 0;
+            });
             if (stopping_) break;
+            if (!work) {
+                thread_running_ = false;
+                return;
+            }
         }
         admit_waiting();
 

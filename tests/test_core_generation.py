@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
@@ -260,3 +263,20 @@ def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smo
     generate(engine, other, num_predict=4)
     shared = next(i for i, (a, b) in enumerate(zip(first, other)) if a != b)  # the start token, say
     assert generate(engine, first, num_predict=4).timings["cached_tokens"] == shared
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_an_idle_engine_ends_its_threads_and_the_next_request_starts_them(smollm2, make_engine):
+    # Each thread that computes keeps an OpenMP team; an idle model's team would slow the others.
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    engine = make_engine(smollm2, n_threads=2)
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    first = generate(engine, prompt, num_predict=8)
+    busy = threads()
+    deadline = time.monotonic() + 10
+    while threads() >= busy and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert threads() < busy
+    assert generate(engine, prompt, num_predict=8).tokens == first.tokens
