@@ -121,6 +121,7 @@ class Ours:
         self.normal = [t for t in range(model.n_vocab) if not model.is_eog(t)
                        and model.token_to_piece(t, True) and t not in (model.bos_token,)]
         self.rng = random.Random(1234)
+        self.last_first = -1
 
     def engine(self, fa: str, parallel: int = 1, n_ctx: int = 2048, kv_unified: bool = False) -> _core.Engine:
         p = _core.ContextParams()
@@ -135,7 +136,10 @@ class Ours:
         return _core.Engine(self.model, p)
 
     def prompt(self, n: int) -> list[int]:
-        return [self.rng.choice(self.normal) for _ in range(n)]
+        # Never the last prompt's first token, so that nothing of it is served from the KV cache.
+        first = self.rng.choice([t for t in self.normal[:64] if t != self.last_first])
+        self.last_first = first
+        return [first] + [self.rng.choice(self.normal) for _ in range(n - 1)]
 
     def sampling(self) -> _core.SamplingParams:
         s = _core.SamplingParams()
@@ -242,13 +246,12 @@ def main() -> None:
         raw: dict[str, list[float]] = {}
         mine: dict[str, list[float]] = {}
         ref_cmds: dict[str, str] = {}
-        single = ours.engine(fa)
-        # Several streams in either KV layout: one buffer for all slots, or one per slot (our default).
-        multi = {unified: ours.engine(fa, args.parallel, kv_unified=unified) for unified in (True, False)}
-        # Warm-up: the first decodes build CUDA graphs and load kernels.
-        ours.run(single, [ours.prompt(n_prompt)], 16)
-        for e in multi.values():
-            ours.run(e, [ours.prompt(4) for _ in range(args.parallel)], 16)
+        # One engine at a time, as one loaded model: an engine's thread keeps an OpenMP team for 2 s
+        # after its last request, and more teams than CPUs make libgomp's workers sleep between steps.
+        def fresh(parallel: int = 1, kv_unified: bool = False) -> _core.Engine:
+            e = ours.engine(fa, parallel, kv_unified=kv_unified)
+            ours.run(e, [ours.prompt(4) for _ in range(parallel)], 16)  # CUDA graphs, kernels
+            return e
         for rnd in range(args.rounds):
             for r in llama_bench(args.bin, args.model, fa, args.threads, args.reps, n_prompt, n_gen, n_prompt):
                 ref.setdefault(r["test"], []).extend(r["samples"])
@@ -256,6 +259,7 @@ def main() -> None:
             if args.raw:
                 for k, v in raw_loop(args.raw, args.model, fa, args.threads, args.reps).items():
                     raw.setdefault(k, []).extend(v)
+            single = fresh()
             for _ in range(args.reps):
                 (t,), _ = ours.run(single, [ours.prompt(4)], n_gen + 1)
                 mine.setdefault(f"tg{n_gen}", []).append(decode_tps(t))
@@ -266,8 +270,10 @@ def main() -> None:
                 mine.setdefault(f"pp{n_prompt}, wall TTFT", []).append(n_prompt / t["wall_ttft"])
                 mine.setdefault(f"tg{n_gen} @ d{n_prompt}", []).append(decode_tps(t))
                 mine.setdefault(f"tg{n_gen} @ d{n_prompt}, stream wall", []).append(stream_tps(t))
-            for unified, engine in multi.items():
-                layout = LAYOUTS[unified]
+            single.close()
+            # Several streams in either KV layout: one buffer for all slots, or one per slot (our default).
+            for unified, layout in LAYOUTS.items():
+                engine = fresh(args.parallel, unified)
                 for r in batched_bench(args.bin, args.model, fa, args.threads, n_gen, args.parallel, unified):
                     key = f"{r['pl']} streams, {layout}" if r["pl"] > 1 else f"1 stream (batched-bench), {layout}"
                     ref.setdefault(key, []).append(r["speed_tg"])
@@ -279,12 +285,10 @@ def main() -> None:
                     mine.setdefault(f"{args.parallel} streams, {layout}", []).append(decoded / window)
                     mine.setdefault(f"{args.parallel} streams, {layout}, wall", []).append(
                         args.parallel * (n_gen + 1) / wall)
+                engine.close()
             print(f"fa {fa} round {rnd + 1}: " + ", ".join(
                 f"{k} ref {statistics.median(ref[k]):.1f} ours {statistics.median(mine[k]):.1f}"
                 for k in mine if k in ref), flush=True)
-        single.close()
-        for e in multi.values():
-            e.close()
         # Diagnostics: single-stream tg128 (engine timings) with a consumer woken at every step or
         # polling every 50 ms, and with a 2048- or 256-token context.
         diag: dict[str, list[float]] = {}
