@@ -296,6 +296,9 @@ bool Engine::should_abort(void * data) {
 namespace {
 
 constexpr auto kIdleExit = std::chrono::seconds(2);
+// Inference threads alive in this process: an idle one ends only while others exist, so that a
+// lone model's next request does not pay for a new thread and OpenMP team (about 10 ms).
+std::atomic<int> g_inference_threads{0};
 
 // On Linux a priority set for one thread id applies to that thread alone, and threads it
 // creates later (llama.cpp's OpenMP workers) inherit it.
@@ -314,6 +317,7 @@ void lower_this_thread_priority(int nice) {
 }  // namespace
 
 void Engine::run() {
+    g_inference_threads++;
     lower_this_thread_priority(params_.nice);
     int budget = n_batch_;
     std::vector<Event> out;
@@ -325,7 +329,9 @@ void Engine::run() {
             });
             if (stopping_) break;
             if (!work) {
+                if (g_inference_threads.load() == 1) continue;
                 thread_running_ = false;
+                g_inference_threads--;
                 return;
             }
         }
@@ -384,6 +390,7 @@ void Engine::run() {
         e.done_reason = "cancel";
     }
     publish(out, true);
+    g_inference_threads--;
 }
 
 void Engine::admit_waiting() {

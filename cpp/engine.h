@@ -186,7 +186,8 @@ class Engine {
     std::chrono::steady_clock::time_point last_signal_{};
     bool signal_owed_ = false;  // output published but the consumer not woken for it yet
 
-    // The inference thread runs while there is work and ends after kIdleExit without any:
+    // The inference thread runs while there is work and ends after kIdleExit without any, if
+    // another engine's thread is alive:
     // llama.cpp's OpenMP gives each thread that computes a team of workers for as long as it
     // lives, and once a process holds more of them than CPUs, libgomp stops them spinning
     // between steps. An idle model's team would slow every other model's decode (4x on a small
