@@ -161,3 +161,16 @@ def test_reads_a_store_written_by_ollama(tmp_path, tiny_path):
     assert model.digest == hashlib.sha256(raw).hexdigest()
     assert model.parameters == {"stop": ["<|im_end|>"]}
     assert model.details["parameter_size"] == "1.2M"
+
+
+def test_resolve_sees_a_model_created_again_under_its_name(store, weights):
+    # resolve() keeps its answer per manifest file; a new create replaces that file.
+    create(store, {"model": "m", "files": {"t.gguf": weights}, "system": "first"})
+    first = store.resolve("m")
+    first.parameters["mutated"] = True  # a caller's change stays with the caller's copy
+    assert store.resolve("m").system == "first" and "mutated" not in store.resolve("m").parameters
+    create(store, {"model": "m", "files": {"t.gguf": weights}, "system": "second"})
+    assert store.resolve("m").system == "second"
+    store.delete("m")
+    with pytest.raises(ModelNotFound):
+        store.resolve("m")

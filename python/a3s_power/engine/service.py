@@ -8,6 +8,7 @@ turn its text into content, thinking and tool calls.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -175,8 +176,10 @@ class InferenceService:
                 prompt_tokens = runner.model.tokenize_multimodal(
                     template.render_chat(marked, tools=tools, think=think_on, think_level=level), images)
             else:
-                prompt_tokens = self._chat_tokens(runner, template, history, tools, think_on, level, opts,
-                                                  truncate is not False, shift is not False)
+                # Rendering and tokenizing a long conversation takes milliseconds: off the event loop.
+                prompt_tokens = await asyncio.to_thread(self._chat_tokens, runner, template, history, tools,
+                                                        think_on, level, opts, truncate is not False,
+                                                        shift is not False)
             async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
                                          tool_format="json" if tool_grammar else None, shift=shift is not False):
@@ -265,7 +268,8 @@ class InferenceService:
                 if image_bytes:
                     tokens = model_.tokenize_multimodal(text, image_bytes)
                 else:
-                    tokens = model_.tokenize(text, True, True) if raw else model_.tokenize_prompt(text)
+                    tokens = await asyncio.to_thread(
+                        lambda: model_.tokenize(text, True, True) if raw else model_.tokenize_prompt(text))
             if context:
                 tokens = list(context) + [t for t in tokens if t != model_.model.bos_token or not model_.model.add_bos]
             if not image_bytes:

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import sys
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -59,6 +60,9 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
 
         config.tmpdir.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(config.tmpdir)
+    # Requests are prepared (templates, tokens) on worker threads; a thread holding the GIL gives
+    # it to the event loop after at most this long, instead of Python's default 5 ms.
+    sys.setswitchinterval(0.001)
     state = build_state(config)
     state.loopback_only = is_loopback(bind_host)
     runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)

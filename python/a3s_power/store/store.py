@@ -12,6 +12,7 @@ pruning exclude each other through one store-wide lock.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ class ModelStore:
         self._lock_path = self.root / ".a3s-store.lock"
         self._pins_dir = self.root / ".a3s-pins"
         self._gguf_cache: dict[tuple[str, int], tuple] = {}
+        self._resolved: dict[tuple, LocalModel] = {}
 
     @classmethod
     def from_config(cls, config) -> "ModelStore":
@@ -312,7 +314,27 @@ class ModelStore:
         return details
 
     def resolve(self, name: str) -> LocalModel:
-        """The model a request names, with every layer's content; what the scheduler loads."""
+        """The model a request names, with every layer's content; what the scheduler loads.
+        Every request resolves its model, so the answer is kept for as long as the manifest file
+        is the same file, unchanged (blobs never change: they are named by their content)."""
+        stored = self.find(name)
+        path = self.manifest_path(stored) if stored is not None else None
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            st = None
+        if st is None:
+            raise ModelNotFound(name)
+        key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+        spec = self._resolved.get(key)
+        if spec is None or not spec.model_path.is_file():
+            spec = self._resolve_uncached(name)
+            if len(self._resolved) > 256:
+                self._resolved.clear()
+            self._resolved[key] = spec
+        return copy.deepcopy(spec)
+
+    def _resolve_uncached(self, name: str) -> LocalModel:
         stored, manifest = self.read_manifest(name)
         model_layer = manifest.model_layer()
         if model_layer is None:
