@@ -55,11 +55,12 @@ def build_reference() -> Path:
 
 
 def run_reference(exe: Path, model: str, prompt: list[int], n_decode: int, threads: int, n_ctx: int,
-                  n_batch: int) -> dict:
+                  n_batch: int, flash_attn: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(" ".join(map(str, prompt)))
     try:
-        out = subprocess.run([str(exe), model, f.name, str(n_decode), str(threads), str(n_ctx), str(n_batch)],
+        out = subprocess.run([str(exe), model, f.name, str(n_decode), str(threads), str(n_ctx), str(n_batch),
+                              flash_attn],
                              check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(f.name)
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--decode", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
+                        help="for both sides; auto is llama.cpp's and our default")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -108,15 +111,16 @@ def main() -> None:
     n_ctx, n_batch = 2048, 512
     exe = build_reference()
 
+    flash = {"auto": None, "on": True, "off": False}[args.flash_attn]
     options = replace_load(parse_options({"num_thread": args.threads, "num_ctx": n_ctx, "num_batch": n_batch}),
-                           num_parallel=1)
+                           num_parallel=1, flash_attention=flash)
     loaded = LoadedModel(model_path, options.load)
     text = TEXT * (args.prompt_tokens // 40 + 2)
     prompt = loaded.tokenize(text, True, False)[: args.prompt_tokens]
 
     ours, ref = [], []
     for _ in range(args.reps):
-        ref.append(run_reference(exe, model_path, prompt, args.decode, args.threads, n_ctx, n_batch))
+        ref.append(run_reference(exe, model_path, prompt, args.decode, args.threads, n_ctx, n_batch, args.flash_attn))
         # Each run starts from an empty cache, as the reference does.
         loaded.close()
         loaded = LoadedModel(model_path, options.load)
@@ -131,6 +135,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_core.system_info().strip()}",
         "model": os.path.basename(model_path),
         "threads": args.threads,
+        "flash_attn": args.flash_attn,
         "prompt_tokens": len(prompt),
         "decode_tokens": args.decode,
         "reps": args.reps,
@@ -146,7 +151,7 @@ def main() -> None:
     result["stream_ratio"] = result["ours_stream_tps"] / result["raw_decode_tps"]
 
     print(f"model {result['model']}, {args.threads} threads, {len(prompt)}-token prompt, {args.decode} tokens, "
-          f"median of {args.reps}")
+          f"flash attention {args.flash_attn}, median of {args.reps}")
     print("| measure | raw llama.cpp | a3s-power _core | ratio |")
     print("|---|---|---|---|")
     print(f"| prefill tok/s | {result['raw_prefill_tps']:.1f} | {result['ours_prefill_tps']:.1f} | "

@@ -1,11 +1,12 @@
 // The baseline our engine is measured against: the plainest single-sequence loop over
 // llama.cpp's C API, with the same model, threads and context settings as the engine.
-// Usage: ref_loop MODEL PROMPT_TOKENS_FILE N_DECODE N_THREADS N_CTX N_BATCH
+// Usage: ref_loop MODEL PROMPT_TOKENS_FILE N_DECODE N_THREADS N_CTX N_BATCH [FLASH_ATTN auto|on|off]
 // Prints one JSON line: prompt tokens, prefill ns, decode tokens, decode ns.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <string>
 #include <vector>
 
 #include "llama.h"
@@ -16,8 +17,9 @@ static int64_t now_ns() {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 7) {
-        std::fprintf(stderr, "usage: %s MODEL PROMPT_TOKENS_FILE N_DECODE N_THREADS N_CTX N_BATCH\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        std::fprintf(stderr, "usage: %s MODEL PROMPT_TOKENS_FILE N_DECODE N_THREADS N_CTX N_BATCH [auto|on|off]\n",
+                     argv[0]);
         return 2;
     }
     const int n_decode = std::atoi(argv[3]), n_threads = std::atoi(argv[4]);
@@ -34,7 +36,10 @@ int main(int argc, char ** argv) {
     cp.n_ctx = n_ctx;
     cp.n_batch = cp.n_ubatch = n_batch;
     cp.n_threads = cp.n_threads_batch = n_threads;
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    const std::string fa = argc == 8 ? argv[7] : "off";
+    cp.flash_attn_type = fa == "auto" ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                                      : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     llama_context * ctx = llama_init_from_model(model, cp);
     const llama_vocab * vocab = llama_model_get_vocab(model);
 
