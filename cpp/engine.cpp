@@ -175,8 +175,7 @@ void Engine::close() {
     {
         // Under the lock, or the thread could test the flag, miss this notify, and sleep forever.
         std::lock_guard<std::mutex> lk(queue_mutex_);
-        if (closed_) return;
-        closed_ = true;
+        if (stopping_) return;  // closed already: only close() sets it
         stopping_ = true;
     }
     queue_cv_.notify_all();

@@ -194,7 +194,6 @@ class Engine {
     // model here); the next request starts a new thread.
     void start_thread_locked();  // with queue_mutex_ held
     bool thread_running_ = false;  // guarded by queue_mutex_
-    bool closed_ = false;          // guarded by queue_mutex_
     std::thread thread_;
 };
 

@@ -318,13 +318,13 @@ class ModelStore:
         Every request resolves its model, so the answer is kept for as long as the manifest file
         is the same file, unchanged (blobs never change: they are named by their content)."""
         stored = self.find(name)
-        path = self.manifest_path(stored) if stored is not None else None
-        try:
-            st = path.stat() if path is not None else None
-        except OSError:
-            st = None
-        if st is None:
+        if stored is None:
             raise ModelNotFound(name)
+        path = self.manifest_path(stored)
+        try:
+            st = path.stat()
+        except OSError:
+            raise ModelNotFound(name) from None
         key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
         spec = self._resolved.get(key)
         if spec is None or not spec.model_path.is_file():
