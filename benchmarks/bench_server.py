@@ -108,12 +108,15 @@ class PowerServer(Server):
     name = "a3s-power"
     cheap_path = "/api/version"
 
-    def __init__(self, home: Path, threads: int, slots: int, ctx: int, flash_attn: str, inference_nice: int = 0) -> None:
+    def __init__(self, home: Path, threads: int, slots: int, ctx: int, flash_attn: str,
+                 inference_nice: int | None = None) -> None:
         super().__init__()
         self.model = "bench"
         env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_HOST": f"127.0.0.1:{self.port}",
-               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1",
-               "A3S_POWER_INFERENCE_NICE": str(inference_nice)}
+               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1"}
+        env.pop("A3S_POWER_INFERENCE_NICE", None)
+        if inference_nice is not None:
+            env["A3S_POWER_INFERENCE_NICE"] = str(inference_nice)
         env.pop("OLLAMA_FLASH_ATTENTION", None)
         if flash_attn != "auto":
             env["OLLAMA_FLASH_ATTENTION"] = "1" if flash_attn == "on" else "0"
@@ -287,7 +290,7 @@ async def main_async(args) -> dict:
     bench = statistics.median(bench_tps)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "model": os.path.basename(model_path), "threads": args.threads, "slots": args.slots,
-              "ctx_per_slot": args.ctx, "flash_attn": args.flash_attn, "tokens": args.tokens, "rounds": args.rounds,
+              "ctx_per_slot": args.ctx, "flash_attn": args.flash_attn, "inference_nice": args.inference_nice, "tokens": args.tokens, "rounds": args.rounds,
               "llama_cpp_commit": llama_tools.LLAMA_CPP_COMMIT, "llama_bench_tg_tps": bench_tps,
               "singles": singles, "results": results}
     rows = [("decode tok/s, 1 stream", "decode_tps"), ("time to first token, ms", "ttft_ms"),
@@ -324,7 +327,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--decode-runs", type=int, default=3,
                         help="single-stream runs per round, each paired with a run of llama-bench")
-    parser.add_argument("--inference-nice", type=int, default=0, help="A3S_POWER_INFERENCE_NICE for our server")
+    parser.add_argument("--inference-nice", type=int, help="A3S_POWER_INFERENCE_NICE for our server (default: its own, 10)")
     parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
                         help="for all three; auto is the default of llama-bench, llama-server, Ollama and ours")
     parser.add_argument("--json", type=Path)

@@ -11,6 +11,7 @@
 #include "tokens.h"
 
 #ifdef __linux__
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -299,15 +300,34 @@ constexpr auto kIdleExit = std::chrono::seconds(2);
 // lone model's next request does not pay for a new thread and OpenMP team (about 10 ms).
 std::atomic<int> g_inference_threads{0};
 
-// On Linux a priority set for one thread id applies to that thread alone, and threads it
-// creates later (llama.cpp's OpenMP workers) inherit it.
-void lower_this_thread_priority(int nice) {
+// Decoding is throughput work and the HTTP thread beside it is latency work. On Linux a thread id
+// gets its own niceness and scheduler slice, and threads it creates later (llama.cpp's OpenMP
+// workers) inherit both. Lower priority alone still left a woken HTTP thread waiting for the next
+// tick (4 ms at HZ=250) behind a compute thread whose slice had not run out; a compute thread
+// with a long slice is preempted at once by any woken thread with a shorter one (EEVDF, Linux
+// 6.12+; older kernels ignore the slice and keep the niceness).
+constexpr uint64_t kBackgroundSliceNs = 20'000'000;
+
+void make_this_thread_background(int nice) {
 #ifdef __linux__
     if (nice <= 0) return;
-    const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+    const auto tid = static_cast<pid_t>(syscall(SYS_gettid));
     errno = 0;
-    const int current = getpriority(PRIO_PROCESS, tid);
-    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(current + nice, 19));
+    const int current = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+    if (errno != 0) return;
+    const int lowered = std::min(current + nice, 19);
+    const int policy = sched_getscheduler(tid);
+    if (policy == SCHED_OTHER || policy == SCHED_BATCH) {
+        struct {  // struct sched_attr, first version (48 bytes); glibc has no wrapper for it
+            uint32_t size, sched_policy;
+            uint64_t sched_flags;
+            int32_t sched_nice;
+            uint32_t sched_priority;
+            uint64_t sched_runtime, sched_deadline, sched_period;
+        } attr{48, static_cast<uint32_t>(policy), 0, lowered, 0, kBackgroundSliceNs, 0, 0};
+        if (syscall(SYS_sched_setattr, tid, &attr, 0) == 0) return;
+    }
+    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), lowered);
 #else
     (void)nice;
 #endif
@@ -317,7 +337,7 @@ void lower_this_thread_priority(int nice) {
 
 void Engine::run() {
     g_inference_threads++;
-    lower_this_thread_priority(params_.nice);
+    make_this_thread_background(params_.nice);
     int budget = n_batch_;
     std::vector<Event> out;
     while (true) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import sys
 import threading
 
@@ -151,6 +152,31 @@ def test_stream_interval_groups_tokens_but_never_delays_the_first(smollm2_path):
         assert len(chunks) < 40  # grouped: far fewer wake-ups than tokens
 
 
+def _custom_slices_supported() -> bool:
+    """Whether this kernel honours a thread's own scheduler slice (EEVDF, Linux 6.12+)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = []
+
+    def probe():
+        attr = struct.pack("IIQiIQQQ", 48, 0, 0, 0, 0, 5_000_000, 0, 0)
+        if libc.syscall(314 if os.uname().machine == "x86_64" else 274, 0, attr, 0) == 0:
+            found.append(_slice_of(threading.get_native_id()) == 5_000_000)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return found == [True]
+
+
+def _slice_of(tid: int) -> int | None:
+    for line in open(f"/proc/self/task/{tid}/sched"):
+        if line.startswith("se.slice"):
+            return int(line.split(":")[1])
+    return None
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
 def test_inference_threads_run_at_a_lower_priority_than_the_server(smollm2_path):
     options = replace_load(parse_options(GREEDY), num_ctx=512, num_thread=2, inference_nice=5)
@@ -167,5 +193,8 @@ def test_inference_threads_run_at_a_lower_priority_than_the_server(smollm2_path)
 
         asyncio.run(main())
         started = {tid: nice for tid, nice in nice_of_threads().items() if tid not in before}
+        slices = {_slice_of(tid) for tid in started}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before[threading.get_native_id()]
     assert started and set(started.values()) == {5}  # the inference thread and the compute threads it started
+    if _custom_slices_supported():  # ... which also take long slices, so that woken threads preempt them
+        assert slices == {20_000_000} and _slice_of(threading.get_native_id()) != 20_000_000

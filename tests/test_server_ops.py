@@ -110,11 +110,11 @@ def test_config_toml_and_environment(tmp_path, monkeypatch):
 def test_inference_nice_from_toml_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
     monkeypatch.delenv("A3S_POWER_INFERENCE_NICE", raising=False)
-    assert Config.from_env().inference_nice == 0
+    assert Config.from_env().inference_nice == 10
     (tmp_path / "config.toml").write_text("inference_nice = 3\n")
     assert Config.from_env().inference_nice == 3
-    monkeypatch.setenv("A3S_POWER_INFERENCE_NICE", "10")
-    assert Config.from_env().inference_nice == 10
+    monkeypatch.setenv("A3S_POWER_INFERENCE_NICE", "0")
+    assert Config.from_env().inference_nice == 0
     (tmp_path / "config.toml").write_text("inference_nice = 40\n")
     with pytest.raises(InvalidOptionError, match="inference_nice"):
         Config.from_env()

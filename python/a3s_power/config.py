@@ -65,9 +65,10 @@ class Config(BaseModel):
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams).
     stream_interval_ms: int = 25
     # How much lower the inference threads run than the server's own (ContextParams.nice), so the
-    # API answers at once while a decode takes every core. Off by default: on two cores 10 cost
-    # 5-8 % of throughput (benchmarks/README.md), for a p99 of 5 ms instead of 8 ms.
-    inference_nice: int = 0
+    # API answers at once while a decode takes every core; they also take long scheduler slices.
+    # On two cores: /api/version p99 under 8 streams 3-4 ms instead of 8, at no measured cost in
+    # decode speed (benchmarks/README.md). 0: the server's own priority and slices.
+    inference_nice: int = 10
     # Host memory per loaded model for conversations pushed out of their slot: their next turn is
     # restored from it instead of evaluated again (ContextParams.prompt_cache_mb). 0 keeps none.
     prompt_cache_mb: int = 1024

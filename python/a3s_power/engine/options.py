@@ -48,7 +48,7 @@ class LoadOptions:
     embedding: bool = False
     num_parallel: int = 1
     stream_interval_ms: int = 0
-    inference_nice: int = 0
+    inference_nice: int = 10  # Config.inference_nice
     prompt_cache_mb: int = 0
     kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
 
