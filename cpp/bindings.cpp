@@ -298,7 +298,9 @@ PYBIND11_MODULE(_core, m) {
                  d["slots_busy"] = s.slots_busy;
                  d["queued"] = s.queued;
                  d["steps"] = s.steps;
+                 d["prompt_cache_bytes"] = s.prompt_cache_bytes;
                  return d;
              })
+        .def("release_prompt_cache", &Engine::release_prompt_cache, py::call_guard<py::gil_scoped_release>())
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>());
 }

@@ -184,6 +184,7 @@ void Engine::close() {
     llama_batch_free(batch_);
     llama_free(ctx_);
     ctx_ = nullptr;
+    release_prompt_cache();  // its memory goes with the model, not with the last Python reference
 }
 
 int Engine::n_ctx_total() const { return ctx_ ? int(llama_n_ctx(ctx_)) : 0; }
@@ -275,9 +276,17 @@ EngineStats Engine::stats() {
     s.slots = params_.n_parallel;
     s.slots_busy = busy_.load();
     s.steps = steps_.load();
+    s.prompt_cache_bytes = prompt_cache_bytes_.load();
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
     return s;
+}
+
+size_t Engine::release_prompt_cache() {
+    if (!prompt_cache_) return 0;
+    std::lock_guard<std::mutex> lk(prompt_cache_mutex_);
+    prompt_cache_bytes_ = 0;
+    return prompt_cache_->clear();
 }
 
 bool Engine::should_abort(void * data) {
@@ -468,6 +477,8 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     const auto & prompt = req->params.prompt;
     size_t common = 0;
     if (can_reuse_prefix_ && !req->embedding) {
+        std::unique_lock<std::mutex> cache_lock(prompt_cache_mutex_, std::defer_lock);
+        if (prompt_cache_) cache_lock.lock();
         common = usable_prefix(common_prefix(slot.cache, prompt), prompt);
         // What the slot holds past the common part is about to go: a conversation long enough to
         // be worth it is kept in host memory for its next turn.
@@ -523,6 +534,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
             slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
             common = donor_common;
         }
+        if (prompt_cache_) prompt_cache_bytes_ = prompt_cache_->bytes();
     }
     if (common == 0) forget(slot, 0);
     slot.cache.resize(common);

@@ -113,6 +113,7 @@ struct EngineStats {
     int slots_busy = 0;
     int queued = 0;
     uint64_t steps = 0;
+    size_t prompt_cache_bytes = 0;
 };
 
 class Engine {
@@ -132,6 +133,9 @@ class Engine {
     int notify_fd() const { return notifier_.fd(); }
 
     EngineStats stats();
+    // Empties the host-memory prompt cache, from any thread: a cache gives way before a model is
+    // evicted to make room. Returns the bytes it held.
+    size_t release_prompt_cache();
     const ContextParams & params() const { return params_; }
     int n_ctx_total() const;
     const ModelPtr & model() const { return model_; }
@@ -166,6 +170,8 @@ class Engine {
     bool can_reuse_prefix_ = true;
     std::vector<Slot> slots_;
     std::unique_ptr<PromptCache> prompt_cache_;
+    std::mutex prompt_cache_mutex_;  // the inference thread's use of prompt_cache_ against release
+    std::atomic<size_t> prompt_cache_bytes_{0};
     std::vector<Slot *> in_batch_;
     uint64_t clock_ = 0;
 

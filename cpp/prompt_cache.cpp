@@ -84,6 +84,14 @@ bool PromptCache::restore(llama_context * ctx, int index, llama_seq_id seq) {
     return llama_state_seq_set_data(ctx, e.state.data(), e.state.size(), seq) == e.state.size();
 }
 
+size_t PromptCache::clear() {
+    const size_t freed = bytes_;
+    entries_.clear();
+    entries_.shrink_to_fit();
+    bytes_ = 0;
+    return freed;
+}
+
 void PromptCache::drop(size_t index) {
     bytes_ -= entries_[index].state.size();
     entries_.erase(entries_.begin() + long(index));

@@ -28,6 +28,9 @@ class PromptCache {
     // Fills the empty sequence `seq` with the entry's cells; false when llama.cpp refuses them.
     bool restore(llama_context * ctx, int index, llama_seq_id seq);
 
+    // Drops every entry; returns the bytes that held them.
+    size_t clear();
+
     const std::vector<llama_token> & tokens(int index) const { return entries_[size_t(index)].tokens; }
     size_t bytes() const { return bytes_; }
     size_t size() const { return entries_.size(); }

@@ -265,6 +265,20 @@ def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smo
     assert generate(engine, first, num_predict=4).timings["cached_tokens"] == shared
 
 
+def test_a_released_prompt_cache_frees_its_memory_and_the_conversation_is_evaluated_again(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64)
+    first = smollm2.tokenize("<|im_start|>system\n" + "Answer briefly. " * 30 + "<|im_end|>\n", True, True)
+    generate(engine, first, num_predict=4)
+    other = smollm2.tokenize("<|im_start|>user\nSomething else entirely.", True, True)
+    generate(engine, other, num_predict=4)  # pushes the first conversation out of the only slot
+    held = engine.stats()["prompt_cache_bytes"]
+    assert held > 0
+    assert engine.release_prompt_cache() == held
+    assert engine.stats()["prompt_cache_bytes"] == 0 and engine.release_prompt_cache() == 0
+    shared = next(i for i, (a, b) in enumerate(zip(first, other)) if a != b)
+    assert generate(engine, first, num_predict=4).timings["cached_tokens"] == shared
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 def test_idle_engines_end_their_threads_and_the_next_request_starts_them(smollm2, make_engine):
     # Each thread that computes keeps an OpenMP team: with two models loaded, the idle one's team

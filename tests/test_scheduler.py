@@ -85,6 +85,33 @@ def test_memory_pressure_evicts_and_an_impossible_model_is_refused(smollm2_path,
     assert asyncio.run(main()) == ["b"]
 
 
+def test_prompt_caches_give_way_before_a_model_is_evicted(smollm2_path, tiny_path, monkeypatch):
+    specs = _specs(smollm2_path, tiny_path)
+    config = server_config(max_loaded_models=5, num_parallel=1, context_length=512)
+    scheduler = Scheduler(config, specs.__getitem__)
+    service = InferenceService(scheduler)
+    load = parse_options({"num_ctx": 512}).load
+    tiny_need = memory.estimate(tiny_path, load).total
+
+    async def main():
+        # Two conversations through the only slot: the first is kept in host memory.
+        for prompt in ("Tell me about the sea. " * 20, "Something else entirely."):
+            async for _ in service.generate("b", prompt, options={"num_ctx": 512, "num_predict": 2}, raw=True):
+                pass
+        runner = next(iter(scheduler.running()))
+        held = runner.model.engine.stats()["prompt_cache_bytes"]
+        assert held > 0
+        # Pretend the machine has room for one more model once those bytes are back.
+        monkeypatch.setattr(memory, "available_memory", lambda gpu=False: tiny_need + 1 if
+                            runner.model.engine.stats()["prompt_cache_bytes"] == 0 else tiny_need - 1)
+        await scheduler.load(specs["a"], load, None)
+        names = sorted(r.name for r in scheduler.running())
+        await scheduler.close()
+        return names
+
+    assert asyncio.run(main()) == ["a", "b"]  # nothing evicted, the cache emptied instead
+
+
 def test_keep_alive_zero_unloads_and_new_load_options_reload(tiny_path):
     specs = {"a": LocalModel(name="a", model_path=Path(tiny_path))}
     scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__)

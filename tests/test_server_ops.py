@@ -60,6 +60,7 @@ def test_metrics_count_requests_and_tokens(server):
         value(before, "power_cost_dollars_total", model=model) == pytest.approx(expected_cost)
     assert value(after, "power_models_loaded") == 1
     assert value(after, "power_slots", model=model) == 2
+    assert ("power_prompt_cache_bytes", (("model", model),)) in after
     assert value(after, "power_model_loads_total", model=model) >= 1
 
 

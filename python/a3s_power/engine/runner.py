@@ -240,6 +240,10 @@ class LoadedModel:
                 self._pump.unregister(i)
                 self.engine.cancel(i)
 
+    def release_prompt_cache(self) -> int:
+        """Empties the host memory kept for conversations pushed out of their slots; the bytes freed."""
+        return 0 if self._closed else self.engine.release_prompt_cache()
+
     # --- lifetime --------------------------------------------------------------------------
 
     def _check_open(self) -> None:

@@ -299,12 +299,23 @@ class Scheduler:
         from .memory import available_memory, format_bytes
 
         limit = self._config.max_loaded_models
+        caches_released = False
         while True:
             placement = self._plan(spec, load, est, await asyncio.to_thread(self._gpus))
             host = placement.cpu_bytes if placement is not None else est.total
-            short = (placement is not None and not placement.complete) or host > available_memory()
-            if not self._runners or not ((limit > 0 and len(self._runners) >= limit) or short):
+            host_short = host > available_memory()
+            over_limit = limit > 0 and len(self._runners) >= limit
+            short = (placement is not None and not placement.complete) or host_short
+            if not self._runners or not (over_limit or short):
                 break
+            if host_short and not over_limit and not caches_released:
+                # Saved conversations are a cache: they give way before a model does.
+                caches_released = False
+                runners = list(self._runners.values())
+                freed = await asyncio.to_thread(lambda: sum(r.model.release_prompt_cache() for r in runners))
+                if freed:
+                    log.info("released %s of prompt caches to make room", format_bytes(freed))
+                    continue
             idle = [r for r in self._runners.values() if r.active == 0]
             victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)

@@ -42,6 +42,9 @@ class Metrics:
                 slots = GaugeMetricFamily("power_slots", "Slots per loaded model", labels=["model"])
                 memory = GaugeMetricFamily("power_model_memory_bytes", "Weights of loaded models", labels=["model"])
                 loaded = GaugeMetricFamily("power_models_loaded", "Loaded models")
+                cached = GaugeMetricFamily("power_prompt_cache_bytes",
+                                           "Host memory holding conversations pushed out of their slots",
+                                           labels=["model"])
                 waiting = 0
                 runners = scheduler.running()
                 for runner in runners:
@@ -50,9 +53,10 @@ class Metrics:
                     busy.add_metric([runner.name], stats["slots_busy"])
                     slots.add_metric([runner.name], stats["slots"])
                     memory.add_metric([runner.name], runner.model.model.size)
+                    cached.add_metric([runner.name], stats["prompt_cache_bytes"])
                 queue.add_metric([], waiting)
                 loaded.add_metric([], len(runners))
-                yield from (queue, busy, slots, memory, loaded)
+                yield from (queue, busy, slots, memory, loaded, cached)
                 gpus = gpu_stats()
                 if gpus:
                     mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])
