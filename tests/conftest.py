@@ -148,3 +148,14 @@ def smollm2_server(smollm2_path):
     srv = RunningServer(server_config(num_parallel=2, context_length=2048), resolver(smollm2=smollm2_path)).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def machine_key(tmp_path_factory, monkeypatch) -> Path:
+    """This machine's ollama.com key (auth.py) lives in a directory of the test session's own, never
+    in the real ~/.ollama; tests in one session share it, as processes on one machine do."""
+    from a3s_power import auth
+
+    path = tmp_path_factory.getbasetemp() / "ollama-home" / auth.KEY_NAME
+    monkeypatch.setattr(auth, "key_path", lambda: path)
+    return path

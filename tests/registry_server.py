@@ -10,9 +10,11 @@ It runs on its own event loop in a thread, so subprocesses and the code under te
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +52,34 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+def verify_signature(header: str | None, signed: str, keys: dict[str, str]) -> str | None:
+    """The account whose connected key made ``header`` (Ollama's ``<public key>:<signature>``) over
+    ``signed``; None for a missing, malformed, forged or unconnected signature."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    blob, _, signature = (header or "").partition(":")
+    account = keys.get(blob)
+    if account is None or not signature:
+        return None
+    try:
+        load_ssh_public_key(b"ssh-ed25519 " + blob.encode()).verify(base64.b64decode(signature), signed.encode())
+    except (InvalidSignature, ValueError):
+        return None
+    return account
+
+
 class FakeRegistry:
-    def __init__(self, *, require_auth: bool = False, redirect_blobs: bool = False) -> None:
+    """``accounts`` maps connected public keys (the base64 part of the ``ssh-ed25519`` line) to user
+    names, as ollama.com does: when ``verify_keys`` is set, a token goes only to a signed request
+    from a connected key; ``/api/me`` and ``DELETE /api/user/keys/...`` answer as ollama.com's."""
+
+    def __init__(self, *, require_auth: bool = False, redirect_blobs: bool = False, verify_keys: bool = False) -> None:
         self.require_auth = require_auth
+        self.verify_keys = verify_keys
+        self.accounts: dict[str, str] = {}
         self.redirect_blobs = redirect_blobs
         self.faults = Faults()
         self.manifests: dict[tuple[str, str], bytes] = {}  # (repository, tag) -> bytes
@@ -124,6 +151,13 @@ class FakeRegistry:
     async def token(self, request: web.Request) -> web.Response:
         if request.query.get("service") != "test-registry" or "scope" not in request.query:
             return web.json_response({"error": "bad token request"}, status=400)
+        if self.verify_keys:
+            empty = base64.b64encode(hashlib.sha256(b"").hexdigest().encode()).decode()
+            signed = f"GET,http://{request.host}{request.raw_path},{empty}"
+            fresh = abs(time.time() - int(request.query.get("ts", "0"))) < 300 and request.query.get("nonce")
+            if not fresh or verify_signature(request.headers.get("Authorization"), signed, self.accounts) is None:
+                return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "unauthorized"}]},
+                                         status=401)
         self.tokens_issued += 1
         return web.json_response({"token": TOKEN})
 
@@ -251,10 +285,34 @@ class FakeRegistry:
         self.blobs[digest] = bytes(buf)
         return web.Response(status=201, headers={"Location": f"/v2/x/blobs/{digest}"})
 
+    # --- ollama.com's account API ------------------------------------------------------------------
+
+    def _account(self, request: web.Request) -> str | None:
+        ts = request.query.get("ts", "0")
+        if abs(time.time() - int(ts)) >= 300:
+            return None
+        return verify_signature(request.headers.get("Authorization"), f"{request.method},{request.path}?ts={ts}",
+                                self.accounts)
+
+    async def me(self, request: web.Request) -> web.Response:
+        name = self._account(request)
+        if name is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"id": "u1", "name": name, "email": f"{name}@example.com", "plan": "free"})
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        if self._account(request) is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        line = base64.urlsafe_b64decode(request.match_info["key"] + "=" * (-len(request.match_info["key"]) % 4))
+        self.accounts.pop(line.decode().split(" ")[1], None)
+        return web.Response(status=200)
+
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         repo = "/v2/{ns}/{model}"
         app.router.add_get("/token", self.token)
+        app.router.add_post("/api/me", self.me)
+        app.router.add_delete("/api/user/keys/{key}", self.delete_key)
         app.router.add_get(repo + "/manifests/{tag}", self.get_manifest)
         app.router.add_put(repo + "/manifests/{tag}", self.put_manifest)
         app.router.add_head(repo + "/blobs/{digest}", self.head_blob)

@@ -151,17 +151,18 @@ class ProgressPrinter:
 # --- plumbing -------------------------------------------------------------------------------------
 
 
-def _host() -> str:
+def _client() -> Client:
     from .config import get_config
 
-    return get_config().host
+    config = get_config()
+    return Client(config.host, sign=config.auth)
 
 
 def _run(work: Callable[[Client], Awaitable[None]]) -> None:
     async def main() -> None:
         from .cli_run import ensure_server
 
-        async with Client(_host()) as client:
+        async with _client() as client:
             await ensure_server(client)
             await work(client)
 
@@ -194,12 +195,68 @@ def pull(model: str, insecure: bool) -> None:
     _run(lambda c: _stream(c, "/api/pull", {"model": model, "insecure": insecure}))
 
 
+CONNECT_INSTRUCTIONS = "To sign in, navigate to:\n    {}\n\n"
+
+
+async def _whoami(client: Client, reason: str) -> dict | None:
+    """The ollama.com account this machine's key is connected to; None after saying how to sign in."""
+    try:
+        return await client.request("POST", "/api/me")
+    except ClientError as exc:
+        if exc.status != 401:
+            raise
+        click.echo(f"You need to be signed in to {reason}.\n")
+        if exc.signin_url:
+            click.echo(CONNECT_INSTRUCTIONS.format(exc.signin_url), nl=False)
+        return None
+
+
 @click.command()
 @click.argument("model")
 @click.option("--insecure", is_flag=True, help="Use an insecure registry")
 def push(model: str, insecure: bool) -> None:
     """Push a model to a registry"""
-    _run(lambda c: _stream(c, "/api/push", {"model": model, "insecure": insecure}))
+    from .store.names import parse_name
+
+    async def work(client: Client) -> None:
+        try:
+            host = parse_name(model).host
+        except A3SPowerError:
+            host = ""  # the server reports the bad name
+        if host.endswith((".ollama.ai", ".ollama.com")) and await _whoami(client, "push models to ollama.com") is None:
+            return
+        await _stream(client, "/api/push", {"model": model, "insecure": insecure})
+
+    _run(work)
+
+
+@click.command()
+def signin() -> None:
+    """Sign in to ollama.com"""
+
+    async def work(client: Client) -> None:
+        user = await _whoami(client, "Ollama to run Cloud models")
+        if user and user.get("name"):
+            click.echo(f"You are already signed in as user '{user['name']}'\n")
+
+    _run(work)
+
+
+@click.command()
+def signout() -> None:
+    """Sign out from ollama.com"""
+
+    async def work(client: Client) -> None:
+        try:
+            await client.request("POST", "/api/signout")
+        except ClientError as exc:
+            if exc.status != 401:
+                raise
+            click.echo("You are not signed in to ollama.com\n")
+            return
+        click.echo("You have signed out of ollama.com\n")
+
+    _run(work)
 
 
 @click.command("list")
@@ -327,7 +384,8 @@ def show(model: str, show_license: bool, modelfile: bool, parameters: bool, temp
 
 async def _upload(client: Client, digest: str, path: Path, printer: ProgressPrinter) -> None:
     """Sends a local file as a blob unless the server has it (HEAD first), as Ollama's CLI does."""
-    async with client.session.head(f"{client.base}/api/blobs/{digest}") as resp:
+    url, headers = client.signed("HEAD", f"/api/blobs/{digest}")
+    async with client.session.head(url, headers=headers) as resp:
         if resp.status == 200:
             return
     size = path.stat().st_size
@@ -342,8 +400,8 @@ async def _upload(client: Client, digest: str, path: Path, printer: ProgressPrin
                 printer.update({"status": label, "total": size, "completed": sent})
                 yield block
 
-    async with client.session.post(f"{client.base}/api/blobs/{digest}", data=body(),
-                                   headers={"Content-Length": str(size)}) as resp:
+    url, headers = client.signed("POST", f"/api/blobs/{digest}")
+    async with client.session.post(url, data=body(), headers={**headers, "Content-Length": str(size)}) as resp:
         await Client._raise_for(resp)
     printer.update({"status": label, "total": size, "completed": size})
 
@@ -444,7 +502,7 @@ def stop(model: str) -> None:
 
 def register(main: click.Group) -> None:
     """Adds the model commands (with Ollama's aliases) to the ``a3s-power`` group."""
-    for command in (pull, push, list_models, show, rm, cp, create, ps, stop):
+    for command in (pull, push, list_models, show, rm, cp, create, ps, stop, signin, signout):
         main.add_command(command)
 
     @main.command(name="help")
@@ -459,3 +517,5 @@ def register(main: click.Group) -> None:
             click.echo(target.get_help(sub))
     main.add_command(list_models, "ls")
     main.add_command(rm, "delete")
+    for command, alias in ((signin, "login"), (signout, "logout")):  # hidden, as in Ollama
+        main.add_command(click.Command(alias, callback=command.callback, help=command.help, hidden=True))

@@ -319,7 +319,7 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
             raise A3SPowerError(f"model '{model}' not found")
         chat = LocalChat(path)
     else:
-        client = Client(get_config().host)
+        client = Client(get_config().host, sign=get_config().auth)
         await client.__aenter__()
         await ensure_server(client)
         try:

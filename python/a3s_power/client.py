@@ -17,9 +17,10 @@ DEFAULT_PORT = 11434
 
 
 class ClientError(A3SPowerError):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, signin_url: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.signin_url = signin_url  # where a 401 says to connect this machine to an ollama.com account
 
 
 def base_url(host: str) -> str:
@@ -39,10 +40,20 @@ def base_url(host: str) -> str:
 
 
 class Client:
-    def __init__(self, host: str, timeout: float | None = None) -> None:
+    def __init__(self, host: str, timeout: float | None = None, sign: bool = False) -> None:
         self.base = base_url(host)
+        self.sign = sign  # OLLAMA_AUTH: each request carries a ts query and this machine's signature
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
+
+    def signed(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The URL for ``path`` and the headers that go with it (signed when ``sign`` is set)."""
+        if not self.sign:
+            return self.base + path, {}
+        from . import auth
+
+        signed_path, signature = auth.signed_path(method, path)
+        return self.base + signed_path, {"Authorization": signature}
 
     async def __aenter__(self) -> "Client":
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -62,30 +73,36 @@ class Client:
         if response.status < 400:
             return
         text = await response.text()
+        signin_url = None
         try:
-            message = json.loads(text).get("error", text)
+            body = json.loads(text)
+            message = body.get("error", text)
+            signin_url = body.get("signin_url")
         except (json.JSONDecodeError, AttributeError):
             message = text or response.reason or f"HTTP {response.status}"
         if isinstance(message, dict):
             message = message.get("message", str(message))
-        raise ClientError(response.status, str(message))
+        raise ClientError(response.status, str(message), signin_url)
 
     async def heartbeat(self) -> bool:
         try:
-            async with self.session.head(self.base + "/") as response:
+            url, headers = self.signed("HEAD", "/")
+            async with self.session.head(url, headers=headers) as response:
                 return response.status == 200
         except aiohttp.ClientError:
             return False
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(method, self.base + path, json=body) as response:
+        url, headers = self.signed(method, path)
+        async with self.session.request(method, url, json=body, headers=headers) as response:
             await self._raise_for(response)
             text = await response.text()
             return json.loads(text) if text.strip() else None
 
     async def stream(self, method: str, path: str, body: Any = None) -> AsyncIterator[dict]:
         """NDJSON lines; a line carrying "error" ends the stream with that error."""
-        async with self.session.request(method, self.base + path, json=body) as response:
+        url, headers = self.signed(method, path)
+        async with self.session.request(method, url, json=body, headers=headers) as response:
             await self._raise_for(response)
             async for raw in response.content:
                 line = raw.strip()

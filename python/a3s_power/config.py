@@ -84,6 +84,10 @@ class Config(BaseModel):
     multiuser_cache: bool = False
     remotes: tuple[str, ...] = ("ollama.com",)  # OLLAMA_REMOTES: hosts allowed for remote models
     nohistory: bool = False  # OLLAMA_NOHISTORY: the interactive CLI keeps no history
+    # The ollama.com account API that /api/me, /api/signout and the signin link speak to (a mirror
+    # or a test server may stand in: A3S_POWER_CLOUD_URL); calls to it are signed with the key.
+    cloud_url: str = "https://ollama.com"
+    auth: bool = False  # OLLAMA_AUTH: the CLI signs its requests to the server, as Ollama's client does
     # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
     num_gpu: int = -1
     main_gpu: int = -1  # -1: the scheduler places each model; a device number pins models to that GPU
@@ -152,6 +156,10 @@ class Config(BaseModel):
             values["remotes"] = tuple(h.strip() for h in v.split(",") if h.strip())
         if (v := _env_bool("OLLAMA_NOHISTORY")) is not None:
             values["nohistory"] = v
+        if (v := _env("A3S_POWER_CLOUD_URL")) is not None:
+            values["cloud_url"] = v.rstrip("/")
+        if (v := _env_bool("OLLAMA_AUTH")) is not None:
+            values["auth"] = v
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)

@@ -5,7 +5,9 @@ backoff for connection failures and 5xx answers, and the scheme (``insecure`` me
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import platform
 import re
 import time
@@ -13,7 +15,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+import yarl
 
+from .. import auth
 from ..version import __version__
 from .errors import RegistryError
 from .settings import TransferSettings
@@ -56,8 +60,16 @@ class RegistryTransport:
             raise RegistryError("registry asked for authentication without a realm", 401)
         query = {k: v for k, v in challenge.items() if k in ("service", "scope")}
         query["ts"] = str(int(time.time()))
-        token_url = realm + ("&" if "?" in realm else "?") + urlencode(query)
-        async with self.session.get(token_url, headers={"User-Agent": USER_AGENT}) as resp:
+        query["nonce"] = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        token_url = realm + ("&" if "?" in realm else "?") + urlencode(sorted(query.items()))
+        headers = {"User-Agent": USER_AGENT}
+        if host_of(realm) == host_of(url):
+            # Signed with this machine's key, as Ollama does: ollama.com grants a push only to a key
+            # connected to the namespace's account. A realm on another host gets no signature.
+            headers["Authorization"] = await asyncio.to_thread(
+                auth.sign, f"GET,{token_url},{auth.EMPTY_BODY_DIGEST}".encode())
+        # Sent exactly as signed: the token endpoint checks the signature against the URL it got.
+        async with self.session.get(yarl.URL(token_url, encoded=True), headers=headers) as resp:
             if resp.status != 200:
                 raise RegistryError(f"registry authentication failed: {resp.status} {resp.reason}", 401)
             try:

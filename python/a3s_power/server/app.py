@@ -98,7 +98,7 @@ def _edge_middleware(state_getter: Callable[[], ServerState]):
 
 def create_app(state: ServerState) -> web.Application:
     from ..engine.service import InferenceService
-    from . import anthropic, native, openai, ops, responses
+    from . import account, anthropic, native, openai, ops, responses
     from .metrics import Metrics
 
     if state.metrics is None:
@@ -116,6 +116,7 @@ def create_app(state: ServerState) -> web.Application:
     anthropic.setup(app)
     responses.setup(app)
     ops.setup(app)
+    account.setup(app)
     try:
         from . import models  # the model store's routes (pull, push, create, ...)
 

@@ -1,0 +1,74 @@
+"""The ollama.com account, as Ollama's server exposes it: POST /api/me (who this machine's key is
+connected to) and POST /api/signout (disconnect the key; also the deprecated
+DELETE /api/user/keys/{encodedKey}). Both call ollama.com's API, signed with the key (auth.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from .. import auth
+from ..errors import A3SPowerError
+from ..registry.transport import USER_AGENT
+from .app import state_of
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+async def _cloud(request: web.Request, method: str, path: str) -> tuple[int, object]:
+    """A signed call to the account API: its status and JSON body (None if it had none)."""
+    cloud = state_of(request).config.cloud_url
+    try:
+        signed, signature = await asyncio.to_thread(auth.signed_path, method, path)
+    except A3SPowerError as exc:  # an unreadable key
+        raise ApiError(500, str(exc)) from None
+    headers = {"Authorization": signature, "User-Agent": USER_AGENT, "Accept": "application/json",
+               "Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.request(method, cloud + signed, headers=headers) as resp:
+                text = await resp.text()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log.warning("%s %s: %s", method, cloud + path, exc or type(exc).__name__)
+        raise ApiError(502, f"could not reach {cloud}") from None
+    try:
+        body = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        body = None
+    return resp.status, body
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    url = auth.signin_url(state_of(request).config.cloud_url)
+    return web.json_response({"error": "unauthorized", "signin_url": url}, status=401)
+
+
+async def whoami(request: web.Request) -> web.Response:
+    status, user = await _cloud(request, "POST", "/api/me")
+    if status == 401 or (status == 200 and not (isinstance(user, dict) and user.get("name"))):
+        return _unauthorized(request)
+    if status != 200:
+        message = user.get("error") if isinstance(user, dict) else None
+        return web.json_response({"error": message or f"ollama.com answered {status}"}, status=502)
+    return web.json_response(user)
+
+
+async def signout(request: web.Request) -> web.Response:
+    key = await asyncio.to_thread(auth.encoded_public_key)
+    status, _ = await _cloud(request, "DELETE", f"/api/user/keys/{key}")
+    if status == 401:
+        return web.json_response({"error": "you are not currently signed in"}, status=401)
+    if status >= 400:
+        return web.json_response({"error": "there was an error signing out"}, status=500)
+    return web.json_response(None)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/me", whoami)
+    app.router.add_post("/api/signout", signout)
+    app.router.add_delete("/api/user/keys/{encodedKey}", signout)
