@@ -211,3 +211,30 @@ def test_cancelled_requests_never_leak_slots(server):
     assert codes == [200] * 100
     runner = next(x for x in server.state.scheduler.running() if x.name == "smollm2:latest")
     assert runner.model.engine.stats()["slots_busy"] == 0
+
+
+def test_debug_render_only_returns_the_prompt_without_running_the_model(server):
+    body = {"model": "smollm2", "messages": [{"role": "system", "content": "Be brief."}, *QUESTION],
+            "_debug_render_only": True, "stream": True}
+    r = requests.post(server.url + "/api/chat", json=body)
+    assert r.status_code == 200
+    out = r.json()  # one object, even with stream set, as in Ollama
+    assert out["done"] is False and out["message"] == {"role": "", "content": ""}
+    assert out["_debug_info"] == {"rendered_template": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+                                  "Which city is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                                  "image_count": 0}
+    runner = next(r for r in server.state.scheduler.running() if r.name.startswith("smollm2"))
+    steps = runner.model.engine.stats()["steps"]
+
+    r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "Hi", "system": "S",
+                                                          "_debug_render_only": True})
+    info = r.json()["_debug_info"]
+    assert r.json()["response"] == "" and info["image_count"] == 0
+    assert info["rendered_template"] == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n" \
+                                        "<|im_start|>assistant\n"
+    raw = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "Hi", "raw": True,
+                                                            "_debug_render_only": True}).json()
+    assert raw["_debug_info"]["rendered_template"] == "Hi"
+    assert runner.model.engine.stats()["steps"] == steps  # nothing was decoded
+    r = requests.post(server.url + "/api/chat", json={**body, "_debug_render_only": "yes"})
+    assert r.status_code == 400 and "_debug_render_only" in r.json()["error"]

@@ -199,8 +199,16 @@ class InferenceService:
 
     def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
                      opts: Options, truncate: bool, shift: bool) -> list[int]:
+        _, tokens = self._chat_prompt(runner, template, history, tools, think_on, level, opts, truncate)
+        return self._fit_prompt(runner, tokens, opts, shift)
+
+    @staticmethod
+    def _chat_prompt(runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
+                     opts: Options, truncate: bool) -> tuple[str, list[int]]:
+        """The rendered conversation and its tokens, the oldest messages dropped until it fits."""
         model = runner.model
-        tokens = model.tokenize_prompt(template.render_chat(history, tools=tools, think=think_on, think_level=level))
+        text = template.render_chat(history, tools=tools, think=think_on, think_level=level)
+        tokens = model.tokenize_prompt(text)
         n_ctx = opts.load.num_ctx
         if len(tokens) >= n_ctx and truncate:
             # Drop the oldest messages that are not system messages, keeping the last one.
@@ -210,12 +218,32 @@ class InferenceService:
                 if not droppable:
                     break
                 del kept[droppable[0]]
-                tokens = model.tokenize_prompt(template.render_chat(kept, tools=tools, think=think_on,
-                                                                    think_level=level))
+                text = template.render_chat(kept, tools=tools, think=think_on, think_level=level)
+                tokens = model.tokenize_prompt(text)
         elif len(tokens) >= n_ctx:
             raise InvalidOptionError("the prompt is longer than the context length currently available to the "
                                      "model (truncate is off); use a model with a longer context or shorten it")
-        return self._fit_prompt(runner, tokens, opts, shift)
+        return text, tokens
+
+    async def render_chat(self, model: str, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
+                          think: Any = None, options: dict | None = None, keep_alive: Any = None,
+                          truncate: bool | None = None) -> tuple[str, int]:
+        """What chat would give the model, without running it (Ollama's ``_debug_render_only``):
+        the rendered prompt and how many images it carries."""
+        spec = self.resolve(model)
+        opts = self.options_for(spec, options)
+        think_on, level = _think_level(think)
+        if think_on is None and "thinking" in spec.capabilities:
+            think_on = True
+        history = list(spec.messages) + list(messages)
+        if spec.system and (not history or history[0].get("role") != "system"):
+            history.insert(0, {"role": "system", "content": spec.system})
+        async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
+            template = self.template_for(runner)
+            marked, images = _with_image_markers(history, runner.model.image_marker or "")
+            text, _ = await asyncio.to_thread(self._chat_prompt, runner, template, marked, tools, think_on, level,
+                                              opts, truncate is not False)
+            return text, len(images)
 
     # --- generate --------------------------------------------------------------------------
 
@@ -289,6 +317,27 @@ class InferenceService:
                 if delta.done and not raw:
                     delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
+
+    async def render_generate(self, model: str, prompt: str = "", *, suffix: str = "", system: str | None = None,
+                              template: str | None = None, raw: bool = False, images: list | None = None,
+                              options: dict | None = None, keep_alive: Any = None,
+                              think: Any = None) -> tuple[str, int]:
+        """What generate would give the model, without running it (``_debug_render_only``)."""
+        spec = self.resolve(model)
+        opts = self.options_for(spec, options)
+        think_on, level = _think_level(think)
+        if think_on is None and "thinking" in spec.capabilities:
+            think_on = True
+        n_images = len(images or [])
+        async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
+            marker = (runner.model.image_marker or "") * n_images
+            if suffix:
+                return runner.model.detokenize(self._fill_in_middle(runner, spec, prompt, suffix, template)), n_images
+            if raw:
+                return marker + prompt, n_images
+            sys_text = system if system is not None else (spec.system or "")
+            return self.template_for(runner, template).render_generate(marker + prompt, system=sys_text,
+                                                                       think=think_on, think_level=level), n_images
 
     def _fill_in_middle(self, runner: Runner, spec: LocalModel, prompt: str, suffix: str,
                         template: str | None) -> list[int]:

@@ -103,6 +103,13 @@ async def generate(request: web.Request) -> web.StreamResponse:
     for key in ("prompt", "suffix", "system", "template"):
         if body.get(key) is not None and not isinstance(body[key], str):
             raise ApiError(400, f"{key} must be a string")
+    if _bool(body, "_debug_render_only"):
+        text, n_images = await service_of(request).render_generate(
+            name, body.get("prompt") or "", suffix=body.get("suffix") or "", system=body.get("system"),
+            template=body.get("template"), raw=bool(body.get("raw")), images=body.get("images"),
+            options=body.get("options"), keep_alive=body.get("keep_alive"), think=body.get("think"))
+        return web.json_response({"model": name, "created_at": now_rfc3339(), "response": "", "done": False,
+                                  "_debug_info": {"rendered_template": text, "image_count": n_images}})
     deltas = service_of(request).generate(
         name, body.get("prompt") or "", suffix=body.get("suffix") or "", system=body.get("system"),
         template=body.get("template"), context=context, raw=bool(body.get("raw")), format=body.get("format"),
@@ -141,6 +148,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise ApiError(400, "tools must be a list")
+    if _bool(body, "_debug_render_only"):
+        text, n_images = await service_of(request).render_chat(
+            name, _messages(body), tools=tools or None, think=body.get("think"), options=body.get("options"),
+            keep_alive=body.get("keep_alive"), truncate=_bool(body, "truncate"))
+        return web.json_response({"model": name, "created_at": now_rfc3339(),
+                                  "message": {"role": "", "content": ""}, "done": False,
+                                  "_debug_info": {"rendered_template": text, "image_count": n_images}})
     deltas = service_of(request).chat(
         name, _messages(body), tools=tools or None, think=body.get("think"), format=body.get("format"),
         options=body.get("options"), keep_alive=body.get("keep_alive"), truncate=_bool(body, "truncate"),
