@@ -307,11 +307,24 @@ class FakeRegistry:
         self.accounts.pop(line.decode().split(" ")[1], None)
         return web.Response(status=200)
 
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """A cloud model's answer, for a signed request from a connected key only."""
+        if self._account(request) is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        body = await request.json()
+        lines = [{"model": body["model"], "message": {"role": "assistant", "content": "Hello from the cloud."},
+                  "done": False},
+                 {"model": body["model"], "message": {"role": "assistant", "content": ""}, "done": True,
+                  "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 5}]
+        return web.Response(text="".join(json.dumps(line) + "\n" for line in lines),
+                            content_type="application/x-ndjson")
+
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         repo = "/v2/{ns}/{model}"
         app.router.add_get("/token", self.token)
         app.router.add_post("/api/me", self.me)
+        app.router.add_post("/api/chat", self.chat)
         app.router.add_delete("/api/user/keys/{key}", self.delete_key)
         app.router.add_get(repo + "/manifests/{tag}", self.get_manifest)
         app.router.add_put(repo + "/manifests/{tag}", self.put_manifest)

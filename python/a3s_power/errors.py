@@ -15,3 +15,12 @@ class InvalidOptionError(A3SPowerError, ValueError):
 
 class InferenceError(A3SPowerError):
     """Generation failed after the request was accepted."""
+
+
+class RemoteError(A3SPowerError):
+    """A remote model's host refused or failed a request; ``signin_url`` when it wants a signed-in key."""
+
+    def __init__(self, message: str, status: int = 502, signin_url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.signin_url = signin_url

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable
 
 from ..config import Config
-from ..errors import A3SPowerError, ModelLoadError
+from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
 from ..gpu import GpuInfo, gpu_stats
 from ..store.types import LocalModel
 from ..timefmt import parse_go_duration
@@ -140,6 +140,8 @@ class Scheduler:
     async def _acquire(self, spec: LocalModel, load: LoadOptions, keep_alive: float | None) -> Runner:
         if self._closed:
             raise A3SPowerError("the server is shutting down")
+        if spec.remote_host:
+            raise InvalidOptionError(f'"{spec.name}" is a remote model: only chat and generate reach it')
         async with self._lock(spec.name):
             runner = self._runners.get(spec.name)
             if runner is not None and not self._fits(runner, spec, load):

@@ -38,6 +38,8 @@ class Delta:
     metrics: dict[str, int] = field(default_factory=dict)
     context: list[int] | None = None
     stop_sequence: str = ""
+    remote_model: str = ""  # set when a remote model's host answered (engine/remote.py)
+    remote_host: str = ""
 
 
 @dataclass
@@ -141,6 +143,12 @@ class InferenceService:
                    logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
         started = time.perf_counter_ns()
         spec = self.resolve(model)
+        if spec.remote_host:
+            body = {"messages": self._with_system(spec, messages), "tools": tools, "think": think, "format": format,
+                    "keep_alive": keep_alive, "truncate": truncate, "shift": shift}
+            async for delta in self._remote(spec, "/api/chat", body, options, logprobs, top_logprobs, started):
+                yield delta
+            return
         if not self._can(spec, "completion"):
             raise CapabilityError(f'"{model}" does not support chat')
         if tools and not self._can(spec, "tools"):
@@ -255,6 +263,13 @@ class InferenceService:
                        logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
         started = time.perf_counter_ns()
         spec = self.resolve(model)
+        if spec.remote_host:
+            body = {"prompt": prompt, "suffix": suffix or None, "system": system if system is not None else spec.system,
+                    "template": template, "context": context, "raw": raw or None, "format": format, "images": images,
+                    "keep_alive": keep_alive, "think": think, "truncate": truncate, "shift": shift}
+            async for delta in self._remote(spec, "/api/generate", body, options, logprobs, top_logprobs, started):
+                yield delta
+            return
         if raw and (template or system or context):
             raise InvalidOptionError("raw mode does not support template, system, or context")
         if not self._can(spec, "completion"):
@@ -430,6 +445,44 @@ class InferenceService:
                 return
             if content or thinking or calls or lp:
                 yield Delta(content, thinking, calls, lp)
+
+    @staticmethod
+    def _with_system(spec: LocalModel, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        history = list(spec.messages) + list(messages)
+        if spec.system and (not history or history[0].get("role") != "system"):
+            history.insert(0, {"role": "system", "content": spec.system})
+        return history
+
+    async def _remote(self, spec: LocalModel, path: str, body: dict[str, Any], options: dict | None,
+                      logprobs: bool, top_logprobs: int, started: int) -> AsyncIterator[Delta]:
+        """A remote model's answer from its host (engine/remote.py), as this service's Deltas."""
+        from . import remote
+
+        body = {k: v for k, v in body.items() if v is not None}
+        body["model"] = spec.remote_model
+        body["options"] = {**spec.parameters, **(options or {})}
+        if logprobs:
+            body.update(logprobs=True, top_logprobs=top_logprobs)
+        first_ns = 0
+        async for line in remote.stream(self.scheduler.config, spec, path, body):
+            message = line.get("message") or {}
+            delta = Delta(content=message.get("content") or line.get("response") or "",
+                          thinking=message.get("thinking") or line.get("thinking") or "",
+                          tool_calls=remote.tool_calls_of(message if message else line),
+                          logprobs=line.get("logprobs") or [], done=bool(line.get("done")),
+                          remote_model=spec.remote_model, remote_host=spec.remote_host)
+            first_ns = first_ns or time.perf_counter_ns() - started
+            if delta.done:
+                delta.done_reason = line.get("done_reason") or "stop"
+                delta.metrics = remote.metrics_of(line)
+                if isinstance(line.get("context"), list):
+                    delta.context = line["context"]
+                if self.observer is not None:
+                    self.observer.on_request(spec.name, "chat" if path == "/api/chat" else "generate",
+                                             delta.metrics.get("prompt_eval_count", 0),
+                                             delta.metrics.get("eval_count", 0), first_ns,
+                                             time.perf_counter_ns() - started)
+            yield delta
 
     async def _load_only(self, spec: LocalModel, opts: Options, alive: float | None, started: int) -> Delta:
         if alive == 0:

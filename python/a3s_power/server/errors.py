@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
+from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError, RemoteError
 from ..prompt.chat_template import TemplateError
 from ..engine.scheduler import QueueFull
 from ..store.types import InvalidModelName, ModelNotFound
@@ -73,6 +73,8 @@ def status_for(exc: BaseException) -> tuple[int, str]:
         return 500, str(exc)
     if isinstance(exc, QueueFull):
         return 503, str(exc)
+    if isinstance(exc, RemoteError):
+        return exc.status, str(exc)
     if isinstance(exc, A3SPowerError):
         return 500, str(exc)
     return 500, "internal server error"
@@ -88,6 +90,11 @@ async def error_middleware(request: web.Request, handler):
         raise
     except ApiError as exc:
         return error_response(request, exc.status, exc.message, exc.kind, exc.param)
+    except RemoteError as exc:
+        body = error_body(request.path, exc.status, str(exc))
+        if exc.signin_url and flavour(request.path) == "native":
+            body["signin_url"] = exc.signin_url  # Ollama's clients offer it to the user
+        return web.json_response(body, status=exc.status)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         status, message = status_for(exc)
         if status == 500 and not isinstance(exc, A3SPowerError):

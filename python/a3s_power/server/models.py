@@ -184,7 +184,8 @@ async def tags(request: web.Request) -> web.Response:
     models = await asyncio.to_thread(store.list_models)
     return web.json_response({"models": [
         {"name": m.name, "model": m.name, "modified_at": rfc3339(m.modified_at) if m.modified_at else None,
-         "size": m.size, "digest": m.digest, "details": _details(m.details)}
+         "size": m.size, "digest": m.digest, "details": _details(m.details),
+         **({"remote_model": m.remote_model, "remote_host": m.remote_host} if m.remote_host else {})}
         for m in models]})
 
 

@@ -120,6 +120,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     async def lines() -> AsyncIterator[dict]:
         async for d in deltas:
             item: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": d.content}
+            if d.remote_host:
+                item.update(remote_model=d.remote_model, remote_host=d.remote_host)
             if d.thinking:
                 item["thinking"] = d.thinking
             if d.tool_calls:
@@ -170,6 +172,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 message["tool_calls"] = native_tool_calls(d.tool_calls, n_calls)
                 n_calls += len(d.tool_calls)
             item: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "message": message}
+            if d.remote_host:
+                item.update(remote_model=d.remote_model, remote_host=d.remote_host)
             if d.logprobs:
                 item["logprobs"] = d.logprobs
             item["done"] = d.done

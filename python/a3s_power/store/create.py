@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 
 from ..errors import A3SPowerError, InvalidOptionError
 from . import digests, manifest as mf
-from .details import config_for
+from .details import config_for, remote_config_for
 from .gguf import GGUFError, GGUFFile, read_gguf
 from .manifest import Layer, Manifest
 from .modelfile import MESSAGE_ROLES
@@ -48,6 +48,8 @@ class CreatePlan:
     quantize: str | None = None
     requires: str | None = None
     pull_from: str | None = None  # a parent model that must be pulled first
+    remote_host: str = ""  # with ``from``: a remote model, ``from`` on that host (engine/remote.py)
+    remote_model: str = ""
 
 
 def _check_template(template: str) -> None:
@@ -85,7 +87,16 @@ def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
         plan.files.append((filename, _blob_digest(store, digest, filename)))
     for filename, digest in (body.get("adapters") or {}).items():
         plan.adapters.append(_blob_digest(store, digest, filename))
-    if source:
+    if source and body.get("remote_host"):
+        from ..engine.remote import remote_url
+
+        if not isinstance(source, str) or not isinstance(body["remote_host"], str):
+            raise CreateError("'from' and 'remote_host' must be strings")
+        try:
+            plan.remote_host, plan.remote_model = remote_url(body["remote_host"]), source
+        except ValueError:
+            raise CreateError("bad remote") from None
+    elif source:
         if not isinstance(source, str):
             raise CreateError("'from' must be a model name")
         try:
@@ -194,9 +205,9 @@ async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s
                 raise CreateError(f"expected one model file among 'files', found {len(models)}")
             layers = models + projectors
         model_layer = next((layer for layer in layers if layer.media_type == mf.MODEL), None)
-        if model_layer is None:
+        if model_layer is None and not plan.remote_host:
             raise CreateError("the base model has no weights")
-        if plan.parent and model_layer.from_ is None:
+        if plan.parent and model_layer is not None and model_layer.from_ is None:
             model_layer = Layer(mf.MODEL, model_layer.digest, model_layer.size, from_=plan.parent)
             layers = [model_layer if layer.media_type == mf.MODEL else layer for layer in layers]
         if plan.quantize:
@@ -249,15 +260,20 @@ async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s
             data = json.dumps(merged).encode()
             statuses.append(_layer_status(store, digests.sha256_bytes(data)))
             replace(mf.PARAMS, [data] if merged else [])
-        yield _status(f"using existing layer {model_layer.digest}")
+        if model_layer is not None:
+            yield _status(f"using existing layer {model_layer.digest}")
         for line in statuses:
             yield line
-        header = await asyncio.to_thread(_header, store, model_layer.digest)
-        projector_layer = next((layer for layer in layers if layer.media_type == mf.PROJECTOR), None)
-        projector = await asyncio.to_thread(_header, store, projector_layer.digest) if projector_layer else None
-        config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE,
-                                 config_for(header, [layer.digest for layer in layers], projector=projector,
-                                            requires=plan.requires))
+        if plan.remote_host:
+            config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE, remote_config_for(
+                plan.remote_host, plan.remote_model, [layer.digest for layer in layers], requires=plan.requires))
+        else:
+            header = await asyncio.to_thread(_header, store, model_layer.digest)
+            projector_layer = next((layer for layer in layers if layer.media_type == mf.PROJECTOR), None)
+            projector = await asyncio.to_thread(_header, store, projector_layer.digest) if projector_layer else None
+            config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE,
+                                     config_for(header, [layer.digest for layer in layers], projector=projector,
+                                                requires=plan.requires))
         yield _status("writing manifest")
         store.write_manifest(plan.name, Manifest.build(config, layers))
     yield _status("success")

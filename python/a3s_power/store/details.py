@@ -51,6 +51,19 @@ def config_for(gguf: GGUFFile, layer_digests: list[str], *, projector: GGUFFile 
     return json.dumps(config, separators=(",", ":")).encode()
 
 
+def remote_config_for(remote_host: str, remote_model: str, layer_digests: list[str], *,
+                      requires: str | None = None) -> bytes:
+    """The ConfigV2 JSON of a remote model: no weights, the host and model that answer for it."""
+    config: dict[str, Any] = {"model_format": "", "model_family": "", "model_families": None, "model_type": "",
+                              "file_type": "", "remote_host": remote_host, "remote_model": remote_model,
+                              "capabilities": ["completion"]}
+    if requires:
+        config["requires"] = requires
+    config.update({"architecture": "amd64", "os": "linux",
+                   "rootfs": {"type": "layers", "diff_ids": layer_digests}})
+    return json.dumps(config, separators=(",", ":")).encode()
+
+
 def details_from_config(config: dict[str, Any], parent_model: str = "") -> dict[str, Any]:
     families = config.get("model_families")
     return {

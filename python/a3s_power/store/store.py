@@ -327,7 +327,7 @@ class ModelStore:
             raise ModelNotFound(name) from None
         key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
         spec = self._resolved.get(key)
-        if spec is None or not spec.model_path.is_file():
+        if spec is None or not (spec.remote_host or spec.model_path.is_file()):
             spec = self._resolve_uncached(name)
             if len(self._resolved) > 256:
                 self._resolved.clear()
@@ -337,10 +337,12 @@ class ModelStore:
     def _resolve_uncached(self, name: str) -> LocalModel:
         stored, manifest = self.read_manifest(name)
         model_layer = manifest.model_layer()
-        if model_layer is None:
+        config = self.config_of(manifest)
+        remote = model_layer is None and bool(config.get("remote_host") and config.get("remote_model"))
+        if model_layer is None and not remote:
             raise ModelNotFound(name)
-        model_path = self.blobs.path(model_layer.digest)
-        if not model_path.is_file():
+        model_path = self.blobs.path(model_layer.digest) if model_layer else Path()
+        if not remote and not model_path.is_file():
             raise ModelNotFound(name)
         spec = LocalModel(name=stored.display, model_path=model_path, digest=manifest.digest, size=manifest.size,
                           modified_at=self.modified_at(stored))
@@ -363,7 +365,12 @@ class ModelStore:
                 spec.adapter_paths.append(self.blobs.path(layer.digest))
             elif layer.media_type == mf.PROJECTOR and spec.projector_path is None:
                 spec.projector_path = self.blobs.path(layer.digest)
-        config = self.config_of(manifest)
+        if remote:
+            spec.remote_host, spec.remote_model = config["remote_host"], config["remote_model"]
+            spec.details = self._details(config, None, "")
+            caps = config.get("capabilities")
+            spec.capabilities = list(caps) if isinstance(caps, list) else ["completion"]
+            return spec
         try:
             header = self.gguf_header(model_path)
         except (GGUFError, OSError):
@@ -390,7 +397,8 @@ class ModelStore:
             details = self._details(config, header, (layer.from_ or "") if layer else "")
             out.append(LocalModel(name=name.display, model_path=self.blobs.path(layer.digest) if layer else Path(),
                                   digest=manifest.digest, size=manifest.size, modified_at=self.modified_at(name),
-                                  details=details))
+                                  details=details, remote_host=str(config.get("remote_host") or ""),
+                                  remote_model=str(config.get("remote_model") or "")))
         out.sort(key=lambda m: m.modified_at or datetime.min.astimezone(), reverse=True)
         return out
 

@@ -38,3 +38,6 @@ class LocalModel:
     projector_path: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)  # format, family, families, parameter_size, quantization_level
     capabilities: list[str] = field(default_factory=list)
+    # A remote model has no weights: requests go to remote_model on remote_host (engine/remote.py).
+    remote_host: str = ""
+    remote_model: str = ""
