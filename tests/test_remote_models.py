@@ -85,3 +85,18 @@ def test_a_cloud_model_needs_a_signed_in_key(tmp_path):
         assert r.status_code == 200
         out = r.json()
         assert out["message"]["content"] == "Hello from the cloud." and out["eval_count"] == 5
+
+
+def test_a_cloud_model_pulled_from_a_registry_is_a_remote_model(tmp_path):
+    import json
+
+    with FakeRegistry() as reg, ServerThread(tmp_path / "home") as server:
+        config = {"model_format": "", "remote_host": "https://ollama.com:443", "remote_model": "gpt-oss:20b",
+                  "capabilities": ["completion", "tools", "thinking"]}
+        reg.add_model("library/gpt-oss", "20b-cloud", [], config=json.dumps(config).encode())
+        name = f"{reg.host}/library/gpt-oss:20b-cloud"
+        r = requests.post(server.url + "/api/pull", json={"model": name, "insecure": True, "stream": False})
+        assert r.json() == {"status": "success"}
+        show = requests.post(server.url + "/api/show", json={"model": name}).json()
+        assert show["remote_model"] == "gpt-oss:20b" and show["remote_host"] == "https://ollama.com:443"
+        assert show["capabilities"] == ["completion", "tools", "thinking"] and show["details"]["format"] == ""

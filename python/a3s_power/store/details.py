@@ -68,7 +68,7 @@ def details_from_config(config: dict[str, Any], parent_model: str = "") -> dict[
     families = config.get("model_families")
     return {
         "parent_model": parent_model,
-        "format": config.get("model_format") or "gguf",
+        "format": config.get("model_format") or ("" if config.get("remote_host") else "gguf"),
         "family": config.get("model_family") or "",
         "families": families if isinstance(families, list) and families else None,
         "parameter_size": config.get("model_type") or "",
