@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .errors import A3SPowerError
+from .store.blobs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +35,6 @@ def key_path() -> Path:
     return Path.home() / ".ollama" / KEY_NAME
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    """Atomically, so that a crash never leaves half a key where the next start would read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_key(create: bool = True) -> Ed25519PrivateKey:
     """The private key; generated (with its ``.pub``) when there is none and ``create`` is set."""
     path = key_path()
@@ -61,9 +44,9 @@ def load_key(create: bool = True) -> Ed25519PrivateKey:
         if not create:
             raise A3SPowerError(f"no key at {path}") from None
         key = Ed25519PrivateKey.generate()
-        _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        write_atomic(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                                serialization.NoEncryption()), 0o600)
-        _write_private(path.with_name(KEY_NAME + ".pub"), (public_key_line(key) + "\n").encode(), 0o644)
+        write_atomic(path.with_name(KEY_NAME + ".pub"), (public_key_line(key) + "\n").encode(), 0o644)
         log.warning("Couldn't find '%s'. Generated a new private key. Your new public key is: %s",
                     path, public_key_line(key))
         return key

@@ -48,6 +48,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
+    """Writes a small file whole or not at all: a temporary beside it, synced, then renamed over it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_PREFIX}", dir=target.parent)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "blobs"

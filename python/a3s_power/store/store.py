@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import digests, manifest as mf
-from .blobs import TEMP_PREFIX, BlobStore, fsync_dir
+from .blobs import TEMP_PREFIX, BlobStore, write_atomic
 from .capabilities import derive as derive_capabilities
 from .details import details_from_config, details_from_gguf
 from .gguf import GGUFError, read_gguf
@@ -131,19 +130,7 @@ class ModelStore:
         if missing:
             raise FileNotFoundError(f"cannot write manifest {name.display}: blob {missing[0]} is missing")
         existing = self.find(name)
-        target = self.manifest_path(existing or name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_PREFIX}", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(manifest.raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+        write_atomic(self.manifest_path(existing or name), manifest.raw)
         return existing or name
 
     def add_layer(self, pin: "Pin", media_type: str, data: bytes) -> mf.Layer:
