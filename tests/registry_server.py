@@ -319,12 +319,20 @@ class FakeRegistry:
         return web.Response(text="".join(json.dumps(line) + "\n" for line in lines),
                             content_type="application/x-ndjson")
 
+    async def web_search(self, request: web.Request) -> web.Response:
+        if self._account(request) is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        query = (await request.json()).get("query", "")
+        return web.json_response({"results": [{"title": f"About {query}", "url": "https://example.com/1",
+                                               "content": f"{query} explained."}]})
+
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         repo = "/v2/{ns}/{model}"
         app.router.add_get("/token", self.token)
         app.router.add_post("/api/me", self.me)
         app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/web_search", self.web_search)
         app.router.add_delete("/api/user/keys/{key}", self.delete_key)
         app.router.add_get(repo + "/manifests/{tag}", self.get_manifest)
         app.router.add_put(repo + "/manifests/{tag}", self.put_manifest)

@@ -163,3 +163,54 @@ def test_with_ollama_auth_the_cli_signs_its_requests(monkeypatch):
     assert path.startswith("/api/tags?ts=")
     blob, _, signature = authorization.partition(":")
     load_ssh_public_key(b"ssh-ed25519 " + blob.encode()).verify(base64.b64decode(signature), f"GET,{path}".encode())
+
+
+def test_cloud_status_reports_who_switched_it_off(tmp_path, machine_key):
+    settings = machine_key.parent / "server.json"
+    settings.unlink(missing_ok=True)
+    with ServerThread(tmp_path / "a") as on, ServerThread(tmp_path / "b", no_cloud=True) as off:
+        assert requests.get(on.url + "/api/status").json() == {"cloud": {"disabled": False, "source": "none"}}
+        assert requests.get(off.url + "/api/status").json() == {"cloud": {"disabled": True, "source": "env"}}
+        machine_key.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text('{"disable_ollama_cloud": true}')
+        try:
+            assert requests.get(on.url + "/api/status").json()["cloud"] == {"disabled": True, "source": "config"}
+            assert requests.get(off.url + "/api/status").json()["cloud"] == {"disabled": True, "source": "both"}
+        finally:
+            settings.unlink()
+
+
+def test_web_search_goes_to_ollama_com_signed(server, cloud):
+    url = server.url + "/api/experimental/web_search"
+    r = requests.post(url, json={"query": "llamas"})
+    assert r.status_code == 401 and r.json()["signin_url"] == auth.signin_url(cloud.url)
+    connected(cloud, "alice")
+    r = requests.post(url, json={"query": "llamas"})
+    assert r.status_code == 200 and r.json()["results"][0]["title"] == "About llamas"
+    r = requests.post(url, data=b"")
+    assert (r.status_code, r.json()) == (400, {"error": "missing request body"})
+
+
+def test_web_search_and_cloud_models_are_refused_when_the_cloud_is_off(tmp_path):
+    with FakeRegistry() as cloud, ServerThread(tmp_path / "home", no_cloud=True, cloud_url=cloud.url,
+                                               remotes=("127.0.0.1",)) as srv:
+        r = requests.post(srv.url + "/api/experimental/web_fetch", json={"url": "https://ollama.com"})
+        assert (r.status_code, r.json()) == (403, {"error": "ollama cloud is disabled: web fetch is unavailable"})
+        r = requests.post(srv.url + "/api/chat", json={"model": "gpt-oss:120b-cloud",
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+        assert (r.status_code, r.json()) == (403, {"error": "ollama cloud is disabled: remote model is unavailable"})
+
+
+def test_a_cloud_name_without_a_manifest_goes_to_ollama_com(tmp_path):
+    with FakeRegistry() as cloud, ServerThread(tmp_path / "home", cloud_url=cloud.url,
+                                               remotes=("127.0.0.1",)) as srv:
+        connected(cloud, "alice")
+        for name, remote in (("gpt-oss:120b-cloud", "gpt-oss:120b"), ("qwen3-coder:cloud", "qwen3-coder")):
+            r = requests.post(srv.url + "/api/chat", json={"model": name, "stream": False,
+                                                           "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["model"] == name and out["remote_model"] == remote
+            assert out["message"]["content"] == "Hello from the cloud."
+        r = requests.post(srv.url + "/api/chat", json={"model": "nothere:latest", "messages": []})
+        assert r.status_code == 404

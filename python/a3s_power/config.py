@@ -88,6 +88,7 @@ class Config(BaseModel):
     # or a test server may stand in: A3S_POWER_CLOUD_URL); calls to it are signed with the key.
     cloud_url: str = "https://ollama.com"
     auth: bool = False  # OLLAMA_AUTH: the CLI signs its requests to the server, as Ollama's client does
+    no_cloud: bool = False  # OLLAMA_NO_CLOUD: no cloud models, web search or fetch (see cloud.py)
     # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
     num_gpu: int = -1
     main_gpu: int = -1  # -1: the scheduler places each model; a device number pins models to that GPU
@@ -160,6 +161,8 @@ class Config(BaseModel):
             values["cloud_url"] = v.rstrip("/")
         if (v := _env_bool("OLLAMA_AUTH")) is not None:
             values["auth"] = v
+        if (v := _env_bool("OLLAMA_NO_CLOUD")) is not None:
+            values["no_cloud"] = v
         if (v := _env("OLLAMA_DEBUG")) is not None:
             values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
         return cls(**values)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .. import auth
+from .. import auth, cloud
 from ..config import Config
 from ..errors import RemoteError
 from ..prompt.tools import ToolCall
@@ -41,9 +41,11 @@ async def stream(config: Config, spec: LocalModel, path: str, body: dict[str, An
     host = urlsplit(spec.remote_host).hostname or ""
     if host not in config.remotes:
         raise RemoteError("this server cannot run this remote model", 400)
+    if host == urlsplit(config.cloud_url).hostname and cloud.status(config)[0]:
+        raise RemoteError(cloud.disabled_error("remote model is unavailable"), 403)
     headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
     url = spec.remote_host.rstrip("/") + path
-    if host == "ollama.com" or config.auth:
+    if host in ("ollama.com", urlsplit(config.cloud_url).hostname) or config.auth:
         signed, headers["Authorization"] = await asyncio.to_thread(auth.signed_path, "POST", path)
         url = spec.remote_host.rstrip("/") + signed
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)

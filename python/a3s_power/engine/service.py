@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 from ..errors import InvalidOptionError
 from ..prompt.render import PromptTemplate
-from ..store.types import LocalModel
+from ..store.types import LocalModel, ModelNotFound
 from .options import Options, defaults, parse_options, replace_load
 from .scheduler import Runner, Scheduler, parse_keep_alive
 
@@ -92,7 +92,15 @@ class InferenceService:
     def resolve(self, name: str) -> LocalModel:
         if not name:
             raise InvalidOptionError("model is required")
-        return self.scheduler.resolve(name)
+        try:
+            return self.scheduler.resolve(name)
+        except ModelNotFound:
+            from ..cloud import cloud_model
+
+            spec = cloud_model(self.scheduler.config, name)  # "gpt-oss:120b-cloud": a model on ollama.com
+            if spec is None:
+                raise
+            return spec
 
     def options_for(self, spec: LocalModel, raw: dict[str, Any] | None) -> Options:
         if raw is not None and not isinstance(raw, dict):

@@ -1,6 +1,7 @@
-"""The ollama.com account, as Ollama's server exposes it: POST /api/me (who this machine's key is
-connected to) and POST /api/signout (disconnect the key; also the deprecated
-DELETE /api/user/keys/{encodedKey}). Both call ollama.com's API, signed with the key (auth.py)."""
+"""ollama.com, as Ollama's server exposes it: POST /api/me (who this machine's key is connected
+to), POST /api/signout (disconnect the key; also the deprecated DELETE /api/user/keys/{encodedKey}),
+GET /api/status (whether the cloud is switched off) and POST /api/experimental/web_search and
+web_fetch. Each call to ollama.com is signed with the key (auth.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from .. import auth
+from .. import auth, cloud
 from ..errors import A3SPowerError
 from ..registry.transport import USER_AGENT
 from .app import state_of
@@ -20,8 +21,8 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 
-async def _cloud(request: web.Request, method: str, path: str) -> tuple[int, object]:
-    """A signed call to the account API: its status and JSON body (None if it had none)."""
+async def _cloud(request: web.Request, method: str, path: str, body: bytes | None = None) -> tuple[int, object]:
+    """A signed call to ollama.com's API: its status and JSON body (None if it had none)."""
     cloud = state_of(request).config.cloud_url
     try:
         signed, signature = await asyncio.to_thread(auth.signed_path, method, path)
@@ -31,7 +32,7 @@ async def _cloud(request: web.Request, method: str, path: str) -> tuple[int, obj
                "Content-Type": "application/json"}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.request(method, cloud + signed, headers=headers) as resp:
+            async with session.request(method, cloud + signed, headers=headers, data=body) as resp:
                 text = await resp.text()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.warning("%s %s: %s", method, cloud + path, exc or type(exc).__name__)
@@ -68,7 +69,30 @@ async def signout(request: web.Request) -> web.Response:
     return web.json_response(None)
 
 
+async def cloud_status(request: web.Request) -> web.Response:
+    disabled, source = cloud.status(state_of(request).config)
+    return web.json_response({"cloud": {"disabled": disabled, "source": source}})
+
+
+def _web_proxy(path: str, unavailable: str):
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not body.strip():
+            raise ApiError(400, "missing request body")
+        if cloud.status(state_of(request).config)[0]:
+            raise ApiError(403, cloud.disabled_error(unavailable))
+        status, answer = await _cloud(request, "POST", path, body)
+        if status == 401:
+            return _unauthorized(request)
+        return web.json_response(answer, status=status)
+
+    return handler
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_get("/api/status", cloud_status)
+    app.router.add_post("/api/experimental/web_search", _web_proxy("/api/web_search", "web search is unavailable"))
+    app.router.add_post("/api/experimental/web_fetch", _web_proxy("/api/web_fetch", "web fetch is unavailable"))
     app.router.add_post("/api/me", whoami)
     app.router.add_post("/api/signout", signout)
     app.router.add_delete("/api/user/keys/{encodedKey}", signout)
