@@ -326,6 +326,15 @@ class FakeRegistry:
         return web.json_response({"results": [{"title": f"About {query}", "url": "https://example.com/1",
                                                "content": f"{query} explained."}]})
 
+    async def show(self, request: web.Request) -> web.Response:
+        if self._account(request) is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        model = (await request.json()).get("model", "")
+        if not model.startswith("gpt-oss"):
+            return web.json_response({"error": f"model '{model}' not found"}, status=404)
+        return web.json_response({"details": {"format": "", "family": "gptoss", "parameter_size": "116.8B"},
+                                  "capabilities": ["completion", "tools", "thinking"], "model_info": {}})
+
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         repo = "/v2/{ns}/{model}"
@@ -333,6 +342,7 @@ class FakeRegistry:
         app.router.add_post("/api/me", self.me)
         app.router.add_post("/api/chat", self.chat)
         app.router.add_post("/api/web_search", self.web_search)
+        app.router.add_post("/api/show", self.show)
         app.router.add_delete("/api/user/keys/{key}", self.delete_key)
         app.router.add_get(repo + "/manifests/{tag}", self.get_manifest)
         app.router.add_put(repo + "/manifests/{tag}", self.put_manifest)

@@ -214,3 +214,16 @@ def test_a_cloud_name_without_a_manifest_goes_to_ollama_com(tmp_path):
             assert out["message"]["content"] == "Hello from the cloud."
         r = requests.post(srv.url + "/api/chat", json={"model": "nothere:latest", "messages": []})
         assert r.status_code == 404
+
+
+def test_show_for_a_cloud_name_asks_ollama_com(tmp_path):
+    with FakeRegistry() as cloud, ServerThread(tmp_path / "home", cloud_url=cloud.url) as srv:
+        r = requests.post(srv.url + "/api/show", json={"model": "gpt-oss:120b-cloud"})
+        assert r.status_code == 401 and r.json()["signin_url"] == auth.signin_url(cloud.url)
+        connected(cloud, "alice")
+        info = requests.post(srv.url + "/api/show", json={"model": "gpt-oss:120b-cloud"}).json()
+        assert info["capabilities"] == ["completion", "tools", "thinking"]
+        assert info["details"]["family"] == "gptoss" and info["remote_model"] == "gpt-oss:120b"
+        r = requests.post(srv.url + "/api/show", json={"model": "nothing-like-it:cloud"})
+        assert r.status_code == 404
+        assert requests.post(srv.url + "/api/show", json={"model": "plain:latest"}).status_code == 404

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from .. import auth, cloud
-from ..errors import A3SPowerError
+from ..errors import A3SPowerError, RemoteError
 from ..registry.transport import USER_AGENT
 from .app import state_of
 from .errors import ApiError
@@ -87,6 +87,26 @@ def _web_proxy(path: str, unavailable: str):
         return web.json_response(answer, status=status)
 
     return handler
+
+
+async def show_cloud_model(request: web.Request, name: str, verbose: bool) -> dict | None:
+    """/api/show for a ``:cloud`` / ``-cloud`` name without a manifest: ollama.com's answer for the
+    model it means, with where it runs. None for any other name."""
+    config = state_of(request).config
+    spec = cloud.cloud_model(config, name)
+    if spec is None:
+        return None
+    if cloud.status(config)[0]:
+        raise ApiError(403, cloud.disabled_error("remote model details are unavailable"))
+    status, info = await _cloud(request, "POST", "/api/show",
+                                json.dumps({"model": spec.remote_model, "verbose": verbose}).encode())
+    if status == 401:
+        raise RemoteError("unauthorized", 401, auth.signin_url(config.cloud_url))
+    if status == 404:
+        raise ApiError(404, f"model '{name}' not found")
+    if status != 200 or not isinstance(info, dict):
+        raise ApiError(502, "remote model details are unavailable")
+    return {**info, "remote_model": spec.remote_model, "remote_host": spec.remote_host}
 
 
 def setup(app: web.Application) -> None:

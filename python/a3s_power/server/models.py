@@ -197,7 +197,11 @@ async def show(request: web.Request) -> web.Response:
     try:
         info = await asyncio.to_thread(show_model, store, name, verbose=bool(body.get("verbose")))
     except (ModelNotFound, InvalidManifest):
-        raise ApiError(404, f"model '{name}' not found") from None
+        from .account import show_cloud_model
+
+        info = await show_cloud_model(request, name, bool(body.get("verbose")))
+        if info is None:
+            raise ApiError(404, f"model '{name}' not found") from None
     if "details" in info:
         info["details"] = _details(info["details"])
     return web.json_response(info)
