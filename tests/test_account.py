@@ -227,3 +227,20 @@ def test_show_for_a_cloud_name_asks_ollama_com(tmp_path):
         r = requests.post(srv.url + "/api/show", json={"model": "nothing-like-it:cloud"})
         assert r.status_code == 404
         assert requests.post(srv.url + "/api/show", json={"model": "plain:latest"}).status_code == 404
+
+
+def test_run_a_cloud_model_from_the_cli(tmp_path, monkeypatch):
+    with FakeRegistry() as cloud, ServerThread(tmp_path / "home", cloud_url=cloud.url,
+                                               remotes=("127.0.0.1",)) as srv:
+        monkeypatch.setenv("OLLAMA_HOST", srv.url)
+        get_config.cache_clear()
+        try:
+            result = CliRunner().invoke(cli, ["run", "gpt-oss:120b-cloud", "hi"], catch_exceptions=False)
+            assert result.exit_code == 0
+            assert result.output == ("You need to be signed in to Ollama to run Cloud models.\n\n"
+                                     f"To sign in, navigate to:\n    {auth.signin_url(cloud.url)}\n\n")
+            connected(cloud, "alice")
+            result = CliRunner().invoke(cli, ["run", "gpt-oss:120b-cloud", "hi"], catch_exceptions=False)
+            assert (result.exit_code, result.output) == (0, "Hello from the cloud.\n")
+        finally:
+            get_config.cache_clear()
