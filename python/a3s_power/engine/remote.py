@@ -76,8 +76,8 @@ def tool_calls_of(message: dict) -> list[ToolCall]:
     calls = []
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
-        calls.append(ToolCall(fn.get("name", ""), fn.get("arguments") or {}, **({"id": call["id"]} if call.get("id")
-                                                                                   else {})))
+        keep_id = {"id": call["id"]} if call.get("id") else {}
+        calls.append(ToolCall(fn.get("name", ""), fn.get("arguments") or {}, **keep_id))
     return calls
 
 

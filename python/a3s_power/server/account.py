@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def _cloud(request: web.Request, method: str, path: str, body: bytes | None = None) -> tuple[int, object]:
     """A signed call to ollama.com's API: its status and JSON body (None if it had none)."""
-    cloud = state_of(request).config.cloud_url
+    base = state_of(request).config.cloud_url
     try:
         signed, signature = await asyncio.to_thread(auth.signed_path, method, path)
     except A3SPowerError as exc:  # an unreadable key
@@ -32,11 +32,11 @@ async def _cloud(request: web.Request, method: str, path: str, body: bytes | Non
                "Content-Type": "application/json"}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.request(method, cloud + signed, headers=headers, data=body) as resp:
+            async with session.request(method, base + signed, headers=headers, data=body) as resp:
                 text = await resp.text()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        log.warning("%s %s: %s", method, cloud + path, exc or type(exc).__name__)
-        raise ApiError(502, f"could not reach {cloud}") from None
+        log.warning("%s %s: %s", method, base + path, exc or type(exc).__name__)
+        raise ApiError(502, f"could not reach {base}") from None
     try:
         body = json.loads(text) if text.strip() else None
     except json.JSONDecodeError:
@@ -44,15 +44,15 @@ async def _cloud(request: web.Request, method: str, path: str, body: bytes | Non
     return resp.status, body
 
 
-def _unauthorized(request: web.Request) -> web.Response:
-    url = auth.signin_url(state_of(request).config.cloud_url)
-    return web.json_response({"error": "unauthorized", "signin_url": url}, status=401)
+def _unauthorized(request: web.Request) -> RemoteError:
+    """Ollama's 401: ``{"error": "unauthorized", "signin_url": ...}`` (see errors.error_middleware)."""
+    return RemoteError("unauthorized", 401, auth.signin_url(state_of(request).config.cloud_url))
 
 
 async def whoami(request: web.Request) -> web.Response:
     status, user = await _cloud(request, "POST", "/api/me")
     if status == 401 or (status == 200 and not (isinstance(user, dict) and user.get("name"))):
-        return _unauthorized(request)
+        raise _unauthorized(request)
     if status != 200:
         message = user.get("error") if isinstance(user, dict) else None
         return web.json_response({"error": message or f"ollama.com answered {status}"}, status=502)
@@ -83,7 +83,7 @@ def _web_proxy(path: str, unavailable: str):
             raise ApiError(403, cloud.disabled_error(unavailable))
         status, answer = await _cloud(request, "POST", path, body)
         if status == 401:
-            return _unauthorized(request)
+            raise _unauthorized(request)
         return web.json_response(answer, status=status)
 
     return handler
@@ -101,7 +101,7 @@ async def show_cloud_model(request: web.Request, name: str, verbose: bool) -> di
     status, info = await _cloud(request, "POST", "/api/show",
                                 json.dumps({"model": spec.remote_model, "verbose": verbose}).encode())
     if status == 401:
-        raise RemoteError("unauthorized", 401, auth.signin_url(config.cloud_url))
+        raise _unauthorized(request)
     if status == 404:
         raise ApiError(404, f"model '{name}' not found")
     if status != 200 or not isinstance(info, dict):
