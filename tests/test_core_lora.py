@@ -67,7 +67,6 @@ def test_scheduler_shares_the_base_between_models_with_different_adapters(smollm
     import asyncio
     from pathlib import Path
 
-    from a3s_power.engine.options import parse_options
     from a3s_power.engine.scheduler import Scheduler
     from a3s_power.engine.service import InferenceService
     from a3s_power.store.types import LocalModel
