@@ -17,6 +17,8 @@
 #   benchmarks/gpu_device.sh start      # the same in the background (setsid), once
 #   benchmarks/gpu_device.sh wait SECS  # wait for the background run up to SECS, copy logs to $OUT
 #
+# GPU_BENCH=multi runs benchmarks/gpu_multi_bench.py (two GPUs or more) instead of gpu_bench.py.
+#
 # Environment: A3S_GPU_WORK (work folder, default /root/a3s-gpu), A3S_GPU_TARBALL, CUDA_ARCH (90).
 set -uo pipefail
 
@@ -100,8 +102,13 @@ write_tiny_llama(Path('$F32.tmp'), n_embd=2048, n_layer=16, n_head=32, n_head_kv
   ls -la "$Q"
 
   stage "bench"
-  PYTHONUNBUFFERED=1 $PY "$REPO/benchmarks/gpu_bench.py" --model "$Q" --bin "$WORK/build-llama/bin" \
-    --raw "$WORK/gpu_ref_loop" --json "$WORK/gpu_bench.json" ${GPU_BENCH_ARGS:-}
+  if [ "${GPU_BENCH:-single}" = multi ]; then  # several GPUs: benchmarks/gpu_multi_bench.py
+    PYTHONUNBUFFERED=1 $PY "$REPO/benchmarks/gpu_multi_bench.py" --model "$Q" --bin "$WORK/build-llama/bin" \
+      --json "$WORK/gpu_multi_bench.json" ${GPU_BENCH_ARGS:-}
+  else
+    PYTHONUNBUFFERED=1 $PY "$REPO/benchmarks/gpu_bench.py" --model "$Q" --bin "$WORK/build-llama/bin" \
+      --raw "$WORK/gpu_ref_loop" --json "$WORK/gpu_bench.json" ${GPU_BENCH_ARGS:-}
+  fi
   stage "done"
 }
 
@@ -123,7 +130,7 @@ case "${1:-run}" in
     while [ ! -f "$WORK/rc" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
     if [ -n "${OUT:-}" ]; then
       cp "$WORK/log.txt" "$OUT/" 2>/dev/null
-      cp "$WORK/gpu_bench.json" "$OUT/" 2>/dev/null
+      cp "$WORK/gpu_bench.json" "$WORK/gpu_multi_bench.json" "$OUT/" 2>/dev/null
       cp "$WORK/model.log" "$OUT/" 2>/dev/null
     fi
     if [ -f "$WORK/rc" ]; then echo "finished, rc $(cat "$WORK/rc")"; else echo "still running"; fi
