@@ -103,6 +103,11 @@ write_tiny_llama(Path('$F32.tmp'), n_embd=2048, n_layer=16, n_head=32, n_head_kv
 
   stage "bench"
   if [ "${GPU_BENCH:-single}" = multi ]; then  # several GPUs: benchmarks/gpu_multi_bench.py
+    # It runs the scheduler, which needs pydantic and jinja2: wheels carried in .gpu/wheels, made by
+    #   pip download pydantic jinja2 --python-version 3.12 --only-binary=:all: \
+    #     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .gpu/wheels
+    $PY -m pip install -q --no-index --find-links "$REPO/.gpu/wheels" --target "$WORK/pydeps" pydantic jinja2
+    export PYTHONPATH="$PYTHONPATH:$WORK/pydeps"
     PYTHONUNBUFFERED=1 $PY "$REPO/benchmarks/gpu_multi_bench.py" --model "$Q" --bin "$WORK/build-llama/bin" \
       --json "$WORK/gpu_multi_bench.json" ${GPU_BENCH_ARGS:-}
   else

@@ -3,7 +3,7 @@
 1. *alone*: the model on one GPU, where the scheduler puts it, against ``llama-bench -sm none`` on
    that GPU;
 2. *spread*: the same model when it does not fit one GPU. The test model is small, so
-   ``OLLAMA_GPU_OVERHEAD`` reserves all but 65 % of the model's estimated size on every GPU: the
+   ``OLLAMA_GPU_OVERHEAD`` reserves all but 75 % of the model's estimated size on every GPU: the
    scheduler must split its layers over two. Against ``llama-bench -sm layer -ts A/B`` with the
    split the scheduler chose;
 3. *two models*: two models (separate files) loaded at once, which the scheduler should put on two
@@ -30,7 +30,6 @@ from pathlib import Path
 from a3s_power.config import Config
 from a3s_power.core import _core
 from a3s_power.engine import memory
-from a3s_power.engine.options import parse_options
 from a3s_power.engine.scheduler import Scheduler, cuda_devices
 from a3s_power.engine.service import InferenceService
 from a3s_power.store.types import LocalModel
@@ -106,13 +105,16 @@ async def main_async(args) -> dict:
     print(f"  decode tok/s: ours {ours:.1f}, llama-bench {ref:.1f}, ratio {ours / ref:.3f}", flush=True)
 
     print("\n2. spread over two GPUs", flush=True)
-    load = parse_options({"num_ctx": 2048}).load
+    bench = Bench({"a": args.model})
+    # The scheduler's own load options and a fresh inventory: this process's CUDA contexts now
+    # hold memory on every GPU that the first reading did not show.
+    load = bench.service.options_for(LocalModel(name="a", model_path=Path(args.model)), None).load
     need = memory.estimate(args.model, load).total
-    free = min(g.memory_total - g.memory_used for g in gpus)
-    overhead = free - int(need * 0.65)
+    free = min(g.memory_total - g.memory_used for g in cuda_devices())
+    overhead = free - int(need * 0.75)
+    bench.config.gpu_overhead = overhead
     print(f"  estimated need {need >> 20} MiB; OLLAMA_GPU_OVERHEAD {overhead >> 20} MiB leaves "
-          f"{int(need * 0.65) >> 20} MiB on each GPU", flush=True)
-    bench = Bench({"a": args.model}, gpu_overhead=overhead)
+          f"{int(need * 0.75) >> 20} MiB on each GPU", flush=True)
     ours = await median_decode(bench, "a", args.reps)
     placed = bench.placement("a")
     print(f"  placement: {placed}", flush=True)
