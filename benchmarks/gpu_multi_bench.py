@@ -6,7 +6,9 @@
    ``OLLAMA_GPU_OVERHEAD`` reserves all but 75 % of the model's estimated size on every GPU: the
    scheduler must split its layers over two. Against ``llama-bench -sm layer -ts A/B`` with the
    split the scheduler chose;
-3. *two models*: two models (separate files) loaded at once, which the scheduler should put on two
+3. *row split*: the model with ``split_mode row`` (matrices split by rows over the GPUs) against
+   ``llama-bench -sm row`` with the same proportions and main GPU;
+4. *two models*: two models (separate files) loaded at once, which the scheduler should put on two
    GPUs, decoding at the same time, each against its decode speed alone.
 
 Decode speed is the engine's (eval_count / eval_duration) for 128 tokens after a short prompt,
@@ -64,10 +66,10 @@ class Bench:
         self.service = InferenceService(self.scheduler)
         self.ban = end_of_generation(next(iter(models.values())))
 
-    async def decode(self, name: str) -> float:
+    async def decode(self, name: str, **options) -> float:
         metrics: dict = {}
-        async for delta in self.service.generate(name, PROMPT, options={"num_predict": N_GEN, "temperature": 0},
-                                                 logit_bias=self.ban):
+        async for delta in self.service.generate(name, PROMPT, options={"num_predict": N_GEN, "temperature": 0,
+                                                                        **options}, logit_bias=self.ban):
             if delta.done:
                 metrics = delta.metrics
         return metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
@@ -80,9 +82,9 @@ class Bench:
         self.home.cleanup()
 
 
-async def median_decode(bench: Bench, name: str, reps: int) -> float:
-    await bench.decode(name)  # load and warm up
-    return statistics.median([await bench.decode(name) for _ in range(reps)])
+async def median_decode(bench: Bench, name: str, reps: int, **options) -> float:
+    await bench.decode(name, **options)  # load and warm up
+    return statistics.median([await bench.decode(name, **options) for _ in range(reps)])
 
 
 async def main_async(args) -> dict:
@@ -126,7 +128,20 @@ async def main_async(args) -> dict:
                         "complete": placed.complete, "ours": ours, "llama_bench": ref, "ratio": ours / ref}
     print(f"  decode tok/s: ours {ours:.1f}, llama-bench -ts {split} {ref:.1f}, ratio {ours / ref:.3f}", flush=True)
 
-    print("\n3. two models at once", flush=True)
+    print("\n3. row split over two GPUs (split_mode row)", flush=True)
+    bench = Bench({"a": args.model})
+    ours = await median_decode(bench, "a", args.reps, split_mode="row")
+    placed = bench.placement("a")
+    print(f"  placement: {placed}", flush=True)
+    await bench.close()
+    split = "/".join(f"{x / sum(placed.tensor_split):.4f}" for x in placed.tensor_split)
+    ref = llama_bench(args.bin, args.model, "-sm", "row", "-ts", split, "-mg", str(placed.main_gpu))
+    report["row"] = {"placement": str(placed), "tensor_split": split, "ours": ours, "llama_bench": ref,
+                     "ratio": ours / ref}
+    print(f"  decode tok/s: ours {ours:.1f}, llama-bench -sm row -ts {split} {ref:.1f}, ratio {ours / ref:.3f}",
+          flush=True)
+
+    print("\n4. two models at once", flush=True)
     second = str(Path(args.model).with_name("second-" + Path(args.model).name))
     if not Path(second).exists():
         shutil.copyfile(args.model, second)
