@@ -6,8 +6,9 @@
    ``OLLAMA_GPU_OVERHEAD`` reserves all but 75 % of the model's estimated size on every GPU: the
    scheduler must split its layers over two. Against ``llama-bench -sm layer -ts A/B`` with the
    split the scheduler chose;
-3. *row split*: the model with ``split_mode row`` (matrices split by rows over the GPUs) against
-   ``llama-bench -sm row`` with the same proportions and main GPU;
+3. *tensor split*: the model with ``split_mode tensor`` (llama.cpp's tensor parallelism: weights
+   and KV cache split over the GPUs; this llama.cpp's CUDA backend has no row split any more)
+   against ``llama-bench -sm tensor`` with the same proportions;
 4. *two models*: two models (separate files) loaded at once, which the scheduler should put on two
    GPUs, decoding at the same time, each against its decode speed alone.
 
@@ -128,17 +129,17 @@ async def main_async(args) -> dict:
                         "complete": placed.complete, "ours": ours, "llama_bench": ref, "ratio": ours / ref}
     print(f"  decode tok/s: ours {ours:.1f}, llama-bench -ts {split} {ref:.1f}, ratio {ours / ref:.3f}", flush=True)
 
-    print("\n3. row split over two GPUs (split_mode row)", flush=True)
+    print("\n3. tensor split over two GPUs (split_mode tensor)", flush=True)
     bench = Bench({"a": args.model})
-    ours = await median_decode(bench, "a", args.reps, split_mode="row")
+    ours = await median_decode(bench, "a", args.reps, split_mode="tensor")
     placed = bench.placement("a")
     print(f"  placement: {placed}", flush=True)
     await bench.close()
     split = "/".join(f"{x / sum(placed.tensor_split):.4f}" for x in placed.tensor_split)
-    ref = llama_bench(args.bin, args.model, "-sm", "row", "-ts", split, "-mg", str(placed.main_gpu))
-    report["row"] = {"placement": str(placed), "tensor_split": split, "ours": ours, "llama_bench": ref,
+    ref = llama_bench(args.bin, args.model, "-sm", "tensor", "-ts", split)
+    report["tensor"] = {"placement": str(placed), "tensor_split": split, "ours": ours, "llama_bench": ref,
                      "ratio": ours / ref}
-    print(f"  decode tok/s: ours {ours:.1f}, llama-bench -sm row -ts {split} {ref:.1f}, ratio {ours / ref:.3f}",
+    print(f"  decode tok/s: ours {ours:.1f}, llama-bench -sm tensor -ts {split} {ref:.1f}, ratio {ours / ref:.3f}",
           flush=True)
 
     print("\n4. two models at once", flush=True)

@@ -33,7 +33,8 @@ llama_split_mode parse_split_mode(const std::string & mode) {
     if (mode == "none") return LLAMA_SPLIT_MODE_NONE;
     if (mode == "layer") return LLAMA_SPLIT_MODE_LAYER;
     if (mode == "row") return LLAMA_SPLIT_MODE_ROW;
-    throw_invalid_option("split_mode", "'" + mode + "' is not one of none, layer, row");
+    if (mode == "tensor") return LLAMA_SPLIT_MODE_TENSOR;
+    throw_invalid_option("split_mode", "'" + mode + "' is not one of none, layer, row, tensor");
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ struct ModelParams {
     bool use_mmap = true;
     bool use_mlock = false;
     bool vocab_only = false;
-    std::string split_mode = "layer";  // none | layer | row
+    std::string split_mode = "layer";  // none | layer | row | tensor
     std::vector<float> tensor_split;   // proportion per GPU; empty = llama.cpp's choice
 };
 

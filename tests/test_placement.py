@@ -103,6 +103,11 @@ def test_an_explicit_tensor_split_wins():
     assert p.split_mode == "layer" and layers(p) == {0: 24, 1: 8} and p.tensor_split == (24.0, 8.0)
     row = place(MODEL, [gpu(0, 20), gpu(1, 20)], LoadOptions(tensor_split=(3.0, 1.0), split_mode="row"))
     assert row.split_mode == "row" and row.tensor_split == (3.0, 1.0)
+    tensor = place(MODEL, [gpu(0, 20), gpu(1, 20)], LoadOptions(tensor_split=(3.0, 1.0), split_mode="tensor"))
+    assert tensor.split_mode == "tensor" and tensor.tensor_split == (3.0, 1.0) and tensor.complete
+    # Weights and KV cache in proportion, a compute buffer on each GPU.
+    share = {g.index: g for g in tensor.gpus}
+    assert share[0].weights == 3 * share[1].weights and share[0].bytes - share[1].bytes > 2 * share[1].weights
     with pytest.raises(InvalidOptionError, match="tensor_split"):
         place(MODEL, [gpu(0, 20)], LoadOptions(tensor_split=(0.0, 1.0)))
 

@@ -24,8 +24,9 @@ IGNORED_OPTIONS = frozenset({"tfs_z", "low_vram", "f16_kv", "logits_all", "vocab
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16")
 # How a model spans GPUs: auto lets the scheduler choose (one GPU when the model fits, else layers
-# over several); none keeps it on one GPU, layer splits layers over GPUs, row splits every matrix.
-SPLIT_MODES = ("auto", "none", "layer", "row")
+# over several); none keeps it on one GPU, layer splits layers over GPUs, row splits every matrix
+# (llama.cpp builds whose backend can), tensor splits weights and KV cache (tensor parallelism).
+SPLIT_MODES = ("auto", "none", "layer", "row", "tensor")
 
 
 @dataclass(frozen=True)

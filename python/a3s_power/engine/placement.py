@@ -6,8 +6,8 @@ the output layer): the last n_gpu_layers of them go to the GPUs, device after de
 proportions of tensor_split. Whole layer counts given as those proportions make it put on each GPU
 exactly the layers counted here.
 
-Rules, the most explicit first: a user's tensor_split (a layer split, or a row split if asked);
-split_mode row or layer (over every GPU, by free memory); a pinned main_gpu or split_mode none (one
+Rules, the most explicit first: a user's tensor_split (a layer split, or a row or tensor split if
+asked); split_mode row, tensor or layer (over every GPU, by free memory); a pinned main_gpu or split_mode none (one
 GPU); OLLAMA_SCHED_SPREAD (layers over every GPU, by free memory); else the freest GPU alone when
 the model fits there, layers over every GPU when it fits only so, and where it fits nowhere, as
 many layers as fit with the rest on the CPU (as Ollama does).
@@ -126,10 +126,11 @@ def place(est: Estimate, gpus: Sequence[GpuInfo], load: LoadOptions, *, promised
         counts = _apportion(min(want, sum(caps)), room, caps) if any(caps) else [0] * len(cards)
         return result("layer", sum(counts), _by_layer(est, cards, counts), counts)
 
-    if load.split_mode == "row":
+    if load.split_mode in ("row", "tensor"):
         proportions = asked if load.tensor_split else room
-        n, shares = _most(want, free, lambda n: _by_row(est, cards, n, proportions, main))
-        return result("row", n, shares, proportions)
+        by = _by_row if load.split_mode == "row" else _by_tensor
+        n, shares = _most(want, free, lambda n: by(est, cards, n, proportions, main))
+        return result(load.split_mode, n, shares, proportions)
     if load.tensor_split:
         n, shares = _most(want, free, lambda n: _by_layer(est, cards, _apportion(n, asked)))
         layers = {s.index: s.layers for s in shares}
@@ -149,8 +150,9 @@ def alongside(base: Placement, est: Estimate, gpus: Sequence[GpuInfo], *, promis
     """A model over weights that another loaded model has placed: llama.cpp loads them once, so its
     layers are where they are and only its own KV cache and buffers are new. Complete when those fit."""
     n = base.n_gpu_layers if base.n_gpu_layers >= 0 else est.layers + 1
-    if base.split_mode == "row":
-        shares = _by_row(est, base.gpus, n, [base.tensor_split[g.index] for g in base.gpus], base.main_gpu)
+    if base.split_mode in ("row", "tensor"):
+        by = _by_row if base.split_mode == "row" else _by_tensor
+        shares = by(est, base.gpus, n, [base.tensor_split[g.index] for g in base.gpus], base.main_gpu)
     else:
         shares = _by_layer(est, base.gpus, [g.layers for g in base.gpus])
     free = _free(gpus, promised, loading, overhead)
@@ -199,6 +201,16 @@ def _by_row(est: Estimate, cards: Sequence, n: int, proportions: Sequence[float]
             w = int(n * weights * p / total)
             shares.append(GpuShare(g.index, g.name, n, w + (n * kv + est.compute if g.index == main else 0), w))
     return tuple(shares)
+
+
+def _by_tensor(est: Estimate, cards: Sequence, n: int, proportions: Sequence[float], main: int
+               ) -> tuple[GpuShare, ...]:
+    """n layers whose weights and KV cache llama.cpp's tensor split (tensor parallelism) spreads
+    over the GPUs in proportion; each GPU computes its part, so each holds a compute buffer."""
+    weights, kv = _per_layer(est)
+    total = sum(proportions) or 1
+    return tuple(GpuShare(g.index, g.name, n, int(n * (weights + kv) * p / total) + est.compute,
+                          int(n * weights * p / total)) for g, p in zip(cards, proportions) if p)
 
 
 def _most(want: int, free: Mapping[int, int], layout: Callable[[int], tuple[GpuShare, ...]]
