@@ -44,6 +44,16 @@ def test_run_by_name_then_ps_and_stop(server):
     assert missing.returncode == 1 and 'couldn\'t find model "nothing-here" to stop' in missing.stderr
 
 
+def test_run_reads_a_piped_prompt_and_shows_timings(server):
+    # The model answers greedily (temperature 0), so the answer ends: a small model sampled at
+    # Ollama's default temperature sometimes repeats itself until the context shifts forever.
+    r = cli(server, "run", "smol", "--verbose", input="What is the capital of France? Answer in one word.\n")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    for line in ("total duration:", "load duration:", "prompt eval count:", "eval rate:"):
+        assert line in r.stderr
+
+
 def test_run_with_format_json(server):
     r = cli(server, "run", "smol", "--format", "json", "Return a JSON object for a cat named Tom who is 3 years old, with keys name and age.")
     assert r.returncode == 0, r.stderr
