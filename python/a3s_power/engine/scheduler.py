@@ -312,7 +312,7 @@ class Scheduler:
                 break
             if host_short and not over_limit and not caches_released:
                 # Saved conversations are a cache: they give way before a model does.
-                caches_released = False
+                caches_released = True
                 runners = list(self._runners.values())
                 freed = await asyncio.to_thread(lambda: sum(r.model.release_prompt_cache() for r in runners))
                 if freed:
