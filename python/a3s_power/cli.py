@@ -75,13 +75,11 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
         asyncio.run(run_model(model, text, system, verbose, keepalive, insecure, fmt, think_value, hidethinking,
                               not nowordwrap, dimensions, truncate))
     except A3SPowerError as e:
-        from .cli_models import CONNECT_INSTRUCTIONS
+        from .cli_models import say_sign_in
         from .client import ClientError
 
         if isinstance(e, ClientError) and e.status == 401:  # a cloud model, and this machine not signed in
-            click.echo("You need to be signed in to Ollama to run Cloud models.\n")
-            if e.signin_url:
-                click.echo(CONNECT_INSTRUCTIONS.format(e.signin_url), nl=False)
+            say_sign_in("Ollama to run Cloud models", e.signin_url)
             return
         _fail(str(e))
     except KeyboardInterrupt:

@@ -195,7 +195,11 @@ def pull(model: str, insecure: bool) -> None:
     _run(lambda c: _stream(c, "/api/pull", {"model": model, "insecure": insecure}))
 
 
-CONNECT_INSTRUCTIONS = "To sign in, navigate to:\n    {}\n\n"
+def say_sign_in(reason: str, signin_url: str | None) -> None:
+    """Ollama's words when a 401 needs this machine connected to an ollama.com account."""
+    click.echo(f"You need to be signed in to {reason}.\n")
+    if signin_url:
+        click.echo(f"To sign in, navigate to:\n    {signin_url}\n\n", nl=False)
 
 
 async def _whoami(client: Client, reason: str) -> dict | None:
@@ -205,9 +209,7 @@ async def _whoami(client: Client, reason: str) -> dict | None:
     except ClientError as exc:
         if exc.status != 401:
             raise
-        click.echo(f"You need to be signed in to {reason}.\n")
-        if exc.signin_url:
-            click.echo(CONNECT_INSTRUCTIONS.format(exc.signin_url), nl=False)
+        say_sign_in(reason, exc.signin_url)
         return None
 
 

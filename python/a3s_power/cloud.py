@@ -38,8 +38,9 @@ def cloud_model(config: Config, name: str) -> LocalModel | None:
     else:
         return None
     from .engine.remote import remote_url
+    from .store.details import details_from_config
 
-    return LocalModel(name=name, model_path=Path(), remote_host=remote_url(config.cloud_url),
-                      remote_model=remote, capabilities=["completion", "tools", "thinking"],
-                      details={"format": "", "family": "", "families": None, "parameter_size": "",
-                               "quantization_level": "", "parent_model": ""})
+    host = remote_url(config.cloud_url)
+    return LocalModel(name=name, model_path=Path(), remote_host=host, remote_model=remote,
+                      capabilities=["completion", "tools", "thinking"],
+                      details=details_from_config({"remote_host": host}))

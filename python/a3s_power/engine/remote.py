@@ -39,13 +39,14 @@ def remote_url(host: str) -> str:
 async def stream(config: Config, spec: LocalModel, path: str, body: dict[str, Any]) -> AsyncIterator[dict]:
     """The remote host's NDJSON answer to ``body`` on ``path``, line by line."""
     host = urlsplit(spec.remote_host).hostname or ""
+    cloud_host = urlsplit(config.cloud_url).hostname
     if host not in config.remotes:
         raise RemoteError("this server cannot run this remote model", 400)
-    if host == urlsplit(config.cloud_url).hostname and cloud.status(config)[0]:
+    if host == cloud_host and cloud.status(config)[0]:
         raise RemoteError(cloud.disabled_error("remote model is unavailable"), 403)
     headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
     url = spec.remote_host.rstrip("/") + path
-    if host in ("ollama.com", urlsplit(config.cloud_url).hostname) or config.auth:
+    if host in ("ollama.com", cloud_host) or config.auth:
         signed, headers["Authorization"] = await asyncio.to_thread(auth.signed_path, "POST", path)
         url = spec.remote_host.rstrip("/") + signed
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)

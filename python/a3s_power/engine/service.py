@@ -179,9 +179,7 @@ class InferenceService:
             yield await self._load_only(spec, opts, alive, started)
             return
 
-        history = list(spec.messages) + list(messages)
-        if spec.system and (not history or history[0].get("role") != "system"):
-            history.insert(0, {"role": "system", "content": spec.system})
+        history = self._with_system(spec, messages)
 
         async with self.scheduler.use(spec, opts.load, alive) as runner:
             loaded_ns = time.perf_counter_ns() - started
@@ -206,9 +204,7 @@ class InferenceService:
         """How many tokens the rendered conversation takes (loads the model for its tokenizer)."""
         spec = self.resolve(model)
         opts = self.options_for(spec, None)
-        history = list(spec.messages) + list(messages)
-        if spec.system and (not history or history[0].get("role") != "system"):
-            history.insert(0, {"role": "system", "content": spec.system})
+        history = self._with_system(spec, messages)
         async with self.scheduler.use(spec, opts.load, None) as runner:
             template = self.template_for(runner)
             return len(runner.model.tokenize_prompt(template.render_chat(history, tools=tools)))
@@ -251,9 +247,7 @@ class InferenceService:
         think_on, level = _think_level(think)
         if think_on is None and "thinking" in spec.capabilities:
             think_on = True
-        history = list(spec.messages) + list(messages)
-        if spec.system and (not history or history[0].get("role") != "system"):
-            history.insert(0, {"role": "system", "content": spec.system})
+        history = self._with_system(spec, messages)
         async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
             template = self.template_for(runner)
             marked, images = _with_image_markers(history, runner.model.image_marker or "")
@@ -456,6 +450,7 @@ class InferenceService:
 
     @staticmethod
     def _with_system(spec: LocalModel, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The model's MESSAGE history, then the request's, with its SYSTEM first unless one leads."""
         history = list(spec.messages) + list(messages)
         if spec.system and (not history or history[0].get("role") != "system"):
             history.insert(0, {"role": "system", "content": spec.system})
