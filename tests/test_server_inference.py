@@ -210,14 +210,12 @@ def test_fill_in_the_middle(client, models):
 def test_generate_reports_tool_calls_written_with_markers(server, models):
     prompt = ('You can call the function get_weather(city). Reply only with <tool_call>{"name": "get_weather", '
               '"arguments": {"city": "..."}}</tool_call>. What is the weather in Oslo?')
-    # A context size of its own loads the model afresh: no prefix from earlier tests is reused, so the
-    # greedy answer is the one a cold cache gives (reused cells are not always bit-identical to
-    # cells computed in another batch, and once in five full runs the answer came out without a call).
     r = requests.post(server.url + "/api/generate", json={"model": "qwen", "prompt": prompt, "stream": False,
-                                                          "options": {**GREEDY, "num_predict": 60,
-                                                                      "num_ctx": 1536}}).json()
+                                                          "options": {**GREEDY, "num_predict": 60}}).json()
     calls = r.get("tool_calls")
-    assert calls and calls[0]["function"]["name"] == "get_weather", r
+    # In two full CI runs of seven the answer had no call, never when run alone: say what it was.
+    seen = {k: r.get(k) for k in ("response", "done_reason", "eval_count", "prompt_eval_count")}
+    assert calls and calls[0]["function"]["name"] == "get_weather", seen
     assert "<tool_call>" not in r["response"]
 
 
