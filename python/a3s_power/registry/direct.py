@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -134,15 +134,22 @@ async def pull_url(store: ModelStore, url: str, http: aiohttp.ClientSession, set
         async for line in while_running(work(), progress):
             line.pop("digest", None)
             yield line
-        model_digest = result[0]
-        yield status("verifying sha256 digest")
-        layers = [mf.Layer(mf.MODEL, model_digest, store.blobs.size(model_digest))]
-        if entry is not None:
-            texts = ((mf.TEMPLATE, entry.template), (mf.SYSTEM, entry.system), (mf.LICENSE, entry.license),
-                     (mf.PARAMS, json.dumps(entry.parameters) if entry.parameters else None))
-            layers += [store.add_layer(pin, media_type, text.encode()) for media_type, text in texts if text]
-        header = read_gguf(store.blobs.path(model_digest), max_array=0)
-        config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE, config_for(header, [layer.digest for layer in layers]))
-        yield status("writing manifest")
-        store.write_manifest(name, mf.Manifest.build(config, layers))
+        for line in write_model(store, pin, name, result[0], entry):
+            yield line
     yield status("success")
+
+
+def write_model(store: ModelStore, pin: Pin, name: ModelName, model_digest: str,
+                entry: KnownModel | None) -> Iterator[dict]:
+    """Makes a model of a GGUF blob already in the store (and pinned): the entry's template,
+    system, license and parameters as layers, a config, the manifest; yields the status lines."""
+    yield status("verifying sha256 digest")
+    layers = [mf.Layer(mf.MODEL, model_digest, store.blobs.size(model_digest))]
+    if entry is not None:
+        texts = ((mf.TEMPLATE, entry.template), (mf.SYSTEM, entry.system), (mf.LICENSE, entry.license),
+                 (mf.PARAMS, json.dumps(entry.parameters) if entry.parameters else None))
+        layers += [store.add_layer(pin, media_type, text.encode()) for media_type, text in texts if text]
+    header = read_gguf(store.blobs.path(model_digest), max_array=0)
+    config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE, config_for(header, [layer.digest for layer in layers]))
+    yield status("writing manifest")
+    store.write_manifest(name, mf.Manifest.build(config, layers))

