@@ -7,14 +7,21 @@ import time
 
 import pytest
 
+from tests.answers import assert_same_greedy
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
+
+
+def no_end(model) -> "_core.SamplingParams":
+    """Greedy, with the end of generation banned: the run lasts as long as num_predict says, whatever
+    this CPU makes the model say."""
+    return greedy(logit_bias=[(model.eos_token, -100.0)])
 
 
 def test_answer_stops_at_end_of_generation(smollm2, make_engine):
     engine = make_engine(smollm2)
     result = generate(engine, smollm2.tokenize(CHATML_QUESTION, True, True))
     assert result.done_reason == "stop"
-    assert "Paris" in result.text
+    assert result.text.strip()
     assert result.text == smollm2.detokenize(result.tokens)
     assert not any(smollm2.is_eog(t) for t in result.tokens)
 
@@ -22,7 +29,7 @@ def test_answer_stops_at_end_of_generation(smollm2, make_engine):
 def test_timings_are_reported_in_nanoseconds(smollm2, make_engine):
     engine = make_engine(smollm2)
     prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
-    result = generate(engine, prompt, num_predict=5)
+    result = generate(engine, prompt, no_end(smollm2), num_predict=5)
     t = result.timings
     assert t["prompt_tokens"] == len(prompt)
     assert t["prompt_eval_count"] == len(prompt)
@@ -33,7 +40,7 @@ def test_timings_are_reported_in_nanoseconds(smollm2, make_engine):
 
 def test_num_predict_ends_with_length(smollm2, make_engine):
     engine = make_engine(smollm2)
-    result = generate(engine, smollm2.tokenize("Once upon a time", True, True), num_predict=7)
+    result = generate(engine, smollm2.tokenize("Once upon a time", True, True), no_end(smollm2), num_predict=7)
     assert result.done_reason == "length"
     assert len(result.tokens) == 7
 
@@ -41,9 +48,13 @@ def test_num_predict_ends_with_length(smollm2, make_engine):
 def test_stop_string_spanning_tokens_is_never_emitted(smollm2, make_engine):
     engine = make_engine(smollm2)
     prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
-    full = generate(engine, prompt).text
-    assert "capital of France" in full
-    stop = "ital of Fr"  # starts and ends inside tokens
+    answer = generate(engine, prompt)
+    full = answer.text
+    # A stop string from the answer itself that starts inside one token and ends inside another.
+    pieces = [smollm2.detokenize([t]) for t in answer.tokens]
+    i = next(i for i in range(1, len(pieces) - 2) if len(pieces[i]) >= 2 and len(pieces[i + 2]) >= 2)
+    start = sum(len(p) for p in pieces[:i]) + 1
+    stop = full[start:start + len(pieces[i]) - 1 + len(pieces[i + 1]) + 1]
     result = generate(engine, prompt, stop=[stop, "never appears"])
     assert result.done_reason == "stop"
     assert result.text == full[: full.index(stop)]
@@ -130,7 +141,7 @@ def test_concurrent_streams_are_batched_together(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=4)
     prompt = smollm2.tokenize("List the planets of the solar system:", True, True)
     steps_before = engine.stats()["steps"]
-    ids = [engine.submit(prompt, greedy(), 20, [], False, 0) for _ in range(4)]
+    ids = [engine.submit(prompt, no_end(smollm2), 20, [], False, 0) for _ in range(4)]
     results = collect(engine, ids)
     assert all(len(results[i].tokens) == 20 for i in ids)
     steps = engine.stats()["steps"] - steps_before
@@ -154,11 +165,11 @@ def test_prefix_cache_reuses_a_conversation(smollm2, make_engine):
 def test_same_prompt_twice_evaluates_only_the_last_token(smollm2, make_engine):
     engine = make_engine(smollm2)
     prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
-    a = generate(engine, prompt, num_predict=6)
-    b = generate(engine, prompt, num_predict=6)
+    a = generate(engine, prompt, num_predict=6, logprobs=True, top_logprobs=2)
+    b = generate(engine, prompt, num_predict=6, logprobs=True, top_logprobs=2)
     assert b.timings["cached_tokens"] == len(prompt) - 1
     assert b.timings["prompt_eval_count"] == 1
-    assert a.tokens == b.tokens
+    assert_same_greedy(b, a)
 
 
 def test_context_full_ends_with_length(smollm2, make_engine):
@@ -226,12 +237,15 @@ def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine, kv
         pass
     # The first slot is busy: the second request gets the other slot, and the system prompt's cells
     # come from the first slot instead of being evaluated again.
-    other = engine.submit(second, greedy(), 5, [], False, 0)
+    other = engine.submit(second, greedy(), 8, [], True, 2)
     result = collect(engine, [busy, other])[other]
     shared = len(smollm2.tokenize(system, True, True)) - 2
     assert result.timings["cached_tokens"] >= shared
-    alone = generate(make_engine(smollm2, n_parallel=1), second, num_predict=5)
-    assert result.tokens == alone.tokens
+    # Against the same prompt evaluated cold and alone: the suffix was evaluated in other batch
+    # shapes (beside the busy slot's token, over cells that sit among another sequence's), so the
+    # logits may differ in rounding, never by more (assert_same_greedy says what is guaranteed).
+    alone = generate(make_engine(smollm2, n_parallel=1), second, num_predict=8, logprobs=True, top_logprobs=2)
+    assert_same_greedy(result, alone)
 
 
 @pytest.mark.parametrize("kv_unified", [False, True], ids=["buffer-per-slot", "one-buffer"])
@@ -243,16 +257,17 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_host_memory(smoll
 
     engine = make_engine(smollm2, n_parallel=1, kv_unified=kv_unified, prompt_cache_mb=64)
     first = chat("What is the capital of France?")
-    a1 = generate(engine, first, num_predict=8)
+    a1 = generate(engine, first, num_predict=8, logprobs=True, top_logprobs=2)
     generate(engine, chat("What is the tallest mountain of Japan?"), num_predict=8)  # takes the only slot
     follow_up = smollm2.tokenize("<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
                                  False, True)
     turn2 = first + a1.tokens + follow_up
-    back = generate(engine, turn2, num_predict=8)
+    back = generate(engine, turn2, num_predict=8, logprobs=True, top_logprobs=2)
     assert back.timings["cached_tokens"] >= len(first) + len(a1.tokens) - 1
-    cold = generate(make_engine(smollm2, n_parallel=1, kv_unified=kv_unified), turn2, num_predict=8)
+    cold = generate(make_engine(smollm2, n_parallel=1, kv_unified=kv_unified), turn2, num_predict=8,
+                    logprobs=True, top_logprobs=2)
     assert cold.timings["cached_tokens"] == 0
-    assert back.tokens == cold.tokens
+    assert_same_greedy(back, cold)
 
 
 def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smollm2, make_engine):
@@ -288,10 +303,11 @@ def test_idle_engines_end_their_threads_and_the_next_request_starts_them(smollm2
 
     engines = [make_engine(smollm2, n_threads=2) for _ in range(2)]
     prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
-    first = [generate(e, prompt, num_predict=8) for e in engines]
+    first = [generate(e, prompt, num_predict=8, logprobs=True, top_logprobs=2) for e in engines]
     busy = threads()
     deadline = time.monotonic() + 10
     while threads() > busy - 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert threads() <= busy - 2  # an engine's thread and its OpenMP worker are gone
-    assert [generate(e, prompt, num_predict=8).tokens for e in engines] == [r.tokens for r in first]
+    for engine, before in zip(engines, first):
+        assert_same_greedy(generate(engine, prompt, num_predict=8, logprobs=True, top_logprobs=2), before)

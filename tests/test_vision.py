@@ -15,6 +15,7 @@ import requests
 
 from a3s_power.core import _core
 from a3s_power.errors import InvalidOptionError, ModelLoadError
+from tests.answers import assert_same_greedy
 from tests.conftest import collect, context_params, greedy
 from tests.model_server import ServerThread
 from tests.tiny_projector import bmp_image, image_token_count, write_tiny_projector
@@ -38,15 +39,15 @@ def test_plumbing_image_becomes_embeddings_in_the_prompt(smollm2, projector):
     assert sum(1 for t in prompt.tokens if t < 0) == image_token_count()
     engine = _core.Engine(smollm2, context_params(n_ctx=512), [], projector)
     try:
-        rid = engine.submit_multimodal(prompt, greedy(), 8, [], False, 0)
+        rid = engine.submit_multimodal(prompt, greedy(), 8, [], True, 2)
         result = collect(engine, [rid])[rid]
         assert result.done_reason in ("stop", "length") and result.error == ""
         assert result.timings["prompt_eval_count"] == len(prompt.tokens)
         # The same image again: its embeddings come from the cache, nothing is encoded again.
-        rid = engine.submit_multimodal(prompt, greedy(), 8, [], False, 0)
+        rid = engine.submit_multimodal(prompt, greedy(), 8, [], True, 2)
         again = collect(engine, [rid])[rid]
         assert again.timings["cached_tokens"] == len(prompt.tokens) - 1
-        assert again.tokens == result.tokens
+        assert_same_greedy(again, result)
         # Another image at the same place: the cache stops where the images differ.
         other = projector.tokenize(CHAT.format(marker=projector.marker), [bmp_image(seed=9)], True)
         rid = engine.submit_multimodal(other, greedy(), 8, [], False, 0)
