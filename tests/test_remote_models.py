@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from a3s_power import auth
+from tests.answers import unload
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
 from tests.server_harness import RunningServer, resolver, server_config
@@ -40,6 +41,7 @@ def test_a_remote_model_answers_through_every_api(tmp_path, remote):
         tags = {m["name"]: m for m in requests.get(server.url + "/api/tags").json()["models"]}
         assert tags["faraway:latest"]["remote_host"] == host
 
+        unload(remote.url, "smollm2")
         lines = [line for line in requests.post(server.url + "/api/chat", json={
             "model": "faraway", "messages": QUESTION, "options": {"temperature": 0}}).iter_lines() if line]
         chunks = [requests.models.complexjson.loads(line) for line in lines]
@@ -47,15 +49,20 @@ def test_a_remote_model_answers_through_every_api(tmp_path, remote):
                    for c in chunks)
         assert chunks[-1]["done"] and chunks[-1]["eval_count"] > 0
         text = "".join(c["message"]["content"] for c in chunks)
-        assert "Paris" in text
+        # The remote host's own answer to the same conversation, system prompt included.
+        unload(remote.url, "smollm2")
+        direct = ollama.Client(host=remote.url).chat(model="smollm2", options={"temperature": 0}, messages=[
+            {"role": "system", "content": "Answer in one short sentence."}, *QUESTION])
+        assert text == direct.message.content != ""
 
         client = ollama.Client(host=server.url)
         generated = client.generate(model="faraway", prompt="Which city is the capital of France?",
                                     options={"temperature": 0}, stream=False)
-        assert "Paris" in generated.response
+        assert generated.response.strip() and generated.done
         oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+        unload(remote.url, "smollm2")
         answer = oa.chat.completions.create(model="faraway", messages=QUESTION, temperature=0)
-        assert "Paris" in answer.choices[0].message.content
+        assert answer.choices[0].message.content == text
         assert server.store.resolve("faraway").system == "Answer in one short sentence."
 
         r = requests.post(server.url + "/api/embed", json={"model": "faraway", "input": "hi"})

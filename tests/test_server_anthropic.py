@@ -6,6 +6,8 @@ import anthropic
 import pytest
 import requests
 
+from tests.answers import before, stop_word, unload
+
 QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
@@ -22,8 +24,9 @@ def client(server):
 def test_message(client):
     r = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0})
     assert r.type == "message" and r.role == "assistant" and r.id.startswith("msg_")
-    assert r.content[0].type == "text" and "Paris" in r.content[0].text
-    assert r.stop_reason == "end_turn"
+    assert r.content[0].type == "text" and r.content[0].text.strip()
+    assert r.stop_reason in ("end_turn", "max_tokens")
+    assert (r.stop_reason == "max_tokens") == (r.usage.output_tokens == 64)
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
 
 
@@ -34,16 +37,22 @@ def test_system_and_multi_turn(client):
     assert r.content[0].text
 
 
-def test_max_tokens_and_stop_sequences(client):
+def test_max_tokens_and_stop_sequences(client, server):
     r = client.messages.create(model="smollm2", max_tokens=2, messages=QUESTION, extra_body={"temperature": 0})
     assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 2
+    unload(server.url, "smollm2")
+    full = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION,
+                                  extra_body={"temperature": 0}).content[0].text
+    stop = stop_word(full)
+    unload(server.url, "smollm2")
     r = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0},
-                               stop_sequences=["Paris"])
-    assert r.stop_reason == "stop_sequence" and r.stop_sequence == "Paris"
-    assert "Paris" not in r.content[0].text
+                               stop_sequences=["never said", stop])
+    assert r.stop_reason == "stop_sequence" and r.stop_sequence == stop
+    assert r.content[0].text == before(full, stop)
 
 
-def test_streaming_event_sequence(client):
+def test_streaming_event_sequence(client, server):
+    unload(server.url, "smollm2")
     with client.messages.stream(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0}) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
@@ -51,7 +60,9 @@ def test_streaming_event_sequence(client):
     assert kinds[1] == "content_block_start"
     assert "content_block_delta" in kinds or "text" in kinds
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    assert "Paris" in final.content[0].text and final.stop_reason == "end_turn"
+    unload(server.url, "smollm2")
+    whole = client.messages.create(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0})
+    assert final.content[0].text == whole.content[0].text and final.stop_reason == whole.stop_reason
 
 
 def test_raw_stream_framing(server):

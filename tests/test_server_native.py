@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 import requests
 
+from tests.answers import CITY, KEEP_GOING, before, forced_city, stop_word, unload
 from tests.server_harness import RunningServer, resolver, server_config
 
 
@@ -35,38 +37,51 @@ def test_root_and_version(server):
     assert "version" in requests.get(server.url + "/api/version").json()
 
 
-def test_chat_streams_with_the_ollama_client(client):
+def test_chat_streams_with_the_ollama_client(client, server):
+    unload(server.url, "smollm2")
     parts = list(client.chat(model="smollm2", messages=QUESTION, stream=True, options=GREEDY))
     assert parts[-1].done and parts[-1].done_reason == "stop"
+    assert not any(p.done for p in parts[:-1])
     text = "".join(p.message.content for p in parts)
-    assert "Paris" in text
-    assert parts[-1].eval_count > 0 and parts[-1].prompt_eval_count > 0
+    assert text.strip()
+    assert parts[-1].eval_count >= len(parts) - 1 and parts[-1].prompt_eval_count > 0
     assert parts[-1].total_duration >= parts[-1].eval_duration > 0
+    # Greedy decoding is deterministic: the same request without streaming, cold as the first was,
+    # gives the same text.
+    unload(server.url, "smollm2")
+    whole = client.chat(model="smollm2", messages=QUESTION, stream=False, options=GREEDY)
+    assert whole.done and whole.message.content == text and whole.eval_count == parts[-1].eval_count
 
 
-def test_chat_without_streaming(client):
-    r = client.chat(model="smollm2", messages=QUESTION, stream=False, options=GREEDY)
-    assert "Paris" in r.message.content and r.done
+def test_chat_with_a_schema_gives_the_forced_answer(client):
+    r = client.chat(model="smollm2", messages=QUESTION, stream=False, options=GREEDY, format=CITY)
+    assert r.done and r.done_reason == "stop" and forced_city(r.message.content)
 
 
 def test_generate_returns_context_for_continuation(client):
     r = client.generate(model="smollm2", prompt="Which city is the capital of France?", stream=False, options=GREEDY)
-    assert "Paris" in r.response
+    assert r.response.strip() and r.done_reason == "stop"
     assert r.context and len(r.context) > r.prompt_eval_count
     follow = client.generate(model="smollm2", prompt="And of Italy?", context=r.context, stream=False,
                              options={**GREEDY, "num_predict": 20})
     assert follow.done and follow.response
 
 
-def test_raw_generate_and_stop(client):
+def test_raw_generate_and_stop(client, server):
+    options = {**GREEDY, "num_predict": 30}
+    unload(server.url, "smollm2")
+    full = client.generate(model="smollm2", prompt="1, 2, 3, 4,", raw=True, stream=False, options=options).response
+    stop = stop_word(full)
+    unload(server.url, "smollm2")
     r = client.generate(model="smollm2", prompt="1, 2, 3, 4,", raw=True, stream=False,
-                        options={**GREEDY, "num_predict": 30, "stop": [" 8"]})
+                        options={**options, "stop": [stop]})
     assert r.done_reason == "stop"
-    assert " 5" in r.response and " 8" not in r.response
+    assert r.response == before(full, stop) and stop not in r.response
 
 
 def test_num_predict_gives_length(client):
-    r = client.generate(model="smollm2", prompt="Tell me a story.", stream=False, options={**GREEDY, "num_predict": 5})
+    r = client.generate(model="smollm2", prompt="Tell me a story.", stream=False, format=KEEP_GOING,
+                        options={**GREEDY, "num_predict": 5})
     assert r.done_reason == "length" and r.eval_count == 5
 
 
@@ -161,7 +176,7 @@ def test_queue_limit_answers_503_and_nothing_else_breaks(smollm2_path):
     srv = RunningServer(server_config(num_parallel=1, max_queue=1, max_loaded_models=1, context_length=1024),
                         resolver(smollm2=smollm2_path)).start()
     try:
-        body = {"model": "smollm2", "prompt": "Write a long story.", "stream": False,
+        body = {"model": "smollm2", "prompt": "Write a long story.", "stream": False, "format": KEEP_GOING,
                 "options": {**GREEDY, "num_predict": 150}}
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda _: requests.post(srv.url + "/api/generate", json=body), range(4)))
@@ -176,10 +191,11 @@ def test_queue_limit_answers_503_and_nothing_else_breaks(smollm2_path):
 
 
 def test_shift_on_and_off(server):
+    # The schema forbids the end of generation, so only num_predict or the full context ends it.
     body = {"model": "smollm2", "prompt": "Write a long essay about the sea.", "raw": True, "stream": False,
-            "options": {**GREEDY, "num_ctx": 64, "num_predict": 120}}
+            "format": KEEP_GOING, "options": {**GREEDY, "num_ctx": 64, "num_predict": 120}}
     shifted = requests.post(server.url + "/api/generate", json=body).json()
-    assert shifted["eval_count"] == 120 or shifted["done_reason"] == "stop"
+    assert shifted["done_reason"] == "length" and shifted["eval_count"] == 120
     stopped = requests.post(server.url + "/api/generate", json={**body, "shift": False}).json()
     assert stopped["done_reason"] == "length" and stopped["eval_count"] < 64
 

@@ -6,6 +6,8 @@ import openai
 import pytest
 import requests
 
+from tests.answers import KEEP_GOING, before, stop_word, unload
+
 QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
@@ -22,27 +24,37 @@ def client(server):
 def test_chat_completion(client):
     r = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
-    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].message.content.strip()
     assert r.choices[0].finish_reason == "stop"
     assert r.usage.completion_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_chat_completion_stream_with_usage(client):
+def test_chat_completion_stream_with_usage(client, server):
+    unload(server.url, "smollm2")
     chunks = list(client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "Paris" in text
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    unload(server.url, "smollm2")
+    whole = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0)
+    assert text == whole.choices[0].message.content  # greedy: streaming changes nothing
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_max_tokens_and_stop(client):
-    r = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=3)
+def test_max_tokens_and_stop(client, server):
+    keep_going = {"type": "json_schema", "json_schema": {"name": "long", "schema": KEEP_GOING}}
+    r = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=3,
+                                       response_format=keep_going)
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
-    r = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, stop=["Paris"])
-    assert "Paris" not in r.choices[0].message.content
+    unload(server.url, "smollm2")
+    full = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0).choices[0].message.content
+    stop = stop_word(full)
+    unload(server.url, "smollm2")
+    r = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, stop=[stop])
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == before(full, stop)
 
 
 def test_seed_makes_sampling_repeatable(server):
@@ -51,16 +63,21 @@ def test_seed_makes_sampling_repeatable(server):
     # come from identical logits.
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
     msgs = [{"role": "user", "content": "Invent a name for a dragon."}]
+    unload(server.url, "smollm2")
     a = client.chat.completions.create(model="smollm2", messages=msgs, seed=7, max_tokens=1)
+    unload(server.url, "smollm2")
     b = client.chat.completions.create(model="smollm2", messages=msgs, seed=7, max_tokens=1)
     assert a.choices[0].message.content == b.choices[0].message.content
 
 
-def test_text_completion(client):
+def test_text_completion(client, server):
+    unload(server.url, "smollm2")
     r = client.completions.create(model="smollm2", prompt="Which city is the capital of France?", temperature=0,
                                   max_tokens=20)
-    assert r.object == "text_completion" and "Paris" in r.choices[0].text
-    assert r.choices[0].finish_reason == "stop" and 0 < r.usage.completion_tokens < 20
+    assert r.object == "text_completion" and r.choices[0].text
+    assert 0 < r.usage.completion_tokens <= 20
+    assert (r.choices[0].finish_reason == "length") == (r.usage.completion_tokens == 20)
+    unload(server.url, "smollm2")
     chunks = list(client.completions.create(model="smollm2", prompt="Which city is the capital of France?",
                                             temperature=0, max_tokens=20, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
@@ -96,21 +113,25 @@ def test_errors_are_openai_shaped(client, server):
 
 def test_responses_api(client):
     r = client.responses.create(model="smollm2", input="Which city is the capital of France?", temperature=0)
-    assert r.status == "completed" and "Paris" in r.output_text
+    assert r.status == "completed" and r.output_text.strip()
     assert r.usage.output_tokens > 0
     follow = client.responses.create(model="smollm2", input="Repeat the name of that city.", temperature=0,
                                      previous_response_id=r.id, max_output_tokens=20)
     assert follow.previous_response_id == r.id and follow.output_text
 
 
-def test_responses_api_streaming(client):
+def test_responses_api_streaming(client, server):
+    unload(server.url, "smollm2")
     events = list(client.responses.create(model="smollm2", input="Which city is the capital of France?",
                                           temperature=0, stream=True))
     kinds = [e.type for e in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[-1] == "response.completed"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    assert "Paris" in text and events[-1].response.output_text == text
+    assert text and events[-1].response.output_text == text
+    unload(server.url, "smollm2")
+    whole = client.responses.create(model="smollm2", input="Which city is the capital of France?", temperature=0)
+    assert whole.output_text == text
 
 
 def test_responses_api_instructions_and_unknown_previous(client):

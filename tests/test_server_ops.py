@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from a3s_power.config import Config
 from a3s_power.errors import InvalidOptionError
 from a3s_power.usage import UsageLog
+from tests.answers import KEEP_GOING
 from tests.server_harness import RunningServer, resolver, server_config
 
 
@@ -65,7 +66,8 @@ def test_metrics_count_requests_and_tokens(server):
 
 
 def test_usage_is_recorded_and_filtered(server):
-    body = {"model": "smollm2", "prompt": "Hi", "stream": False, "options": {"temperature": 0, "num_predict": 3}}
+    body = {"model": "smollm2", "prompt": "Hi", "stream": False, "format": KEEP_GOING,
+            "options": {"temperature": 0, "num_predict": 3}}
     requests.post(server.url + "/api/generate", json=body)
     usage = requests.get(server.url + "/v1/usage").json()
     assert usage["totals"]["requests"] >= 1 and usage["totals"]["output_tokens"] >= 3
