@@ -17,11 +17,12 @@ PROMPTS = [
 N_TOKENS = 64
 
 
-def reference_tokens(path: str, prompts: list[str]) -> list[tuple[list[int], list[int]]]:
+def reference_tokens(path: str, prompts: list[str], flash_attn: bool) -> list[tuple[list[int], list[int]]]:
     import llama_cpp
     from llama_cpp import Llama
 
-    llm = Llama(path, n_ctx=1024, n_threads=THREADS, n_batch=512, verbose=False, seed=1)
+    llm = Llama(path, n_ctx=1024, n_threads=THREADS, n_batch=512, n_ubatch=512, flash_attn=flash_attn,
+                verbose=False, seed=1)
     out = []
     try:
         for prompt in prompts:
@@ -39,16 +40,22 @@ def reference_tokens(path: str, prompts: list[str]) -> list[tuple[list[int], lis
     return out
 
 
-def check_same_tokens(path: str) -> None:
-    expected = reference_tokens(path, PROMPTS)
+# Fidelity, on whatever CPU runs the suite: the reference is computed here, with the same model,
+# context size, batch sizes and attention path, so both sides run the same kernels on the same
+# shapes and the tokens must be identical, not merely close. Four slots, with a KV buffer per slot
+# or one buffer for all: a single stream is computed as it would be alone.
+LAYOUTS = [(fa, unified) for fa in ("off", "on") for unified in (False, True)]
+LAYOUT_IDS = [f"fa-{fa}-{'one-buffer' if unified else 'buffer-per-slot'}" for fa, unified in LAYOUTS]
+
+
+def check_same_tokens(path: str, flash_attn: str, kv_unified: bool) -> None:
+    expected = reference_tokens(path, PROMPTS, flash_attn == "on")
     model = _core.Model(path)
     try:
         for prompt, (tokens, generated) in zip(PROMPTS, expected):
             assert model.tokenize(prompt, True, True) == tokens
-            # A fresh engine with four slots per prompt: slots must not change what a single
-            # stream computes. (Sequences decoded together, or whose KV cells sit among other
-            # sequences' cells, sum floats in another order, as in llama-server.)
-            engine = _core.Engine(model, context_params(n_ctx=1024, n_parallel=4))
+            engine = _core.Engine(model, context_params(n_ctx=1024, n_parallel=4, flash_attn=flash_attn,
+                                                        kv_unified=kv_unified))
             try:
                 rid = engine.submit(tokens, greedy(), N_TOKENS, [], False, 0)
                 result = collect(engine, [rid])[rid]
@@ -61,13 +68,15 @@ def check_same_tokens(path: str) -> None:
         model.close()
 
 
-def test_greedy_tokens_match_llama_cpp_python_smollm2(smollm2_path):
-    check_same_tokens(smollm2_path)
+@pytest.mark.parametrize("flash_attn, kv_unified", LAYOUTS, ids=LAYOUT_IDS)
+def test_greedy_tokens_match_llama_cpp_python_smollm2(smollm2_path, flash_attn, kv_unified):
+    check_same_tokens(smollm2_path, flash_attn, kv_unified)
 
 
 @pytest.mark.slow
-def test_greedy_tokens_match_llama_cpp_python_qwen(qwen_path):
-    check_same_tokens(qwen_path)
+@pytest.mark.parametrize("flash_attn, kv_unified", LAYOUTS, ids=LAYOUT_IDS)
+def test_greedy_tokens_match_llama_cpp_python_qwen(qwen_path, flash_attn, kv_unified):
+    check_same_tokens(qwen_path, flash_attn, kv_unified)
 
 
 @pytest.mark.slow
