@@ -7,6 +7,7 @@ The TOML file under $A3S_POWER_HOME and CLI overrides build on this; every other
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -214,14 +215,17 @@ class _TomlFile(BaseModel, extra="forbid"):
 
 
 def _read_toml(path: Path) -> dict:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, before it joined the standard library
+        import tomli as tomllib
 
     from pydantic import ValidationError
 
     if not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
         parsed = _TomlFile.model_validate(data)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidOptionError(f"{path}: {exc}") from None
