@@ -14,7 +14,8 @@ from a3s_power.core import _core
 from tests import model_cache
 from tests.tiny_models import write_tiny_llama
 
-THREADS = 2
+# Two compute threads, or one where the process may use only one CPU (two would spin against each other).
+THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
 
 
 def real_model(name: str) -> str:

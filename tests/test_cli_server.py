@@ -18,7 +18,7 @@ def server(tmp_path_factory, smollm2_path, nomic_path):
     with ServerThread(tmp_path_factory.mktemp("home"), num_parallel=1, context_length=1024) as srv:
         client = ollama.Client(host=srv.url)
         list(client.create(model="smol", files={"model.gguf": client.create_blob(smollm2_path)},
-                           parameters={"temperature": 0}, stream=True))
+                           parameters={"temperature": 0, "num_predict": 128}, stream=True))
         list(client.create(model="nomic", files={"model.gguf": client.create_blob(nomic_path)}, stream=True))
         yield srv
 

@@ -40,6 +40,13 @@ def reference_tokens(path: str, prompts: list[str], flash_attn: bool) -> list[tu
     return out
 
 
+def on_the_cpu() -> _core.ModelParams:
+    """Llama keeps every layer on the CPU unless told; so does our side, also on a GPU build."""
+    params = _core.ModelParams()
+    params.n_gpu_layers = 0
+    return params
+
+
 # Fidelity, on whatever CPU runs the suite: the reference is computed here, with the same model,
 # context size, batch sizes and attention path, so both sides run the same kernels on the same
 # shapes and the tokens must be identical, not merely close. Four slots, with a KV buffer per slot
@@ -50,7 +57,7 @@ LAYOUT_IDS = [f"fa-{fa}-{'one-buffer' if unified else 'buffer-per-slot'}" for fa
 
 def check_same_tokens(path: str, flash_attn: str, kv_unified: bool) -> None:
     expected = reference_tokens(path, PROMPTS, flash_attn == "on")
-    model = _core.Model(path)
+    model = _core.Model(path, on_the_cpu())
     try:
         for prompt, (tokens, generated) in zip(PROMPTS, expected):
             assert model.tokenize(prompt, True, True) == tokens
@@ -92,7 +99,7 @@ def test_embeddings_match_llama_cpp_python(nomic_path):
     finally:
         llm.close()
 
-    model = _core.Model(nomic_path)
+    model = _core.Model(nomic_path, on_the_cpu())
     engine = _core.Engine(model, context_params(n_ctx=2048, n_parallel=2, embeddings=True))
     try:
         assert model.n_embd == 768

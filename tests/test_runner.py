@@ -33,9 +33,9 @@ async def complete(model: LoadedModel, text: str, **options) -> tuple[str, list]
 
 
 def test_streams_a_chat_answer(loaded):
-    text, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?"))
+    text, chunks = asyncio.run(complete(loaded, "Which city is the capital of France?", num_predict=128))
     assert text.strip()
-    assert chunks[-1].done and chunks[-1].done_reason == "stop"
+    assert chunks[-1].done and chunks[-1].done_reason in ("stop", "length")
     assert chunks[-1].timings["eval_count"] == sum(len(c.tokens) for c in chunks)
     assert all(not c.done for c in chunks[:-1])
 

@@ -262,7 +262,7 @@ def test_generate_reports_tool_calls_written_with_markers(server, models):
     assert "<tool_call>" not in r["response"]
 
 
-def test_adapter_layer_applies_a_lora_over_the_shared_base(client, models, smollm2_path, tmp_path_factory):
+def test_adapter_layer_applies_a_lora_over_the_shared_base(client, server, models, smollm2_path, tmp_path_factory):
     from tests.lora_adapters import write_lora
 
     adapter = write_lora(tmp_path_factory.mktemp("lora") / "adapter.gguf", smollm2_path, seed=3)
@@ -270,6 +270,7 @@ def test_adapter_layer_applies_a_lora_over_the_shared_base(client, models, smoll
                        stream=True))
     assert "ADAPTER" in client.show("smol-lora").modelfile
     question = [{"role": "user", "content": "Which city is the capital of France?"}]
+    unload(server.url, "smollm2")
     base = client.chat(model="smollm2", messages=question, options={**GREEDY, "num_predict": 12}).message.content
     tuned = client.chat(model="smol-lora", messages=question, options={**GREEDY, "num_predict": 12}).message.content
     assert tuned != base
@@ -288,5 +289,6 @@ def test_adapter_layer_applies_a_lora_over_the_shared_base(client, models, smoll
     r = requests.post(client._client.base_url.join("/api/chat").__str__(), json={
         "model": "smol-badlora", "messages": question, "stream": False})
     assert r.status_code == 500 and "adapter" in r.json()["error"]
+    unload(server.url, "smollm2")
     again = client.chat(model="smollm2", messages=question, options={**GREEDY, "num_predict": 12})
     assert again.message.content == base  # the base model is still fine
