@@ -27,7 +27,27 @@ def llama_lib_dir() -> Path | None:
     return None
 
 
+def _share_the_cxx_runtime() -> None:
+    """Puts the system's C++ runtime into the global symbol scope before llama.cpp's libraries load.
+
+    A llama.cpp built by a compiler that links libstdc++ statically (seen with a GCC under /opt on
+    the GPU machines: no library NEEDs libstdc++.so.6, each exports hundreds of std:: symbols)
+    carries private runtime copies. When another extension (aiohttp's frozenlist, numpy) has loaded
+    the shared libstdc++ first, privately and out of the global scope, the copies disagree on
+    locale facet ids and the first std::regex in llama.cpp's tokenizer crashes (issue 14). With the
+    shared runtime global first, every exported std:: symbol binds to it, as LD_PRELOAD would do.
+    For an ordinary build, which links the shared runtime anyway, this changes nothing.
+    """
+    if os.uname().sysname == "Darwin":
+        return
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass  # no shared C++ runtime on this system: nothing to share
+
+
 def preload() -> None:
+    _share_the_cxx_runtime()
     lib = llama_lib_dir()
     if lib is None:
         return
