@@ -43,7 +43,7 @@ pack() {  # here, on a machine with llama-cpp-python installed and the model cac
   $PY -m pip download --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d "$REPO/.whl" aiohttp click pydantic jinja2 prometheus-client cryptography pytest \
-    pytest-timeout pytest-benchmark requests ollama openai anthropic jsonschema pexpect gguf
+    pytest-timeout pytest-benchmark requests ollama openai anthropic jsonschema pexpect gguf diskcache
   rm -f "$REPO"/.whl/numpy-*  # the machine's own numpy stays
   split -b 33m -d "$($PY -m tests.model_cache smollm2)" "$REPO/.device/smollm2.part-"
   ls -la "$REPO/.device" && du -sh "$REPO/.whl"
@@ -61,9 +61,9 @@ build() {
     tar xzf "$REPO/.device/llama.cpp-0c1e570-trim.tar.gz" -C "$WORK/src.tmp" && mv "$WORK/src.tmp/llama.cpp" "$WORK/src"
     cmake -S "$WORK/src" -B "$WORK/build-llama" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
       -DGGML_CUDA=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_TOOLS_INSTALL=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_TOOLS_INSTALL=OFF \
       -DCMAKE_INSTALL_PREFIX="$WORK/prefix" > "$WORK/cmake.log"
-    cmake --build "$WORK/build-llama" --target llama mtmd -j "$(nproc)" > "$WORK/build.log"
+    cmake --build "$WORK/build-llama" --target llama llama-common mtmd -j "$(nproc)" > "$WORK/build.log"
     cmake --install "$WORK/build-llama" > "$WORK/install.log"
   fi
   stage "Python packages"
@@ -106,9 +106,9 @@ gpu_build() {  # llama.cpp with CUDA beside the CPU build, and _core against it 
   if [ ! -f "$WORK/prefix-cuda/lib/cmake/llama/llama-config.cmake" ]; then
     cmake -S "$WORK/src" -B "$WORK/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
       -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
-      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
       -DLLAMA_TOOLS_INSTALL=OFF -DCMAKE_INSTALL_PREFIX="$WORK/prefix-cuda" > "$WORK/cuda-cmake.log"
-    cmake --build "$WORK/build-cuda" --target llama mtmd -j "${JOBS:-12}" > "$WORK/cuda-build.log"
+    cmake --build "$WORK/build-cuda" --target llama llama-common mtmd -j "${JOBS:-12}" > "$WORK/cuda-build.log"
     cmake --install "$WORK/build-cuda" > "$WORK/cuda-install.log"
   fi
   cmake -S "$REPO" -B "$WORK/build-core-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release \
