@@ -160,7 +160,7 @@ def test_packaged_entries_parse():
     gemma = registry.lookup(ModelName.parse("gemma3:270m"))
     assert gemma.pypi.sha256.endswith("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")
     assert [f.member for f in gemma.pypi.files] == [f"gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)]
-    assert len(registry.models()) == len({m.name.key() for m in registry.models()})  # aliases listed once
+    assert len(registry.models()) == len({m.name.key() for m in registry.models()})  # each listed once
 
 
 def test_malformed_pypi_entries_are_skipped(tmp_path):

