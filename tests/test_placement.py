@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import stat
+import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -173,28 +173,77 @@ def test_config_main_gpu_is_unset_unless_given(tmp_path, monkeypatch):
     assert Config.from_env().main_gpu == 0
 
 
-NVIDIA_SMI = """#!/bin/sh
-echo "0, GPU-aaaa-1111, NVIDIA A100-SXM4-80GB, 81920, 1024, 7"
-echo "1, GPU-bbbb-2222, NVIDIA A100-SXM4-80GB, 81920, 40960, 93"
-echo "2, GPU-cccc-3333, NVIDIA L4, 23034, [N/A], [N/A]"
-"""
+class FakeNvml:
+    """A stand-in for the pynvml binding (no GPU here): three cards, the last without memory figures."""
+
+    class NVMLError(Exception):
+        pass
+
+    CARDS = [("GPU-aaaa-1111", "NVIDIA A100-SXM4-80GB", 80 * GiB, GiB, 7),
+             ("GPU-bbbb-2222", "NVIDIA A100-SXM4-80GB", 80 * GiB, 40 * GiB, 93),
+             ("GPU-cccc-3333", "NVIDIA L4", None, None, None)]
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.CARDS)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.CARDS[i]
+
+    def nvmlDeviceGetUUID(self, card):
+        return card[0]
+
+    def nvmlDeviceGetName(self, card):
+        return card[1].encode()  # older bindings answer bytes
+
+    def nvmlDeviceGetMemoryInfo(self, card):
+        if card[2] is None:
+            raise self.NVMLError("Not Supported")
+        return SimpleNamespace(total=card[2], used=card[3], free=card[2] - card[3])
+
+    def nvmlDeviceGetUtilizationRates(self, card):
+        if card[4] is None:
+            raise self.NVMLError("Not Supported")
+        return SimpleNamespace(gpu=card[4], memory=0)
 
 
-def test_inventory_numbers_cards_as_cuda_does(tmp_path, monkeypatch):
-    """The real nvidia-smi path, run against a stand-in nvidia-smi (no GPU here)."""
-    exe = tmp_path / "nvidia-smi"
-    exe.write_text(NVIDIA_SMI)
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+def test_inventory_numbers_cards_as_cuda_does(monkeypatch):
+    """The NVML path, run against a stand-in binding (no GPU here)."""
+    from a3s_power import gpu
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    monkeypatch.setattr(gpu.platform, "system", lambda: "Linux")
+    gpu._nvml.reset()
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    cards = gpu_stats()
-    assert [(g.index, g.name, g.memory_total, g.memory_used) for g in cards[:2]] == [
-        (0, "cuda:0 NVIDIA A100-SXM4-80GB", 80 * GiB, GiB), (1, "cuda:1 NVIDIA A100-SXM4-80GB", 80 * GiB, 40 * GiB)]
-    assert len(cards) == 2 and cards[1].utilization == 0.93  # the card without memory figures is left out
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb,0")
-    assert [(g.index, g.memory_used) for g in gpu_stats()] == [(0, 40 * GiB), (1, GiB)]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,7,0")  # CUDA stops at the first card it cannot find
-    assert [(g.index, g.memory_used) for g in gpu_stats()] == [(0, 40 * GiB)]
+    try:
+        cards = gpu_stats()
+        assert [(g.index, g.name, g.memory_total, g.memory_used) for g in cards[:2]] == [
+            (0, "cuda:0 NVIDIA A100-SXM4-80GB", 80 * GiB, GiB), (1, "cuda:1 NVIDIA A100-SXM4-80GB", 80 * GiB, 40 * GiB)]
+        assert len(cards) == 2 and cards[1].utilization == 0.93  # the card without memory figures is left out
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb,0")
+        assert [(g.index, g.memory_used) for g in gpu_stats()] == [(0, 40 * GiB), (1, GiB)]
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,7,0")  # CUDA stops at the first card it cannot find
+        assert [(g.index, g.memory_used) for g in gpu_stats()] == [(0, 40 * GiB)]
+    finally:
+        gpu._nvml.reset()
+
+
+def test_no_nvml_means_no_nvidia_gpus(monkeypatch):
+    from a3s_power import gpu
+
+    class Broken(FakeNvml):
+        def nvmlInit(self):
+            raise self.NVMLError("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "pynvml", Broken())
+    monkeypatch.setattr(gpu.platform, "system", lambda: "Linux")
+    gpu._nvml.reset()
+    try:
+        assert gpu_stats() == []
+    finally:
+        gpu._nvml.reset()
 
 
 # --- the scheduler applies it ------------------------------------------------------------------
@@ -262,6 +311,80 @@ def test_scheduler_spreads_a_model_no_gpu_holds(smollm2_path, loads):
     (_, gpu_layers, _, split, tensor_split), = loads
     assert (gpu_layers, split) == (-1, "layer") and sum(tensor_split) == est.layers + 1 and all(tensor_split)
     assert placement.complete and text
+
+
+def test_a_load_that_runs_out_of_gpu_memory_is_retried_with_fewer_layers(smollm2_path, monkeypatch):
+    """The estimate said it fits, llama.cpp's allocation said no (as CUDA words it): the scheduler
+    gives up a quarter of the layers at a time until the load succeeds, and reports where it went."""
+    from a3s_power.errors import ModelLoadError
+
+    tried, real = [], _core.Model
+    load = LoadOptions(num_ctx=256)
+    est = memory.estimate(smollm2_path, load)
+    fits = (est.layers + 1) // 2  # the real card holds half the layers, whatever the estimate says
+
+    def model(path, params):
+        tried.append(params.n_gpu_layers)
+        if params.n_gpu_layers < 0 or params.n_gpu_layers > fits:
+            raise ModelLoadError(f"failed to load model {path}: ggml_backend_cuda_buffer_type_alloc_buffer: "
+                                 "allocating 512.00 MiB on device 0: cudaMalloc failed: out of memory")
+        return real(path, params)
+
+    monkeypatch.setattr(_core, "Model", model)
+    specs = {"smol": LocalModel(name="smol", model_path=Path(smollm2_path))}
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__,
+                          gpus=lambda: [gpu(0, 20)])
+
+    async def main():
+        runner = await scheduler.load(specs["smol"], load, None)
+        await scheduler.close()
+        return runner.placement
+
+    placement = asyncio.run(main())
+    offloadable = est.layers + 1
+    assert tried[0] == -1 and len(tried) > 2 and 0 < tried[-1] <= fits
+    assert all(b < a for a, b in zip([offloadable, *tried[1:]], tried[1:]))  # fewer each time
+    assert placement.n_gpu_layers == tried[-1] and placement.gpus[0].layers == tried[-1] and placement.cpu_bytes > 0
+
+
+def test_other_load_errors_are_not_retried(tiny_path, monkeypatch):
+    from a3s_power.errors import ModelLoadError
+
+    tried = []
+
+    def model(path, params):
+        tried.append(params.n_gpu_layers)
+        raise ModelLoadError(f"failed to load model {path}: unknown model architecture: 'gptoss'")
+
+    monkeypatch.setattr(_core, "Model", model)
+    specs = {"tiny": LocalModel(name="tiny", model_path=Path(tiny_path))}
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__,
+                          gpus=lambda: [gpu(0, 20)])
+    with pytest.raises(ModelLoadError, match="gptoss"):
+        asyncio.run(scheduler.load(specs["tiny"], LoadOptions(num_ctx=256), None))
+    assert tried == [-1]
+
+
+def test_vram_is_measured_on_the_device_during_the_load(smollm2_path, monkeypatch):
+    """What the device's used memory grew by while the model loaded is what /api/ps reports."""
+    real, taken = _core.Model, 3 * GiB // 2
+
+    def model(path, params):
+        card.memory_used += taken  # as NVML would see the allocation
+        return real(path, params)
+
+    card = gpu(0, 20)
+    monkeypatch.setattr(_core, "Model", model)
+    specs = {"smol": LocalModel(name="smol", model_path=Path(smollm2_path))}
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__,
+                          gpus=lambda: [replace(card)])
+
+    async def main():
+        runner = await scheduler.load(specs["smol"], LoadOptions(num_ctx=256), None)
+        await scheduler.close()
+        return runner.vram_measured
+
+    assert asyncio.run(main()) == {0: taken}
 
 
 # --- /api/ps and the CLI -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ many layers as fit with the rest on the CPU (as Ollama does).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Callable, Hashable, Iterable, Mapping, Sequence
@@ -158,6 +159,26 @@ def alongside(base: Placement, est: Estimate, gpus: Sequence[GpuInfo], *, promis
     free = _free(gpus, promised, loading, overhead)
     fits = all(s.bytes - s.weights <= free.get(s.index, 0) for s in shares)
     return replace(base, gpus=shares, cpu_bytes=_cpu_bytes(est, n), complete=base.complete and fits)
+
+
+# What llama.cpp logs when a buffer does not fit on a device (CUDA, Metal, Vulkan and the
+# allocator above them), as a load error carries it.
+_OUT_OF_MEMORY = re.compile(r"out of memory|failed to allocate|unable to allocate|cudaMalloc failed|"
+                            r"alloc_buffer|insufficient memory", re.IGNORECASE)
+
+
+def ran_out_of_memory(message: str) -> bool:
+    return bool(_OUT_OF_MEMORY.search(message))
+
+
+def fewer_layers(n_gpu_layers: int, est: Estimate) -> int | None:
+    """The layer count to try after a load with ``n_gpu_layers`` ran out of GPU memory (the
+    estimate was too low, or another process took memory meanwhile): three quarters of them, at
+    least one fewer, down to none. None when none were on a GPU."""
+    n = est.layers + 1 if n_gpu_layers < 0 else n_gpu_layers
+    if n <= 0:
+        return None
+    return min(n - 1, n * 3 // 4)
 
 
 # --- the arithmetic ---------------------------------------------------------------------------

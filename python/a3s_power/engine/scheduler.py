@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable
 
@@ -25,7 +25,7 @@ from ..store.types import LocalModel
 from ..timefmt import parse_go_duration
 from .memory import Estimate
 from .options import LoadOptions
-from .placement import Placement, alongside, place, promised
+from .placement import Placement, alongside, fewer_layers, place, promised, ran_out_of_memory
 from .runner import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ class Runner:
     expires_at: datetime | None = None  # None while requests are running or forever
     memory: int = 0  # estimated bytes: weights, KV cache and compute buffers
     placement: Placement | None = None  # where it went; None where no GPU inventory is known
+    # What loading it took on each GPU, measured (device number: bytes); None where not measured
+    # (no GPU inventory, or weights shared with a model loaded before).
+    vram_measured: dict[int, int] | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _timer: asyncio.TimerHandle | None = None
 
@@ -80,6 +83,8 @@ class Scheduler:
         self._bases: dict[tuple, list] = {}
         # Placements of loads in flight, (weights key, placement) by name: promised before allocated.
         self._placing: dict[str, tuple[tuple, Placement]] = {}
+        # Loads onto GPUs go one at a time, so that what each took can be read off the devices.
+        self._gpu_loading = asyncio.Lock()
 
     # --- public ----------------------------------------------------------------------------
 
@@ -151,17 +156,12 @@ class Scheduler:
             if runner is None:
                 est = await asyncio.to_thread(self._estimate, spec, load)
                 placement = await self._make_room(spec, load, est)
-                if placement is not None:
-                    log.info("placing %s: %s", spec.name, placement)
-                    self._placing[spec.name] = (self._base_key(spec, load), placement)
                 started = time.perf_counter_ns()
-                try:
-                    model = await self._load_within_timeout(spec, load, placement.apply(load) if placement else load)
-                finally:
-                    self._placing.pop(spec.name, None)
+                model, placement, measured = await self._load_placed(spec, load, est, placement)
                 model.load_duration_ns = time.perf_counter_ns() - started
                 runner = Runner(spec, model, load, keep_alive if keep_alive is not None else self._default_keep_alive(),
-                                memory=placement.total if placement else est.total, placement=placement)
+                                memory=placement.total if placement else est.total, placement=placement,
+                                vram_measured=measured)
                 self._runners[spec.name] = runner
                 log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
                 if self.events is not None:
@@ -176,6 +176,43 @@ class Scheduler:
                 runner._timer.cancel()
                 runner._timer = None
             return runner
+
+    async def _load_placed(self, spec: LocalModel, load: LoadOptions, est: Estimate, placement: Placement | None
+                           ) -> tuple[LoadedModel, Placement | None, dict[int, int] | None]:
+        """Loads ``spec`` where ``placement`` says. A load that runs out of GPU memory is tried
+        again with fewer layers on the GPUs, down to none, instead of failing. Returns the model,
+        where it went, and what it took on each GPU when that could be measured."""
+        placed = placement.apply(load) if placement is not None else load
+        while True:
+            if placement is not None:
+                log.info("placing %s: %s", spec.name, placement)
+                self._placing[spec.name] = (self._base_key(spec, load), placement)
+            try:
+                if placement is None or not placement.gpus:
+                    return await self._load_within_timeout(spec, load, placed), placement, None
+                async with self._gpu_loading:
+                    before = {g.index: g.memory_used for g in await asyncio.to_thread(self._gpus)}
+                    model = await self._load_within_timeout(spec, load, placed)
+                    after = await asyncio.to_thread(self._gpus)
+                shared = self._bases.get(self._base_key(spec, load), [None, 0])[1] > 1
+                measured = None if shared else {g.index: max(0, g.memory_used - before.get(g.index, g.memory_used))
+                                                for g in after if g.index in {s.index for s in placement.gpus}}
+                return model, placement, measured
+            except ModelLoadError as exc:
+                n = fewer_layers(placed.num_gpu, est) if placed.num_gpu != 0 and ran_out_of_memory(str(exc)) else None
+                if n is None:
+                    raise
+                log.warning("%s ran out of GPU memory with %s layers offloaded; trying %d", spec.name,
+                            "all" if placed.num_gpu < 0 else placed.num_gpu, n)
+                if placement is not None:
+                    retry = self._plan(spec, replace(load, num_gpu=n), est, await asyncio.to_thread(self._gpus))
+                    if retry is None or not 0 <= retry.n_gpu_layers <= n:
+                        raise  # the layers are where weights loaded before put them: nothing to give up
+                    placement, placed = retry, retry.apply(load)
+                else:
+                    placed = replace(placed, num_gpu=n)
+            finally:
+                self._placing.pop(spec.name, None)
 
     async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel:
         """OLLAMA_LOAD_TIMEOUT: a load that takes longer is reported as failed; when it finishes

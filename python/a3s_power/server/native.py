@@ -259,8 +259,14 @@ async def ps(request: web.Request) -> web.Response:
         spec = runner.spec
         size = runner.memory or runner.model.model.size
         if runner.placement is not None:
-            vram, gpus = runner.placement.vram, [
-                {"id": g.id, "name": g.name, "layers": g.layers, "size_vram": g.bytes} for g in runner.placement.gpus]
+            # Measured on the devices where the load could be (its own weights, loaded alone;
+            # nothing measured means another process freed memory meanwhile), else the
+            # placement's estimate; size is then what the GPUs hold plus the CPU's part.
+            measured = runner.vram_measured or {}
+            gpus = [{"id": g.id, "name": g.name, "layers": g.layers, "size_vram": measured.get(g.index) or g.bytes}
+                    for g in runner.placement.gpus]
+            vram = sum(g["size_vram"] for g in gpus)
+            size = vram + runner.placement.cpu_bytes if gpus else size
         else:  # no GPU inventory to place by (Apple's Metal, no nvidia-smi): the options say where it went
             vram, gpus = (size if runner.load_options.num_gpu != 0 and _gpu_offload() else 0), []
         if runner.keep_alive < 0:
