@@ -94,13 +94,14 @@ class LlamaServer(Server):
     name = "llama-server"
     cheap_path = "/health"
 
-    def __init__(self, binary: Path, model_path: str, threads: int, slots: int, ctx: int, flash_attn: str) -> None:
+    def __init__(self, binary: Path, model_path: str, threads: int, slots: int, ctx: int, flash_attn: str,
+                 gpu_layers: int | None = None) -> None:
         super().__init__()
         self.model = "model"
         self.proc = subprocess.Popen(
             [str(binary), "-m", model_path, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
              "-c", str(ctx * slots), "--host", "127.0.0.1", "--port", str(self.port), "-fa", flash_attn,
-             "--no-webui", "-a", "model"],
+             "--no-webui", "-a", "model", *(["-ngl", str(gpu_layers)] if gpu_layers is not None else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -124,12 +125,13 @@ class PowerServer(Server):
         self.proc = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    async def create(self, model_path: str) -> None:
+    async def create(self, model_path: str, template: str | None = None) -> None:
         import ollama
 
-        client = ollama.AsyncClient(host=self.url)
+        client = ollama.AsyncClient(host=self.url, timeout=1800)
         digest = await client.create_blob(model_path)
-        async for _ in await client.create(model=self.model, files={"model.gguf": digest}, stream=True):
+        async for _ in await client.create(model=self.model, files={"model.gguf": digest}, template=template,
+                                           stream=True):
             pass
 
 
