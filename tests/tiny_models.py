@@ -62,10 +62,12 @@ def write_tiny_llama(
     chat_template: str | None = CHATML_TEMPLATE,
     add_bos: bool = False,
     n_vocab: int = 0,
+    f16: bool = False,
 ) -> Path:
     """A llama-architecture model with random weights (f32), a few MB at the default sizes.
     ``n_vocab`` pads the vocabulary with user-defined tokens to a real model's size, for benchmarks
-    where the cost of the output layer and of sampling must be a real model's."""
+    where the cost of the output layer and of sampling must be a real model's. ``f16`` writes the
+    matrices in f16, drawn faster (benchmark shapes of billions of weights, to be quantized)."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = _vocab()
     if n_vocab > len(tokens):
@@ -85,7 +87,7 @@ def write_tiny_llama(
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -98,6 +100,10 @@ def write_tiny_llama(
         writer.add_chat_template(chat_template)
 
     def weight(*shape: int, scale: float = 0.5) -> np.ndarray:
+        if f16:
+            w = rng.standard_normal(shape, dtype=np.float32)
+            w *= scale / np.sqrt(shape[-1])
+            return w.astype(np.float16)
         return (rng.standard_normal(shape) * scale / np.sqrt(shape[-1])).astype(np.float32)
 
     kv_dim = head_dim * n_head_kv
