@@ -101,35 +101,7 @@ run_suite() {
   $PY -m pytest -q -p no:cacheprovider -rs --durations=15 "$@"
 }
 
-gpu_build() {  # llama.cpp with CUDA beside the CPU build, and _core against it (issue 14's crash)
-  set -e
-  if [ ! -f "$WORK/prefix-cuda/lib/cmake/llama/llama-config.cmake" ]; then
-    cmake -S "$WORK/src" -B "$WORK/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
-      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
-      -DLLAMA_TOOLS_INSTALL=OFF -DCMAKE_INSTALL_PREFIX="$WORK/prefix-cuda" > "$WORK/cuda-cmake.log"
-    cmake --build "$WORK/build-cuda" --target llama llama-common mtmd -j "${JOBS:-12}" > "$WORK/cuda-build.log"
-    cmake --install "$WORK/build-cuda" > "$WORK/cuda-install.log"
-  fi
-  cmake -S "$REPO" -B "$WORK/build-core-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_CPP_PREFIX="$WORK/prefix-cuda" -DPython_EXECUTABLE="$(command -v $PY)" \
-    -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" > "$WORK/core-cuda-cmake.log"
-  cmake --build "$WORK/build-core-cuda" -j "${JOBS:-12}" > "$WORK/core-cuda-build.log"
-  rm -rf "$WORK/gpu" && mkdir -p "$WORK/gpu/site"
-  cp -r "$REPO/python/a3s_power" "$WORK/gpu/"
-  cp "$WORK"/build-core-cuda/_core*.so "$WORK/gpu/a3s_power/"
-  tar xzf "$REPO/.device/llama_cpp_py.tar.gz" -C "$WORK/gpu/site"
-  ln -sfn "$WORK/prefix-cuda/lib" "$WORK/gpu/site/llama_cpp/lib"
-  echo "gpu build done"
-}
-
 case "${1:-}" in
-  gpu-build) gpu_build ;;
-  gpu-start)
-    rm -f "$WORK/gpu-rc"
-    setsid nohup bash -c "bash '$REPO/scripts/device_suite.sh' gpu-build > '$WORK/gpu.log' 2>&1; echo \$? > '$WORK/gpu-rc'" \
-      < /dev/null > /dev/null 2>&1 &
-    echo "gpu build started" ;;
   pack) pack ;;
   build) build ;;
   model) model ;;

@@ -2,7 +2,7 @@
 the CLI reporting them.
 
 This machine has no GPU, so every test here gives the code a stand-in GPU inventory (a list of
-GpuInfo, or a stand-in nvidia-smi). What llama.cpp then does with the parameters on real cards is
+GpuInfo, or a stand-in NVML binding). What llama.cpp then does with the parameters on real cards is
 not covered here; on this CPU-only build it loads the model with them and ignores them."""
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ def test_a_second_model_goes_to_the_other_gpu_because_the_first_is_accounted():
     first = place(MODEL, gpus, LoadOptions())
     held = promised([("first", first)])
     assert first.main_gpu == 0
-    # Still loading: nvidia-smi does not show it yet, the promise counts.
+    # Still loading: NVML does not show it yet, the promise counts.
     assert place(MODEL, gpus, LoadOptions(), promised=held, loading=held).main_gpu == 1
-    # Loaded: nvidia-smi shows it, and it is not taken off a second time.
+    # Loaded: NVML shows it, and it is not taken off a second time.
     shown = [gpu(0, 20 - first.vram / GiB), gpu(1, 16)]
     assert place(MODEL, shown, LoadOptions(), promised=held).main_gpu == 1
     assert free_memory(shown[0], promised=held[0]) == shown[0].memory_total - shown[0].memory_used
@@ -271,13 +271,13 @@ def test_scheduler_puts_two_models_on_two_gpus_and_reports_them(smollm2_path, ti
     # GPU 0 is the freer, but once SmolLM2 is there, GPU 1 has more left.
     others = [gpu(0, 1.5 * smol.total / GiB, 4), gpu(1, 1.2 * smol.total / GiB, 4)]
 
-    def nvidia_smi():  # as it would read: other processes, plus the models loaded here
+    def nvml():  # as it would read: other processes, plus the models loaded here
         held = promised([(r.name, r.placement) for r in scheduler.running()])
         return [replace(g, memory_used=g.memory_used + held.get(g.index, 0)) for g in others]
 
     specs = {"smol": LocalModel(name="smol", model_path=Path(smollm2_path)),
              "tiny": LocalModel(name="tiny", model_path=Path(tiny_path))}
-    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__, gpus=nvidia_smi)
+    scheduler = Scheduler(server_config(num_parallel=1, context_length=256), specs.__getitem__, gpus=nvml)
 
     async def main():
         a = await scheduler.load(specs["smol"], load, None)

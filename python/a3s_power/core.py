@@ -4,7 +4,7 @@ import os
 
 from . import _libs
 
-# GPUs are numbered as nvidia-smi lists them (gpu.py, placement.py); CUDA's own default order,
+# GPUs are numbered as NVML lists them (gpu.py, placement.py); CUDA's own default order,
 # fastest first, differs on machines with mixed cards.
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 

@@ -71,7 +71,7 @@ class Placement:
 
 def free_memory(gpu: GpuInfo, promised: int = 0, loading: int = 0, overhead: int = 0) -> int:
     """What a new model may take on one GPU, from two views that each count a model once.
-    Measured: nvidia-smi's used memory already holds the models this server has loaded (and other
+    Measured: NVML's used memory already holds the models this server has loaded (and other
     processes), so only loads still in flight (``loading``, not allocated yet) come off it.
     Promised: the total less what this server's models were promised, loaded or loading, which
     covers what grows after a load (CUDA's memory pool at the first batches). The smaller counts,

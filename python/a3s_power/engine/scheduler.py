@@ -69,7 +69,7 @@ class Scheduler:
                  gpus: Callable[[], list[GpuInfo]] | None = None) -> None:
         """``events``, if given, hears ``on_load(name, seconds)`` and ``on_eviction(name)``.
         ``gpus`` lists the GPUs to place models on, read before each placement (by default the
-        CUDA devices nvidia-smi reports, when this llama.cpp build can offload)."""
+        CUDA devices NVML reports, when this llama.cpp build can offload)."""
         self._config = config
         self._gpus = gpus or cuda_devices
         self.events = events
@@ -369,7 +369,7 @@ class Scheduler:
 
 
 def cuda_devices() -> list[GpuInfo]:
-    """The GPUs models are placed on: CUDA devices whose memory nvidia-smi reads, when this
+    """The GPUs models are placed on: CUDA devices whose memory NVML reads, when this
     llama.cpp build can offload at all."""
     from ..core import _core
 

@@ -267,7 +267,7 @@ async def ps(request: web.Request) -> web.Response:
                     for g in runner.placement.gpus]
             vram = sum(g["size_vram"] for g in gpus)
             size = vram + runner.placement.cpu_bytes if gpus else size
-        else:  # no GPU inventory to place by (Apple's Metal, no nvidia-smi): the options say where it went
+        else:  # no GPU inventory to place by (Apple's Metal, no NVML): the options say where it went
             vram, gpus = (size if runner.load_options.num_gpu != 0 and _gpu_offload() else 0), []
         if runner.keep_alive < 0:
             expires = FAR_FUTURE
