@@ -320,17 +320,12 @@ class InferenceService:
             if not image_bytes:
                 tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
             generated: list[int] = []
-            # A model whose template writes tool calls with their own markers may answer a plain
-            # prompt with one: Ollama's generate reports it in tool_calls.
-            tool_format = None
-            if tmpl is not None and "tools" in spec.capabilities:
-                from ..prompt.tools import tool_format_for
-
-                tool_format = tool_format_for(tmpl.source)
-                tool_format = tool_format if tool_format in ("hermes", "mistral") else None
+            # No tool calls are parsed here: generate offers no tools, and Ollama turns generated
+            # text into tool calls only with a model's own built-in parser (none here yet), so
+            # text that looks like a call (LiteLLM asks for one with format "json") stays text.
             async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
                                          top_logprobs, logit_bias, started, loaded_ns, collect=generated,
-                                         shift=shift is not False, tool_format=tool_format):
+                                         shift=shift is not False):
                 if delta.done and not raw:
                     delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
