@@ -36,7 +36,13 @@ def test_root_and_version(server):
     r = requests.get(server.url + "/")
     assert r.status_code == 200 and r.text == "Ollama is running"
     assert requests.head(server.url + "/").status_code == 200
-    assert "version" in requests.get(server.url + "/api/version").json()
+    # /api/version is the Ollama API we implement (clients gate features on it); ours is in /health.
+    from a3s_power.version import OLLAMA_API_VERSION, __version__
+
+    reported = requests.get(server.url + "/api/version").json()["version"]
+    assert reported == OLLAMA_API_VERSION and tuple(map(int, reported.split("."))) >= (0, 3, 0)
+    health = requests.get(server.url + "/health").json()
+    assert health["version"] == __version__ and health["ollama_api_version"] == OLLAMA_API_VERSION
 
 
 def test_chat_streams_with_the_ollama_client(client, server):

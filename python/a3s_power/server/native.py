@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..engine.service import Delta, InferenceService
 from ..errors import InvalidOptionError
-from ..version import __version__
+from ..version import OLLAMA_API_VERSION, __version__
 from .app import state_of
 from .errors import ApiError, read_json
 from ..timefmt import now_rfc3339
@@ -74,7 +74,7 @@ def _messages(body: dict) -> list[dict]:
 
 
 async def version(request: web.Request) -> web.Response:
-    return web.json_response({"version": __version__})
+    return web.json_response({"version": OLLAMA_API_VERSION})
 
 
 async def root(request: web.Request) -> web.Response:
@@ -86,6 +86,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({
         "status": "ok",
         "version": __version__,
+        "ollama_api_version": OLLAMA_API_VERSION,
         "uptime_seconds": int(time.time() - state.started_at),
         "loaded_models": [r.name for r in state.scheduler.running()],
     })
