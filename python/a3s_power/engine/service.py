@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator
 
 from ..errors import InvalidOptionError
+from ..prompt.bounded import run_bounded
 from ..prompt.render import PromptTemplate
 from ..store.types import LocalModel, ModelNotFound
 from .options import Options, defaults, parse_options, replace_load
@@ -187,13 +188,12 @@ class InferenceService:
             tool_grammar, tools = _apply_tool_choice(tools, tool_choice)
             if any(m.get("images") for m in history):
                 marked, images = _with_image_markers(history, runner.model.image_marker or "")
-                prompt_tokens = runner.model.tokenize_multimodal(
-                    template.render_chat(marked, tools=tools, think=think_on, think_level=level), images)
+                prompt_tokens = runner.model.tokenize_multimodal(await run_bounded(
+                    lambda: template.render_chat(marked, tools=tools, think=think_on, think_level=level)), images)
             else:
-                # Rendering and tokenizing a long conversation takes milliseconds: off the event loop.
-                prompt_tokens = await asyncio.to_thread(self._chat_tokens, runner, template, history, tools,
-                                                        think_on, level, opts, truncate is not False,
-                                                        shift is not False)
+                # Templates are programs: rendering runs off the event loop, bounded (prompt/bounded.py).
+                prompt_tokens = await run_bounded(self._chat_tokens, runner, template, history, tools, think_on,
+                                                  level, opts, truncate is not False, shift is not False)
             async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
                                          tool_format="json" if tool_grammar else None, shift=shift is not False):
@@ -207,7 +207,8 @@ class InferenceService:
         history = self._with_system(spec, messages)
         async with self.scheduler.use(spec, opts.load, None) as runner:
             template = self.template_for(runner)
-            return len(runner.model.tokenize_prompt(template.render_chat(history, tools=tools)))
+            return len(await run_bounded(lambda: runner.model.tokenize_prompt(template.render_chat(history,
+                                                                                                   tools=tools))))
 
     def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
                      opts: Options, truncate: bool, shift: bool) -> list[int]:
@@ -251,8 +252,8 @@ class InferenceService:
         async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
             template = self.template_for(runner)
             marked, images = _with_image_markers(history, runner.model.image_marker or "")
-            text, _ = await asyncio.to_thread(self._chat_prompt, runner, template, marked, tools, think_on, level,
-                                              opts, truncate is not False)
+            text, _ = await run_bounded(self._chat_prompt, runner, template, marked, tools, think_on, level, opts,
+                                        truncate is not False)
             return text, len(images)
 
     # --- generate --------------------------------------------------------------------------
@@ -302,14 +303,15 @@ class InferenceService:
             if image_bytes:
                 prompt = (model_.image_marker or "") * len(image_bytes) + prompt
             if suffix:
-                tokens = self._fill_in_middle(runner, spec, prompt, suffix, template)
+                tokens = await run_bounded(self._fill_in_middle, runner, spec, prompt, suffix, template)
             else:
                 if raw:
                     text = prompt
                 else:
                     tmpl = self.template_for(runner, template)
                     sys_text = system if system is not None else (spec.system or "")
-                    text = tmpl.render_generate(prompt, system=sys_text, think=think_on, think_level=level)
+                    text = await run_bounded(lambda: tmpl.render_generate(prompt, system=sys_text, think=think_on,
+                                                                          think_level=level))
                 if image_bytes:
                     tokens = model_.tokenize_multimodal(text, image_bytes)
                 else:
@@ -344,12 +346,14 @@ class InferenceService:
         async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
             marker = (runner.model.image_marker or "") * n_images
             if suffix:
-                return runner.model.detokenize(self._fill_in_middle(runner, spec, prompt, suffix, template)), n_images
+                tokens = await run_bounded(self._fill_in_middle, runner, spec, prompt, suffix, template)
+                return runner.model.detokenize(tokens), n_images
             if raw:
                 return marker + prompt, n_images
             sys_text = system if system is not None else (spec.system or "")
-            return self.template_for(runner, template).render_generate(marker + prompt, system=sys_text,
-                                                                       think=think_on, think_level=level), n_images
+            tmpl = self.template_for(runner, template)
+            return await run_bounded(lambda: tmpl.render_generate(marker + prompt, system=sys_text, think=think_on,
+                                                                  think_level=level)), n_images
 
     def _fill_in_middle(self, runner: Runner, spec: LocalModel, prompt: str, suffix: str,
                         template: str | None) -> list[int]:

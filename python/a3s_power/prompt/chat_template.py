@@ -37,9 +37,28 @@ def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, s
     return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
 
 
+# The most one operation in a template may make: a string or list of this many items, a number of
+# this many bits. Jinja's sandbox bounds range() (100,000 items) but not `'x' * 10**10`, which
+# would be one allocation no render timeout can stop.
+MAX_OPERATION_SIZE = 1 << 24
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OPERATION_SIZE:
+                    raise TemplateError("chat template error: a repetition larger than the template limit")
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if right * max(abs(left).bit_length(), 1) > MAX_OPERATION_SIZE:
+                raise TemplateError("chat template error: a power larger than the template limit")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
+    env = _BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -82,3 +101,5 @@ class ChatTemplate:
             raise
         except jinja2.TemplateError as e:
             raise TemplateError(f"chat template failed: {e}") from None
+        except RecursionError:
+            raise TemplateError("chat template failed: it recursed too deeply") from None

@@ -548,6 +548,8 @@ def _sprintf(fmt: Any, *args: Any) -> str:
         text = _format_verb(verb, flags, int(precision or 0) if precision is not None else None, arg)
         if width:
             size = int(width)
+            if size > MAX_OUTPUT:
+                raise TemplateError(f"printf width {size} is larger than a prompt may be")
             if "-" in flags:
                 text = text.ljust(size)
             elif "0" in flags and _is_number(arg):
@@ -1245,6 +1247,10 @@ def _field_of(value: Any, name: str) -> Any:
     return attribute
 
 
+# The largest prompt a template may write: far past any context window, short of exhausting memory.
+MAX_OUTPUT = 256 << 20
+
+
 class _Executor:
     def __init__(self, template: "GoTemplate", out: list[str]) -> None:
         self.template = template
@@ -1252,6 +1258,7 @@ class _Executor:
         self.out = out
         self.vars: list[tuple[str, Any]] = []
         self.depth = 0
+        self.size = 0  # characters written so far
 
     # --- variables
 
@@ -1270,14 +1277,20 @@ class _Executor:
 
     # --- statements
 
+    def emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT:
+            raise TemplateError(f"the rendered prompt is larger than {MAX_OUTPUT >> 20} MiB")
+        self.out.append(text)
+
     def walk(self, nodes: list[Any], dot: Any) -> None:
         for node in nodes:
             if isinstance(node, _Text):
-                self.out.append(node.text)
+                self.emit(node.text)
             elif isinstance(node, _Action):
                 value = self.pipeline(node.pipe, dot)
                 if not node.pipe.decl:
-                    self.out.append(_output_text(value))
+                    self.emit(_output_text(value))
             elif isinstance(node, _Branch):
                 self.branch(node, dot)
             elif isinstance(node, _TemplateCall):
@@ -1311,16 +1324,15 @@ class _Executor:
         elif isinstance(value, int) and not isinstance(value, bool):
             if len(pipe.decl) > 1:
                 raise TemplateError("can't use a second variable when ranging over an integer")
-            items = [(i, i) for i in range(value)]
+            # Lazily: {{range 1000000000}} must not build a list before its first step.
+            items = ((i, i) for i in range(value)) if value > 0 else []
         elif value is None:
             items = []
         else:
             raise TemplateError(f"range can't iterate over {go_format(value)}")
-        if not items:
-            if node.else_body is not None:
-                self.walk(node.else_body, dot)
-            return
+        ran = False
         for key, element in items:
+            ran = True
             mark = len(self.vars)
             if len(pipe.decl) == 1:
                 self.bind(pipe, [element])
@@ -1334,6 +1346,8 @@ class _Executor:
                 break
             finally:
                 del self.vars[mark:]
+        if not ran and node.else_body is not None:
+            self.walk(node.else_body, dot)
 
     def bind(self, pipe: _Pipe, values: list[Any]) -> None:
         for name, value in zip(pipe.decl, values):
