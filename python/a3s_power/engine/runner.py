@@ -9,6 +9,7 @@ is spent per request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -161,6 +162,27 @@ class LoadedModel:
         if self.projector is None:
             raise InvalidOptionError("this model is missing data required for image input")
         return self.projector.tokenize(prompt, list(images), self._needs_bos(prompt))
+
+    @functools.cached_property
+    def longest_piece(self) -> int:
+        """The most bytes one token of this vocabulary stands for (read once, on first need)."""
+        m = self.model
+        return max(1, max(len(m.token_to_piece(t, True)) for t in range(m.n_vocab)))
+
+    def text_for_context(self, text: str, n_ctx: int, keep_end: bool = True) -> str:
+        """``text`` cut, before tokenizing, to what a context of ``n_ctx`` tokens can still use, so
+        that a prompt of megabytes is never tokenized whole (tokenizing costs about 130 times the
+        text's size in memory). No token stands for more than ``longest_piece`` bytes, so any
+        ``(n_ctx + 16) * longest_piece`` characters hold more tokens than the context: that much
+        is kept from the end (and a few tokens' worth from the start, which truncation keeps too),
+        or from the start with ``keep_end`` off. The text itself when it is short enough."""
+        if len(text) <= 16 * n_ctx:  # too short to matter: no need to read the vocabulary
+            return text
+        span = (n_ctx + 16) * self.longest_piece
+        head = 8 * self.longest_piece if keep_end else span
+        if len(text) <= head + (span if keep_end else 0):
+            return text
+        return text[:head] + text[len(text) - span:] if keep_end else text[:head]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.model.detokenize(list(tokens))

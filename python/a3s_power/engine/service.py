@@ -130,6 +130,16 @@ class InferenceService:
     def _can(spec: LocalModel, capability: str) -> bool:
         return not spec.capabilities or capability in spec.capabilities
 
+    @staticmethod
+    def _cut_to_context(runner: Runner, text: str, options: Options, shift: bool) -> str:
+        """A prompt's text cut before tokenizing to what _fit_prompt can keep of it (see
+        LoadedModel.text_for_context); refused at once, untokenized, when it cannot fit and
+        truncation is off."""
+        cut = runner.model.text_for_context(text, options.load.num_ctx)
+        if cut is not text and not shift:
+            raise InvalidOptionError(PROMPT_TOO_LONG)
+        return cut
+
     def _fit_prompt(self, runner: Runner, tokens: list[int], options: Options, shift: bool) -> list[int]:
         """Ollama's context-shift truncation of a prompt that does not fit: keep num_keep tokens
         from the start and as much of the end as leaves room to answer."""
@@ -137,8 +147,7 @@ class InferenceService:
         if len(tokens) < n_ctx:
             return tokens
         if not shift:
-            raise InvalidOptionError("the prompt is longer than the context length currently available to the model; "
-                                     "use a model with a longer context or shorten the prompt")
+            raise InvalidOptionError(PROMPT_TOO_LONG)
         keep = 4
         limit = n_ctx - max((n_ctx - keep) // 2, 1)
         return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
@@ -221,7 +230,7 @@ class InferenceService:
         """The rendered conversation and its tokens, the oldest messages dropped until it fits."""
         model = runner.model
         text = template.render_chat(history, tools=tools, think=think_on, think_level=level)
-        tokens = model.tokenize_prompt(text)
+        tokens = model.tokenize_prompt(InferenceService._cut_to_context(runner, text, opts, truncate))
         n_ctx = opts.load.num_ctx
         if len(tokens) >= n_ctx and truncate:
             # Drop the oldest messages that are not system messages, keeping the last one.
@@ -232,7 +241,7 @@ class InferenceService:
                     break
                 del kept[droppable[0]]
                 text = template.render_chat(kept, tools=tools, think=think_on, think_level=level)
-                tokens = model.tokenize_prompt(text)
+                tokens = model.tokenize_prompt(InferenceService._cut_to_context(runner, text, opts, truncate))
         elif len(tokens) >= n_ctx:
             raise InvalidOptionError("the prompt is longer than the context length currently available to the "
                                      "model (truncate is off); use a model with a longer context or shorten it")
@@ -315,6 +324,7 @@ class InferenceService:
                 if image_bytes:
                     tokens = model_.tokenize_multimodal(text, image_bytes)
                 else:
+                    text = self._cut_to_context(runner, text, opts, shift is not False)
                     tokens = await asyncio.to_thread(
                         lambda: model_.tokenize(text, True, True) if raw else model_.tokenize_prompt(text))
             if context:
@@ -513,16 +523,17 @@ class InferenceService:
         async with self.scheduler.use(spec, opts.load, alive) as runner:
             loaded_ns = time.perf_counter_ns() - started
             n_ctx = opts.load.num_ctx
-            token_lists = []
-            for text in inputs:
-                tokens = runner.model.tokenize(text, True, True)
-                if len(tokens) > n_ctx:
+
+            def tokenize(text: str) -> list[int]:
+                cut = runner.model.text_for_context(text, n_ctx, keep_end=False)  # never tokenized whole
+                tokens = runner.model.tokenize(cut, True, True)
+                if len(tokens) > n_ctx or cut is not text:
                     if truncate is False:
                         raise InvalidOptionError("the input length exceeds the context length")
                     tokens = tokens[:n_ctx]
-                if not tokens:
-                    tokens = runner.model.tokenize(" ", True, True)
-                token_lists.append(tokens)
+                return tokens or runner.model.tokenize(" ", True, True)
+
+            token_lists = await asyncio.to_thread(lambda: [tokenize(text) for text in inputs])
             vectors = await runner.model.embed(token_lists, normalize=normalize)
         out = []
         for v in vectors:
@@ -542,6 +553,8 @@ class InferenceService:
 
 
 MAX_IMAGE_BYTES = 20 << 20
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; use a model "
+                   "with a longer context or shorten the prompt")
 
 
 def decode_images(images: list | None) -> list[bytes]:
