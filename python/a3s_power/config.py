@@ -75,6 +75,9 @@ class Config(BaseModel):
     # Host memory per loaded model for conversations pushed out of their slot: their next turn is
     # restored from it instead of evaluated again (ContextParams.prompt_cache_mb). 0 keeps none.
     prompt_cache_mb: int = 1024
+    # The largest JSON request body, in MiB (A3S_POWER_MAX_BODY_MB): room for long prompts and base64
+    # images; larger ones are answered 413. Blob uploads (POST /api/blobs) stream to disk, unbounded.
+    max_body_mb: int = 100
 
     load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
@@ -120,6 +123,8 @@ class Config(BaseModel):
             values["inference_nice"] = v
         if (v := _env_int("A3S_POWER_PROMPT_CACHE_MB")) is not None and v >= 0:
             values["prompt_cache_mb"] = v
+        if (v := _env_int("A3S_POWER_MAX_BODY_MB")) is not None and v > 0:
+            values["max_body_mb"] = v
         if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
             from .engine.scheduler import parse_keep_alive
 
@@ -210,6 +215,7 @@ class _TomlFile(BaseModel, extra="forbid"):
     stream_interval_ms: int | None = None
     inference_nice: int | None = Field(default=None, ge=0, le=19)
     prompt_cache_mb: int | None = Field(default=None, ge=0)
+    max_body_mb: int | None = Field(default=None, ge=1)
     gpu: _Gpu | None = None
     pricing: dict[str, _Price] | None = None
 
@@ -241,7 +247,7 @@ def _read_toml(path: Path) -> dict:
         values["models_dir"] = parsed.models_dir.expanduser()
     for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
                 "use_mlock", "num_thread", "max_queue", "stream_interval_ms",
-                "inference_nice", "prompt_cache_mb"):
+                "inference_nice", "prompt_cache_mb", "max_body_mb"):
         if getattr(parsed, key) is not None:
             values[key] = getattr(parsed, key)
     if parsed.origins is not None:

@@ -108,7 +108,8 @@ def create_app(state: ServerState) -> web.Application:
     state.scheduler.events = observer
     state.service = InferenceService(state.scheduler, observer)
 
-    app = web.Application(client_max_size=1024**3,
+    # JSON bodies stop at the configured size (errors.read_json); blob uploads stream to disk unbounded.
+    app = web.Application(client_max_size=state.config.max_body_mb * 1024 * 1024,
                           middlewares=[_edge_middleware(lambda: state), state.metrics.middleware(), error_middleware])
     app[STATE] = state
     native.setup(app)
