@@ -50,8 +50,14 @@ def fsync_dir(path: Path) -> None:
 
 def write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
     """Writes a small file whole or not at all: a temporary beside it, synced, then renamed over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_PREFIX}", dir=target.parent)
+    for attempt in range(8):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_PREFIX}", dir=target.parent)
+            break
+        except FileNotFoundError:  # a delete removed the (empty) folder between the two: again
+            if attempt == 7:
+                raise
     try:
         if mode is not None:
             os.fchmod(fd, mode)

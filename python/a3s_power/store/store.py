@@ -7,7 +7,11 @@ An existing Ollama models folder works unchanged, and Ollama reads ours. Writers
 manifest that points at a missing blob: blobs are committed first (verified, renamed into place),
 the manifest last (temporary file + rename). Operations in flight *pin* the digests they need, so
 that a concurrent delete or prune in this or another process cannot remove them; pinning and
-pruning exclude each other through one store-wide lock.
+pruning exclude each other through one store-wide lock, which manifest writes and deletes hold too.
+
+Anything in the store may vanish while it is being looked at (another thread, server or Ollama
+deleting a model and its emptied folders): every scan and read takes a file or folder that has
+gone as a model that is not there, never as a failure.
 """
 
 from __future__ import annotations
@@ -41,6 +45,27 @@ PRUNE_GRACE_S = 3600.0  # Ollama's layerPruneGracePeriod: files younger than thi
 _PARTIAL = re.compile(r"(sha256-[0-9a-f]{64}|url-[0-9a-f]{32})-partial.*")
 _LEGACY_BLOB = re.compile(r"sha256:([0-9a-fA-F]{64})")
 
+_GONE = (FileNotFoundError, NotADirectoryError)  # what a file or folder that was just removed raises
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries, sorted by name; none if the folder has gone."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except _GONE:
+        return []
+
+
+def _read_with_mtime(path: Path) -> tuple[bytes, int]:
+    """A file's bytes and its mtime, from the same open file."""
+    with open(path, "rb") as f:
+        return f.read(), os.fstat(f.fileno()).st_mtime_ns
+
+
+class MissingBlob(FileNotFoundError):
+    """A manifest to be written names a blob that is not in the store."""
+
 
 class ModelStore:
     def __init__(self, root: Path, *, noprune: bool = False) -> None:
@@ -69,14 +94,15 @@ class ModelStore:
     def find(self, name: str | ModelName) -> ModelName | None:
         """The stored name matching ``name`` case-insensitively, spelt as it is on disk."""
         wanted = self.parse(name)
-        if self.manifest_path(wanted).is_file():
-            return wanted
+        try:
+            if self.manifest_path(wanted).is_file():
+                return wanted
+        except OSError:  # a path this file system cannot hold (too long): no such model
+            return None
         folder = self.manifests_dir
         found: list[str] = []
         for part in wanted.manifest_relpath.parts:
-            if not folder.is_dir():
-                return None
-            match = next((p.name for p in folder.iterdir() if p.name.lower() == part.lower()), None)
+            match = next((e.name for e in _entries(folder) if e.name.lower() == part.lower()), None)
             if match is None:
                 return None
             found.append(match)
@@ -85,53 +111,73 @@ class ModelStore:
             return None
         return ModelName(*found, scheme=wanted.scheme)
 
-    def read_manifest(self, name: str | ModelName) -> tuple[ModelName, Manifest]:
-        """The stored manifest; ModelNotFound if there is none, InvalidManifest if it is damaged."""
+    def _read(self, name: str | ModelName) -> tuple[ModelName, Manifest, int]:
         shown = name if isinstance(name, str) else name.display
         stored = self.find(name)
         if stored is None:
             raise ModelNotFound(shown)
         try:
-            raw = self.manifest_path(stored).read_bytes()
-        except FileNotFoundError:
+            raw, mtime_ns = _read_with_mtime(self.manifest_path(stored))
+        except (*_GONE, IsADirectoryError):
             raise ModelNotFound(shown) from None
-        return stored, Manifest.parse(raw)
+        return stored, Manifest.parse(raw), mtime_ns
+
+    def read_manifest(self, name: str | ModelName) -> tuple[ModelName, Manifest]:
+        """The stored manifest; ModelNotFound if there is none, InvalidManifest if it is damaged."""
+        stored, manifest, _ = self._read(name)
+        return stored, manifest
+
+    def _manifest_files(self) -> Iterator[tuple[tuple[str, str, str, str], os.DirEntry]]:
+        """Every file four levels down (``host/namespace/model/tag``), whatever its name."""
+        for host in _entries(self.manifests_dir):
+            for namespace in _entries(Path(host.path)):
+                for model in _entries(Path(namespace.path)):
+                    for tag in _entries(Path(model.path)):
+                        if tag.is_file():  # False for an entry that has gone meanwhile
+                            yield (host.name, namespace.name, model.name, tag.name), tag
 
     def names(self) -> Iterator[ModelName]:
-        if not self.manifests_dir.is_dir():
-            return
-        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
-            if not path.is_file():
-                continue
-            host, namespace, model, tag = path.relative_to(self.manifests_dir).parts
+        for parts, _ in self._manifest_files():
             try:
-                name = ModelName(host, namespace, model, tag)
+                name = ModelName(*parts)
                 name.check()
             except InvalidModelName:
                 continue  # temporary files and anything else that is not a model
             yield name
 
-    def manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
+    def _manifests_with_mtime(self) -> Iterator[tuple[ModelName, Manifest, int]]:
         for name in self.names():
             try:
-                yield name, Manifest.parse(self.manifest_path(name).read_bytes())
+                raw, mtime_ns = _read_with_mtime(self.manifest_path(name))
+                yield name, Manifest.parse(raw), mtime_ns
+            except _GONE:
+                continue  # deleted since it was listed
             except (InvalidManifest, OSError) as exc:
                 log.warning("skipping manifest %s: %s", name.full, exc)
 
+    def manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
+        for name, manifest, _ in self._manifests_with_mtime():
+            yield name, manifest
+
     def modified_at(self, name: ModelName) -> datetime:
-        ns = self.manifest_path(name).stat().st_mtime_ns
-        return datetime.fromtimestamp(ns / 1e9).astimezone()
+        try:
+            ns = self.manifest_path(name).stat().st_mtime_ns
+        except _GONE:
+            raise ModelNotFound(name.display) from None
+        return _local_time(ns)
 
     # --- writing ----------------------------------------------------------------------------------
 
     def write_manifest(self, name: str | ModelName, manifest: Manifest) -> ModelName:
-        """Writes a manifest atomically; every blob it names must be in the store (and pinned)."""
+        """Writes a manifest atomically; every blob it names must be in the store (and pinned).
+        Under the store lock: no delete or prune in between removes a blob or the folders."""
         name = self.parse(name)
-        missing = [d for d in manifest.digests() if not self.blobs.exists(d)]
-        if missing:
-            raise FileNotFoundError(f"cannot write manifest {name.display}: blob {missing[0]} is missing")
-        existing = self.find(name)
-        write_atomic(self.manifest_path(existing or name), manifest.raw)
+        with self._store_lock():
+            missing = [d for d in manifest.digests() if not self.blobs.exists(d)]
+            if missing:
+                raise MissingBlob(f"cannot write manifest {name.display}: blob {missing[0]} is missing")
+            existing = self.find(name)
+            write_atomic(self.manifest_path(existing or name), manifest.raw)
         return existing or name
 
     def add_layer(self, pin: "Pin", media_type: str, data: bytes) -> mf.Layer:
@@ -142,18 +188,27 @@ class ModelStore:
         return mf.Layer(media_type, digest, len(data))
 
     def copy(self, source: str, destination: str) -> ModelName:
-        src_name, manifest = self.read_manifest(source)
         dst = self.parse(destination)
+        src_name, manifest = self.read_manifest(source)
         with self.pinned(manifest.digests()):
-            return self.write_manifest(dst, manifest)
+            try:
+                return self.write_manifest(dst, manifest)
+            except MissingBlob:  # the source was deleted, and its blobs, before they were pinned
+                raise ModelNotFound(source) from None
 
     def delete(self, name: str | ModelName) -> None:
-        """Removes a model's manifest, then its blobs that nothing else references."""
-        stored, manifest = self.read_manifest(name)
-        path = self.manifest_path(stored)
-        path.unlink()
-        self._remove_empty_dirs(path.parent)
-        self.remove_unused(manifest.digests())
+        """Removes a model's manifest, then its blobs that nothing else references. ModelNotFound
+        when there is no such model, also when another delete removed it first."""
+        shown = name if isinstance(name, str) else name.display
+        with self._store_lock():
+            stored, manifest = self.read_manifest(name)
+            path = self.manifest_path(stored)
+            try:
+                path.unlink()
+            except _GONE:  # removed by someone who does not take our lock (Ollama)
+                raise ModelNotFound(shown) from None
+            self._remove_empty_dirs(path.parent)
+            self._remove_unused_locked(manifest.digests())
 
     # --- pins, pruning ----------------------------------------------------------------------------
 
@@ -180,87 +235,114 @@ class ModelStore:
         used: set[str] = set()
         for _, manifest in self.manifests():
             used |= manifest.digests()
-        if self._pins_dir.is_dir():
-            for pin in self._pins_dir.iterdir():
-                if not is_locked(pin):
-                    pin.unlink(missing_ok=True)  # its owner died
-                    continue
-                try:
-                    used |= set(json.loads(pin.read_text() or "[]"))
-                except (OSError, ValueError):
-                    continue
+        for entry in _entries(self._pins_dir):
+            pin = Path(entry.path)
+            if not is_locked(pin):
+                pin.unlink(missing_ok=True)  # its owner died
+                continue
+            try:
+                used |= set(json.loads(pin.read_text() or "[]"))
+            except (OSError, ValueError):
+                continue
         return used
 
     def remove_unused(self, candidates: Iterable[str]) -> list[str]:
         """Deletes those of ``candidates`` that no manifest and no pin references."""
-        removed = []
         with self._store_lock():
-            used = self._referenced()
-            for digest in candidates:
-                if digest not in used and self.blobs.remove(digest):
-                    removed.append(digest)
+            return self._remove_unused_locked(candidates)
+
+    def _remove_unused_locked(self, candidates: Iterable[str]) -> list[str]:
+        removed = []
+        used = self._referenced()
+        for digest in candidates:
+            if digest not in used and self.blobs.remove(digest):
+                removed.append(digest)
         return removed
 
     def prune(self, grace_s: float = PRUNE_GRACE_S) -> list[str]:
         """Start-up cleaning: unreferenced blobs, stale partial downloads and temporary files older
-        than ``grace_s``, and empty manifest folders. Returns the names of removed files."""
+        than ``grace_s``, and empty manifest folders. Returns the names of removed files. Files
+        that vanish meanwhile (a server deleting on the same store) are simply gone already."""
         removed: list[str] = []
-        if not self.blobs.dir.is_dir():
+        if not self.root.is_dir():
             return removed
         cutoff = time.time() - grace_s
         with self._store_lock():
             used = {digests.filename(d) for d in self._referenced()}
-            for path in self.blobs.dir.iterdir():
+            for entry in _entries(self.blobs.dir):
+                path, name = Path(entry.path), entry.name
                 try:
                     if path.stat().st_mtime > cutoff:
                         continue
-                except FileNotFoundError:
+                except _GONE:
                     continue
-                name = path.name
                 is_blob = re.fullmatch(r"sha256-[0-9a-f]{64}", name) is not None
                 if is_blob and name in used:
                     continue
-                if _PARTIAL.fullmatch(name):
-                    lock = self.blobs.dir / (name.split("-partial")[0] + "-partial.lock")
-                    if is_locked(lock):
+                if m := _PARTIAL.fullmatch(name):
+                    if is_locked(self.blobs.dir / (m.group(1) + "-partial.lock")):
                         continue  # a download is using it
                 elif not (is_blob or name.startswith(TEMP_PREFIX)):
                     continue
-                if path.is_dir():  # a PyPI pull's work folder (``…-partial-pypi``)
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                try:
+                    if entry.is_dir(follow_symlinks=False):  # a PyPI pull's work folder (``…-partial-pypi``)
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                except _GONE:
+                    continue
                 removed.append(name)
-        if self.manifests_dir.is_dir():
-            for tmp in self.manifests_dir.glob(f"*/*/*/.*{TEMP_PREFIX}*"):
-                if tmp.stat().st_mtime <= cutoff:
-                    tmp.unlink(missing_ok=True)
-            for folder in sorted(self.manifests_dir.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-                if folder != self.manifests_dir:
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        pass
+            self._prune_manifest_folders()
         return removed
+
+    def _prune_manifest_folders(self) -> None:
+        """Removes manifest temporaries (no write is in flight: they happen under the store lock,
+        held here) and empty folders, deepest first."""
+        folders: list[Path] = []
+        for host in _entries(self.manifests_dir):
+            if not host.is_dir(follow_symlinks=False):
+                continue
+            for namespace in _entries(Path(host.path)):
+                if not namespace.is_dir(follow_symlinks=False):
+                    continue
+                for model in _entries(Path(namespace.path)):
+                    if not model.is_dir(follow_symlinks=False):
+                        continue
+                    for tag in _entries(Path(model.path)):
+                        if tag.name.startswith(".") and TEMP_PREFIX in tag.name:
+                            Path(tag.path).unlink(missing_ok=True)
+                    folders.append(Path(model.path))
+                folders.append(Path(namespace.path))
+            folders.append(Path(host.path))
+        for folder in folders:  # children before their parents
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
     def fix_legacy_blob_names(self) -> None:
         """Old Ollama versions named blobs ``sha256:<hex>``; rename them as Ollama does at start-up."""
-        if not self.blobs.dir.is_dir():
-            return
-        for path in self.blobs.dir.iterdir():
-            if m := _LEGACY_BLOB.fullmatch(path.name):
+        for entry in _entries(self.blobs.dir):
+            if m := _LEGACY_BLOB.fullmatch(entry.name):
                 target = self.blobs.dir / f"sha256-{m.group(1).lower()}"
                 if not target.exists():
-                    os.replace(path, target)
+                    try:
+                        os.replace(entry.path, target)
+                    except _GONE:
+                        pass  # another server renamed it first
 
     def startup(self) -> None:
-        """What the server does to its store when it starts."""
+        """What the server does to its store when it starts. Cleaning that fails (a file it
+        cannot remove) is reported and does not keep the server from starting."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fix_legacy_blob_names()
-        if not self.noprune:
-            removed = self.prune()
-            if removed:
-                log.info("pruned %d unused files from the model store", len(removed))
+        try:
+            self.fix_legacy_blob_names()
+            if not self.noprune:
+                removed = self.prune()
+                if removed:
+                    log.info("pruned %d unused files from the model store", len(removed))
+        except OSError as exc:
+            log.warning("cleaning the model store: %s", exc)
 
     def _remove_empty_dirs(self, folder: Path) -> None:
         while folder != self.manifests_dir and self.manifests_dir in folder.parents:
@@ -326,7 +408,13 @@ class ModelStore:
         return copy.deepcopy(spec)
 
     def _resolve_uncached(self, name: str) -> LocalModel:
-        stored, manifest = self.read_manifest(name)
+        try:
+            return self._resolve_layers(name)
+        except _GONE:  # the model was deleted while its layers were read
+            raise ModelNotFound(name) from None
+
+    def _resolve_layers(self, name: str) -> LocalModel:
+        stored, manifest, mtime_ns = self._read(name)
         model_layer = manifest.model_layer()
         config = self.config_of(manifest)
         remote = model_layer is None and bool(config.get("remote_host") and config.get("remote_model"))
@@ -336,7 +424,7 @@ class ModelStore:
         if not remote and not model_path.is_file():
             raise ModelNotFound(name)
         spec = LocalModel(name=stored.display, model_path=model_path, digest=manifest.digest, size=manifest.size,
-                          modified_at=self.modified_at(stored))
+                          modified_at=_local_time(mtime_ns))
         for layer in manifest.layers:
             if layer.media_type != mf.MODEL and not self.blobs.exists(layer.digest):
                 raise ModelNotFound(name)
@@ -376,7 +464,7 @@ class ModelStore:
     def list_models(self) -> list[LocalModel]:
         """Every model, newest first, with what ``/api/tags`` shows (no layer contents)."""
         out = []
-        for name, manifest in self.manifests():
+        for name, manifest, mtime_ns in self._manifests_with_mtime():
             layer = manifest.model_layer()
             config = self.config_of(manifest)
             header = None
@@ -387,13 +475,17 @@ class ModelStore:
                     header = None
             details = self._details(config, header, (layer.from_ or "") if layer else "")
             out.append(LocalModel(name=name.display, model_path=self.blobs.path(layer.digest) if layer else Path(),
-                                  digest=manifest.digest, size=manifest.size, modified_at=self.modified_at(name),
+                                  digest=manifest.digest, size=manifest.size, modified_at=_local_time(mtime_ns),
                                   details=details, remote_host=str(config.get("remote_host") or ""),
                                   remote_model=str(config.get("remote_model") or "")))
         out.sort(key=lambda m: m.modified_at or datetime.min.astimezone(), reverse=True)
         return out
 
     list = list_models  # the name the OpenAI routes use
+
+
+def _local_time(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9).astimezone()
 
 
 class Pin:
