@@ -99,7 +99,12 @@ async def _download_url(http: aiohttp.ClientSession, store: ModelStore, pin: Pin
         async def source() -> tuple[str, dict[str, str]]:
             return url, {}
 
-        await download(http, source, partial, settings, progress.add)
+        try:
+            await download(http, source, partial, settings, progress.add)
+        except BaseException:
+            if not data_path.exists():  # the download gave its partial up (no space): its record goes too
+                source_file.unlink(missing_ok=True)
+            raise
         digest = await asyncio.to_thread(digests.sha256_file, data_path)
         if expected and digest != expected:
             partial.discard()

@@ -5,6 +5,9 @@ progress to ``<blob>-partial-<N>`` as ``{"N","Offset","Size","Completed"}`` (Oll
 an interrupted download, even a killed process's, resumes with HTTP ``Range`` where it stopped.
 A part that receives nothing for ``stall_s`` is dropped and re-requested; other failures are
 retried with exponential backoff. Verifying and committing the bytes is the caller's business.
+
+A download that fails keeps its partial file for the next pull to resume, unless the disk ran out
+of space or has no room left to finish it: then the partial is removed, giving the space back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 
+from ..store.types import is_no_space
 from .errors import RegistryError
 from .settings import TransferSettings
 from .transport import RETRY_STATUSES, USER_AGENT
@@ -61,10 +66,19 @@ class PartialFile:
     def state_path(self, n: int) -> Path:
         return self.data_path.with_name(f"{self.data_path.name}-{n}")
 
-    def state_files(self) -> list[Path]:
+    def state_files(self, *, temporaries: bool = False) -> list[Path]:
+        """``<data>-<N>``, and with ``temporaries`` the ``<data>-<N>.tmp`` a save leaves when it fails."""
         prefix = self.data_path.name + "-"
-        return [p for p in self.data_path.parent.iterdir()
-                if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
+        try:
+            names = [p for p in self.data_path.parent.iterdir() if p.name.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in names:
+            rest = p.name[len(prefix):]
+            if rest.isdigit() or (temporaries and rest.endswith(".tmp") and rest[:-4].isdigit()):
+                out.append(p)
+        return out
 
     def load(self) -> list[Part] | None:
         """The saved parts, if they describe this download completely; else None."""
@@ -103,8 +117,17 @@ class PartialFile:
         os.replace(tmp, path)
 
     def discard_state(self) -> None:
-        for path in self.state_files():
+        for path in self.state_files(temporaries=True):
             path.unlink(missing_ok=True)
+
+    def can_finish(self) -> bool:
+        """Whether the disk has room for the bytes still missing (the data file is sparse)."""
+        try:
+            st = self.data_path.stat()
+            free = shutil.disk_usage(self.data_path.parent).free
+        except OSError:
+            return False
+        return free > max(0, st.st_size - getattr(st, "st_blocks", 0) * 512)
 
     def discard(self) -> None:
         self.discard_state()
@@ -114,7 +137,20 @@ class PartialFile:
 async def download(session: aiohttp.ClientSession, source: Source, partial: PartialFile,
                    settings: TransferSettings, on_bytes: Callable[[int], None]) -> None:
     """Fills ``partial`` from ``source``, resuming what an earlier attempt left; ``on_bytes``
-    hears about every byte, including those already on disk (once, at the start)."""
+    hears about every byte, including those already on disk (once, at the start). On failure the
+    partial stays for a resume only if the disk has room to finish it."""
+    try:
+        await _download(session, source, partial, settings, on_bytes)
+    except BaseException as exc:
+        if is_no_space(exc) or not partial.can_finish():
+            log.info("%s: removing the partial download (%s)", partial.data_path.name,
+                     "no space left on device" if is_no_space(exc) else "no room to finish it")
+            partial.discard()
+        raise
+
+
+async def _download(session: aiohttp.ClientSession, source: Source, partial: PartialFile,
+                    settings: TransferSettings, on_bytes: Callable[[int], None]) -> None:
     parts = partial.load()
     if parts is None:
         parts = partial.plan(settings.part_size(partial.total))

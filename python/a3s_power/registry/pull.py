@@ -26,7 +26,7 @@ from ..store import digests
 from ..store.manifest import MANIFEST_MEDIA_TYPE, InvalidManifest, Manifest
 from ..store.names import ModelName
 from ..store.store import ModelStore
-from ..store.types import ModelNotFound
+from ..store.types import ModelNotFound, describe, is_no_space
 from .blobfetch import fetch_blob
 from .builtin import BuiltinRegistry, KnownModel
 from .errors import NotFoundInRegistry, RegistryError
@@ -146,11 +146,13 @@ async def pull_known(store: ModelStore, entry: KnownModel, name: ModelName, http
                 yield line
             return
         except (A3SPowerError, OSError) as exc:
+            if is_no_space(exc):
+                raise  # another source needs the same room
             if i == len(sources) - 1:
                 if not failures:
                     raise
-                raise RegistryError("; ".join([*failures, f"from {where}: {exc}"])) from exc
-            failures.append(f"from {where}: {exc}")
+                raise RegistryError("; ".join([*failures, f"from {where}: {describe(exc)}"])) from exc
+            failures.append(f"from {where}: {describe(exc)}")
             log.warning("%s: pulling from %s failed (%s); trying %s", name.display, where, exc, sources[i + 1][0])
 
 

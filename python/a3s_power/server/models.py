@@ -3,11 +3,15 @@
 Progress routes stream NDJSON (``application/x-ndjson``) unless ``stream`` is false, when only
 the last object is sent. A failure before the first line gets its real status and a JSON error;
 one after it is a final ``{"error": ...}`` line, as Ollama does.
+
+No error shows a path inside the store: a full disk is a 507 naming the store's folder, any other
+file system failure its reason alone (the details go to the log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from typing import Any, AsyncIterator
@@ -27,7 +31,7 @@ from ..store.names import ModelName
 from ..store.show import show_model
 from ..store.store import ModelStore
 from ..timefmt import rfc3339
-from ..store.types import InvalidModelName, ModelNotFound
+from ..store.types import InvalidModelName, ModelNotFound, StoreFull, is_no_space
 from .app import state_of
 from .errors import ApiError, read_json
 
@@ -74,30 +78,45 @@ def _stream_flag(body: dict[str, Any]) -> bool:
     return True if value is None else bool(value)
 
 
-def _status_of(exc: BaseException) -> tuple[int, str]:
+def _status_of(exc: BaseException, store: ModelStore | None = None) -> tuple[int, str]:
     if isinstance(exc, ApiError):
         return exc.status, exc.message
+    if is_no_space(exc):
+        log.warning("model store full: %s", exc)
+        return StoreFull.status, str(StoreFull(store.root if store is not None else "the model store"))
     if isinstance(exc, CreateError):
         return exc.status, str(exc)
     if isinstance(exc, ModelNotFound):
         return 404, str(exc)
     if isinstance(exc, (InvalidModelName, InvalidOptionError, InvalidManifest)):
         return 400, str(exc)
-    if isinstance(exc, (A3SPowerError, OSError)):
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENAMETOOLONG:
+            return 400, "invalid model name"
+        log.warning("model store: %s", exc)
+        return 500, f"model store: {exc.strerror if exc.errno is not None else exc}"
+    if isinstance(exc, A3SPowerError):
         return 500, str(exc)
     log.exception("unexpected failure", exc_info=exc)
     return 500, "internal server error"
 
 
+def _raise_store_error(exc: OSError, store: ModelStore) -> None:
+    status, message = _status_of(exc, store)
+    raise ApiError(status, message) from None
+
+
 async def _progress(request: web.Request, body: dict[str, Any], lines: AsyncIterator[dict]) -> web.StreamResponse:
     """Streams progress lines (or, with ``stream: false``, answers the last one)."""
     stream = _stream_flag(body)
+    store = state_of(request).store
+    store = store if isinstance(store, ModelStore) else None
     try:
         first = await lines.__anext__()
     except StopAsyncIteration:
         first = None
     except Exception as exc:  # noqa: BLE001 - nothing sent yet: answer with the real status
-        status, message = _status_of(exc)
+        status, message = _status_of(exc, store)
         raise ApiError(status, message) from None
     if not stream:
         last = first
@@ -105,7 +124,7 @@ async def _progress(request: web.Request, body: dict[str, Any], lines: AsyncIter
             async for line in lines:
                 last = line
         except Exception as exc:  # noqa: BLE001
-            status, message = _status_of(exc)
+            status, message = _status_of(exc, store)
             raise ApiError(status, message) from None
         return web.json_response(last or {})
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -122,7 +141,7 @@ async def _progress(request: web.Request, body: dict[str, Any], lines: AsyncIter
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:  # noqa: BLE001 - mid-stream: a final error line, status stays 200
-        _, message = _status_of(exc)
+        _, message = _status_of(exc, store)
         try:
             await send({"error": message})
         except ConnectionResetError:
@@ -220,10 +239,13 @@ async def copy(request: web.Request) -> web.Response:
         ModelName.parse(destination)
     except InvalidModelName:
         raise ApiError(400, f'destination "{destination}" is invalid') from None
+    store = _store(request)
     try:
-        await asyncio.to_thread(_store(request).copy, source, destination)
+        await asyncio.to_thread(store.copy, source, destination)
     except (ModelNotFound, InvalidManifest):
         raise ApiError(404, f'model "{source}" not found') from None
+    except OSError as exc:
+        _raise_store_error(exc, store)
     return web.Response(status=200)
 
 
@@ -243,8 +265,10 @@ async def delete(request: web.Request) -> web.Response:
             log.exception("unloading %s before deleting it", stored.display)
     try:
         await asyncio.to_thread(store.delete, stored)
-    except ModelNotFound:
+    except ModelNotFound:  # another delete removed it first
         raise ApiError(404, f"model '{name}' not found") from None
+    except OSError as exc:
+        _raise_store_error(exc, store)
     return web.Response(status=200)
 
 
@@ -274,6 +298,8 @@ async def create_blob(request: web.Request) -> web.Response:
         created = await store.blobs.receive(request.content.iter_chunked(1 << 20), digest)
     except DigestMismatch as exc:
         raise ApiError(400, str(exc)) from None
+    except OSError as exc:
+        _raise_store_error(exc, store)
     return web.Response(status=201 if created else 200)
 
 

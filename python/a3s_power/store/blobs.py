@@ -61,7 +61,7 @@ def write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
     try:
         if mode is not None:
             os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
+        with open(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -142,7 +142,8 @@ class BlobStore:
         if self.exists(digest):
             return digest
         with self.temp_file() as tmp:
-            tmp.write_bytes(data)
+            with open(tmp, "wb") as f:
+                f.write(data)
             self.commit(tmp, digest, verify=False)
         return digest
 

@@ -8,7 +8,11 @@ request), writes the config and, last, the manifest. Layers of the base model ar
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -24,6 +28,8 @@ from .parameters import UnknownParameter, check_params
 from .quantize import DISPLAY, SOURCE_TYPES, estimate_size, normalize_type, quantize
 from .store import ModelStore, Pin
 from .types import InvalidModelName, ModelNotFound
+
+log = logging.getLogger(__name__)
 
 TEXT_LAYERS = {"template": mf.TEMPLATE, "system": mf.SYSTEM}
 
@@ -151,8 +157,8 @@ def _status(text: str, **fields) -> dict:
 def _header(store: ModelStore, digest: str) -> GGUFFile:
     try:
         return read_gguf(store.blobs.path(digest), max_array=0)
-    except GGUFError as exc:
-        raise CreateError(f"invalid model file: {exc}") from None
+    except GGUFError as exc:  # named by its blob's file name, not by the store's path
+        raise CreateError(f"invalid model file: {str(exc).replace(str(store.blobs.dir) + os.sep, '')}") from None
 
 
 def _is_projector(header: GGUFFile) -> bool:
@@ -164,6 +170,17 @@ def _layer_status(store: ModelStore, digest: str) -> dict:
     return _status(f"{verb} layer {digest}")
 
 
+def _no_room_for(tmp: Path, estimate: int) -> None:
+    """llama.cpp does not say why writing failed: a disk without room for the rest is full."""
+    try:
+        written = tmp.stat().st_size
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        return
+    if free < max(0, estimate - written) or free < (1 << 20):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
                           interval_s: float) -> AsyncIterator[dict | Layer]:
     src = store.blobs.path(layer.digest)
@@ -171,9 +188,20 @@ async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
     if header.file_type not in SOURCE_TYPES:
         raise CreateError(f"quantization is only supported for F16 and F32 models, this one is {header.file_type}")
     label = f"quantizing {header.file_type} model to {DISPLAY[qtype]}"
+    estimate = estimate_size(header, qtype)
     with store.blobs.temp_file() as tmp:
-        async for done, total in quantize(src, tmp, qtype, estimate_size(header, qtype), interval_s=interval_s):
-            yield _status(label, digest="0", total=total, completed=done)
+        try:
+            async for done, total in quantize(src, tmp, qtype, estimate, interval_s=interval_s):
+                yield _status(label, digest="0", total=total, completed=done)
+            await asyncio.to_thread(read_gguf, tmp, max_array=0)  # a full disk can leave it cut short
+        except (A3SPowerError, GGUFError) as exc:
+            _no_room_for(tmp, estimate)
+            message = str(exc)
+            for path, shown in ((tmp, "the quantized model"), (src, digests.short(layer.digest)),
+                                (store.root, "the model store")):
+                message = message.replace(str(path), shown)
+            log.warning("quantizing %s to %s: %s", layer.digest, qtype, exc)
+            raise CreateError(f"quantization failed: {message}", 500) from None
         digest = await asyncio.to_thread(digests.sha256_file, tmp)
         pin.add([digest])
         size = tmp.stat().st_size

@@ -63,6 +63,12 @@ def _read_with_mtime(path: Path) -> tuple[bytes, int]:
         return f.read(), os.fstat(f.fileno()).st_mtime_ns
 
 
+def _missing_space(path: Path) -> int:
+    """Bytes a sparse file (a partial download, sized to the whole blob) still needs on disk."""
+    st = path.stat()
+    return max(0, st.st_size - getattr(st, "st_blocks", 0) * 512)
+
+
 class MissingBlob(FileNotFoundError):
     """A manifest to be written names a blob that is not in the store."""
 
@@ -260,29 +266,43 @@ class ModelStore:
         return removed
 
     def prune(self, grace_s: float = PRUNE_GRACE_S) -> list[str]:
-        """Start-up cleaning: unreferenced blobs, stale partial downloads and temporary files older
-        than ``grace_s``, and empty manifest folders. Returns the names of removed files. Files
-        that vanish meanwhile (a server deleting on the same store) are simply gone already."""
+        """Start-up cleaning: unreferenced blobs, partial downloads and temporary files older than
+        ``grace_s``, a partial download of any age that the disk has no room left to finish, and
+        empty manifest folders. Returns the names of removed files. Files that vanish meanwhile
+        (a server deleting on the same store) are simply gone already."""
         removed: list[str] = []
         if not self.root.is_dir():
             return removed
         cutoff = time.time() - grace_s
         with self._store_lock():
             used = {digests.filename(d) for d in self._referenced()}
-            for entry in _entries(self.blobs.dir):
+            free: int | None = None
+            unfinishable: set[str] = set()  # partial downloads the disk has no room left to finish
+            for entry in _entries(self.blobs.dir):  # sorted: a partial's data file before its state files
                 path, name = Path(entry.path), entry.name
                 try:
-                    if path.stat().st_mtime > cutoff:
-                        continue
+                    young = path.stat().st_mtime > cutoff
                 except _GONE:
                     continue
                 is_blob = re.fullmatch(r"sha256-[0-9a-f]{64}", name) is not None
-                if is_blob and name in used:
-                    continue
-                if m := _PARTIAL.fullmatch(name):
-                    if is_locked(self.blobs.dir / (m.group(1) + "-partial.lock")):
+                if name.startswith(TEMP_PREFIX):
+                    if young:
+                        continue
+                elif m := _PARTIAL.fullmatch(name):
+                    base = m.group(1)
+                    if is_locked(self.blobs.dir / (base + "-partial.lock")):
                         continue  # a download is using it
-                elif not (is_blob or name.startswith(TEMP_PREFIX)):
+                    if young and name == base + "-partial" and entry.is_file():
+                        if free is None:
+                            free = _free_space(self.blobs.dir)
+                        try:
+                            if _missing_space(path) >= free:
+                                unfinishable.add(base)
+                        except _GONE:
+                            continue
+                    if young and base not in unfinishable:
+                        continue  # kept for the pull that resumes it
+                elif not is_blob or young or name in used:
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):  # a PyPI pull's work folder (``…-partial-pypi``)
@@ -486,6 +506,13 @@ class ModelStore:
 
 def _local_time(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9).astimezone()
+
+
+def _free_space(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 class Pin:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,46 @@ class ModelNotFound(A3SPowerError):
 
 class InvalidModelName(A3SPowerError, ValueError):
     pass
+
+
+# A full disk, or a full quota (EDQUOT): either way nothing more can be written to the store.
+_NO_SPACE = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, is a file system out of space."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """An error's text for a client: an OSError's reason without the file it names."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+class StoreFull(A3SPowerError):
+    """The model store's file system is full; the message names the store's folder, nothing deeper."""
+
+    status = 507  # Insufficient Storage
+
+    def __init__(self, root: os.PathLike | str) -> None:
+        super().__init__(f"no space left on device: {shown_path(root)}")
+
+
+def shown_path(path: os.PathLike | str) -> str:
+    """A folder as an error may show it: the home folder's part as ``~``."""
+    text = os.fspath(path)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and (text == home or text.startswith(home.rstrip("/") + "/")):
+        return "~" + text[len(home.rstrip("/")):]
+    return text
 
 
 @dataclass
