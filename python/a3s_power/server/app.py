@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
+from fnmatch import fnmatchcase
 from typing import Callable
 
 from aiohttp import web
@@ -51,7 +51,12 @@ _CORS_HEADERS = ("Authorization, Content-Type, User-Agent, Accept, X-Requested-W
 
 
 def _origin_allowed(origin: str, extra: tuple[str, ...]) -> bool:
-    return any(fnmatch(origin, pattern) for pattern in (*_ALWAYS_ALLOWED_ORIGINS, *extra))
+    return any(fnmatchcase(origin, pattern) for pattern in (*_ALWAYS_ALLOWED_ORIGINS, *extra))
+
+
+def _same_origin(origin: str, host_header: str) -> bool:
+    """A page of the server's own origin (gin-contrib/cors lets it through as no CORS request)."""
+    return bool(host_header) and origin in (f"http://{host_header}", f"https://{host_header}")
 
 
 def _host_is_local(host_header: str) -> bool:
@@ -73,18 +78,28 @@ def _host_is_local(host_header: str) -> bool:
 
 
 def _edge_middleware(state_getter: Callable[[], ServerState]):
+    """Host and Origin checks in front of every route, as Ollama's: a foreign Host on a loopback
+    listener and an Origin that is not allowed are answered 403 before any handler runs. A web page
+    can send "simple" requests (text/plain POSTs, say) without a preflight, so withholding the
+    Access-Control-Allow-Origin header alone would still let it start a copy, pull or generation.
+    Requests without Origin (curl, SDKs) and from the server's own origin are no CORS requests."""
+
     @web.middleware
     async def edge(request: web.Request, handler):
         state = state_getter()
-        if state.loopback_only and not _host_is_local(request.headers.get("Host", "")):
+        host = request.headers.get("Host", "")
+        if state.loopback_only and not _host_is_local(host):
             return web.Response(status=403)
         origin = request.headers.get("Origin")
-        allowed = origin is not None and _origin_allowed(origin, state.config.origins)
+        cross = bool(origin) and not _same_origin(origin, host)
+        if cross and not _origin_allowed(origin, state.config.origins):
+            log.info("refused %s %s from origin %r (not in OLLAMA_ORIGINS)", request.method, request.path, origin)
+            return web.Response(status=403)
         if request.method == "OPTIONS":
             response = web.Response(status=204)
         else:
             response = await handler(request)
-        if allowed:
+        if cross:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
             if request.method == "OPTIONS":
