@@ -194,9 +194,19 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[tuple[str, dict]]:
+    # message_start waits for the engine's first delta: the model is resolved and loaded and the
+    # prompt evaluated by then, so whatever fails there (an unknown model, a prompt too long) is an
+    # HTTP error status before the first byte, not an error event inside a 200 stream; and the
+    # prompt's token count is known by then where the service reports it before the last delta.
+    iterator = deltas.__aiter__()
+    try:
+        pending: Delta | None = await iterator.__anext__()
+    except StopAsyncIteration:
+        pending = None
+    input_tokens = pending.metrics.get("prompt_eval_count", 0) if pending is not None else 0
     yield "message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}}
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}
     index = -1
     open_kind: str | None = None
     had_tools = False
@@ -218,7 +228,8 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
         return events
 
     last = Delta()
-    async for d in deltas:
+    while pending is not None:
+        d = pending
         if d.thinking:
             if open_kind != "thinking":
                 for e in stop() if open_kind else []:
@@ -242,6 +253,10 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
                                           "delta": {"type": "input_json_delta",
                                                     "partial_json": json.dumps(call.arguments, ensure_ascii=False)}}
         last = d
+        try:
+            pending = await iterator.__anext__()
+        except StopAsyncIteration:
+            pending = None
     if index < 0:  # an empty answer is still one (empty) text block
         yield start("text", {"type": "text", "text": ""})
     for e in stop() if open_kind else []:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..engine.service import Delta
 from .app import STATE
-from .errors import ApiError, read_json
+from .errors import ApiError, json_too_deep, read_json
 from .images import fetch_remote_images, is_remote
 from .native import service_of
 from .openai import _EFFORT
@@ -62,89 +62,224 @@ def _store(request: web.Request) -> ResponseStore:
     return store
 
 
-def _content_text(content: Any) -> tuple[str, list[str]]:
+_JSON_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+               (list, "an array"), (dict, "an object"))
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    return next((name for t, name in _JSON_TYPES if isinstance(value, t)), type(value).__name__)
+
+
+def _invalid_type(param: str, expected: str, value: Any) -> ApiError:
+    return ApiError(400, f"Invalid type for '{param}': expected {expected}, but got {_kind_of(value)} instead.",
+                    param=param)
+
+
+def _missing(param: str) -> ApiError:
+    return ApiError(400, f"Missing required parameter: '{param}'.", param=param)
+
+
+def _string(item: dict, key: str, param: str, *, required: bool = True) -> str:
+    if key not in item or item[key] is None:
+        if required:
+            raise _missing(f"{param}.{key}")
+        return ""
+    if not isinstance(item[key], str):
+        raise _invalid_type(f"{param}.{key}", "a string", item[key])
+    return item[key]
+
+
+_TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
+
+
+def _content_text(content: Any, param: str) -> tuple[str, list[str]]:
+    """A message's text and images from its content: a string or a list of content parts, each
+    checked for its type's fields; ``param`` names the content (``input[0].content``) in errors."""
     if isinstance(content, str):
         return content, []
+    if content is None:
+        raise _missing(param)
+    if not isinstance(content, list):
+        raise _invalid_type(param, "a string or an array of content parts", content)
     texts, images = [], []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("input_text", "output_text", "text"):
-            texts.append(part.get("text", ""))
+    for j, part in enumerate(content):
+        where = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise _invalid_type(where, "an object", part)
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise _missing(f"{where}.type") if kind is None else _invalid_type(f"{where}.type", "a string", kind)
+        if kind in _TEXT_PARTS:
+            texts.append(_string(part, _TEXT_PARTS[kind], where))
         elif kind == "input_image":
-            url = part.get("image_url") or ""
+            url = _string(part, "image_url", where, required=False)
+            if not url:
+                if part.get("file_id") is not None:
+                    raise ApiError(400, "input_image with a file_id is not supported: give an image_url",
+                                   param=f"{where}.file_id")
+                raise _missing(f"{where}.image_url")
             if not (url.startswith("data:") or is_remote(url)):
-                raise ApiError(400, "image_url must be a data: URL or an http(s) URL", param="input")
+                raise ApiError(400, "image_url must be a data: URL or an http(s) URL", param=f"{where}.image_url")
             images.append(url if is_remote(url) else url.split(",", 1)[-1])
+        elif kind == "input_file":
+            raise ApiError(400, "input_file content is not supported", param=f"{where}.type")
         else:
-            raise ApiError(400, f"unsupported input content type {kind!r}", param="input")
+            raise ApiError(400, f"Invalid value for '{where}.type': unsupported content type {kind!r}.",
+                           param=f"{where}.type")
     return "".join(texts), images
 
 
+_ROLES = ("user", "assistant", "system", "developer")
+
+
+def _arguments(text: str, param: str) -> dict:
+    """A function call's arguments: JSON text of an object, nested no deeper than a request body."""
+    bad = ApiError(400, f"Invalid value for '{param}': expected the JSON text of an object.", param=param)
+    if json_too_deep(text.encode("utf-8", "surrogatepass")):
+        raise bad
+    try:
+        args = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise bad from None
+    if not isinstance(args, dict):
+        raise bad
+    return args
+
+
 def input_messages(raw: Any) -> list[dict]:
+    """Chat messages from a request's ``input``; every item and content part is checked, and a
+    malformed one is a 400 whose ``param`` names it (``input[0].content``)."""
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, list):
-        raise ApiError(400, "input must be a string or a list of items", param="input")
+        raise _invalid_type("input", "a string or an array of input items", raw)
     messages: list[dict] = []
     names: dict[str, str] = {}
-    for item in raw:
+    for i, item in enumerate(raw):
+        where = f"input[{i}]"
         if not isinstance(item, dict):
-            raise ApiError(400, "input items must be objects", param="input")
+            raise _invalid_type(where, "an object", item)
         kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            raise _invalid_type(f"{where}.type", "a string", kind)
         if kind == "message":
-            text, images = _content_text(item.get("content"))
             role = item.get("role", "user")
+            if role not in _ROLES:
+                if not isinstance(role, str):
+                    raise _invalid_type(f"{where}.role", "a string", role)
+                raise ApiError(400, f"Invalid value for '{where}.role': {role!r}; supported values are "
+                                    + ", ".join(repr(r) for r in _ROLES) + ".", param=f"{where}.role")
+            text, images = _content_text(item.get("content"), f"{where}.content")
             msg: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": text}
             if images:
                 msg["images"] = images
             messages.append(msg)
         elif kind == "function_call":
-            try:
-                args = json.loads(item.get("arguments") or "{}")
-            except json.JSONDecodeError:
-                raise ApiError(400, "function_call arguments must be JSON", param="input") from None
-            names[item.get("call_id", "")] = item.get("name", "")
-            call = {"id": item.get("call_id", ""), "function": {"name": item.get("name", ""), "arguments": args}}
+            call_id = _string(item, "call_id", where)
+            name = _string(item, "name", where)
+            arguments = _string(item, "arguments", where, required=False) or "{}"
+            args = _arguments(arguments, f"{where}.arguments")
+            names[call_id] = name
+            call = {"id": call_id, "function": {"name": name, "arguments": args}}
             if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
                 messages[-1].setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
+            call_id = _string(item, "call_id", where)
             output = item.get("output")
-            messages.append({"role": "tool", "content": output if isinstance(output, str) else json.dumps(output),
-                             "tool_name": names.get(item.get("call_id", ""), ""),
-                             "tool_call_id": item.get("call_id", "")})
+            if output is None:
+                raise _missing(f"{where}.output")
+            if isinstance(output, list):
+                text, images = _content_text(output, f"{where}.output")
+            elif isinstance(output, str):
+                text, images = output, []
+            else:
+                raise _invalid_type(f"{where}.output", "a string or an array of content parts", output)
+            tool: dict[str, Any] = {"role": "tool", "content": text, "tool_name": names.get(call_id, ""),
+                                    "tool_call_id": call_id}
+            if images:
+                tool["images"] = images
+            messages.append(tool)
         elif kind == "reasoning":
             continue
         else:
-            raise ApiError(400, f"unsupported input item type {kind!r}", param="input")
+            raise ApiError(400, f"Invalid value for '{where}.type': unsupported input item type {kind!r}.",
+                           param=f"{where}.type")
     return messages
 
 
 def _tools(raw: Any) -> list[dict] | None:
     if not raw:
         return None
+    if not isinstance(raw, list):
+        raise _invalid_type("tools", "an array of tools", raw)
     tools = []
-    for t in raw:
-        if not isinstance(t, dict) or t.get("type") != "function":
-            raise ApiError(400, "only function tools are supported", param="tools")
-        tools.append({"type": "function", "function": {"name": t.get("name", ""),
-                                                       "description": t.get("description", ""),
-                                                       "parameters": t.get("parameters") or {"type": "object"}}})
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise _invalid_type(f"tools[{i}]", "an object", t)
+        if t.get("type") != "function":
+            raise ApiError(400, "only function tools are supported", param=f"tools[{i}].type")
+        parameters = t.get("parameters") or {"type": "object"}
+        if not isinstance(parameters, dict):
+            raise _invalid_type(f"tools[{i}].parameters", "an object", parameters)
+        tools.append({"type": "function", "function": {"name": _string(t, "name", f"tools[{i}]"),
+                                                       "description": _string(t, "description", f"tools[{i}]",
+                                                                              required=False),
+                                                       "parameters": parameters}})
     return tools
 
 
 def _format(text: Any) -> Any:
-    fmt = (text or {}).get("format") if isinstance(text, dict) else None
-    if not fmt or fmt.get("type") == "text":
+    if text is None:
         return None
-    if fmt.get("type") == "json_object":
+    if not isinstance(text, dict):
+        raise _invalid_type("text", "an object", text)
+    fmt = text.get("format")
+    if not fmt:
+        return None
+    if not isinstance(fmt, dict):
+        raise _invalid_type("text.format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
         return "json"
-    if fmt.get("type") == "json_schema":
+    if kind == "json_schema":
         if not isinstance(fmt.get("schema"), dict):
-            raise ApiError(400, "text.format.schema must be an object", param="text")
+            raise ApiError(400, "text.format.schema must be an object", param="text.format.schema")
         return fmt["schema"]
-    raise ApiError(400, f"unsupported text.format type {fmt.get('type')!r}", param="text")
+    raise ApiError(400, f"unsupported text.format type {kind!r}", param="text.format.type")
+
+
+def _effort(reasoning: Any) -> str | None:
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
+        raise _invalid_type("reasoning", "an object", reasoning)
+    effort = reasoning.get("effort")
+    if effort is not None and (not isinstance(effort, str) or effort not in _EFFORT):
+        raise ApiError(400, f"invalid reasoning effort {effort!r}", param="reasoning.effort")
+    return effort
+
+
+def _tool_choice(raw: Any) -> Any:
+    if raw is None or isinstance(raw, str):
+        return raw
+    if not isinstance(raw, dict):
+        raise _invalid_type("tool_choice", "a string or an object", raw)
+    if raw.get("type") == "function":
+        return {"type": "function", "function": {"name": _string(raw, "name", "tool_choice")}}
+    return raw
+
+
+def _number(body: dict, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise _invalid_type(key, expected, value)
+    return value
 
 
 def _base(response_id: str, model: str, created: int, body: dict, status: str) -> dict:
@@ -162,28 +297,30 @@ async def create(request: web.Request) -> web.StreamResponse:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
-    history = _store(request).messages(body["previous_response_id"]) if body.get("previous_response_id") else []
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise _invalid_type("previous_response_id", "a string", previous)
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _invalid_type("instructions", "a string", instructions)
+    history = _store(request).messages(previous) if previous else []
     new_messages = input_messages(body.get("input", ""))
-    await fetch_remote_images(new_messages)
-    messages = history + new_messages
-    if body.get("instructions"):
-        messages = [m for m in messages if m["role"] != "system"]
-        messages.insert(0, {"role": "system", "content": body["instructions"]})
     options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
     for key in ("temperature", "top_p"):
-        if body.get(key) is not None:
+        if _number(body, key, (int, float), "a number") is not None:
             options[key] = body[key]
-    if body.get("max_output_tokens") is not None:
+    if _number(body, "max_output_tokens", int, "an integer") is not None:
         options["num_predict"] = body["max_output_tokens"]
-    effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
-    if effort is not None and effort not in _EFFORT:
-        raise ApiError(400, f"invalid reasoning effort {effort!r}", param="reasoning")
-    tool_choice = body.get("tool_choice")
-    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
-        tool_choice = {"type": "function", "function": {"name": tool_choice.get("name", "")}}
-    deltas = service_of(request).chat(model, messages, tools=_tools(body.get("tools")),
-                                      think=_EFFORT.get(effort) if effort else None, format=_format(body.get("text")),
-                                      options=options, tool_choice=tool_choice)
+    effort = _effort(body.get("reasoning"))
+    tools, tool_choice = _tools(body.get("tools")), _tool_choice(body.get("tool_choice"))
+    fmt = _format(body.get("text"))
+    await fetch_remote_images(new_messages)
+    messages = history + new_messages
+    if instructions:
+        messages = [m for m in messages if m["role"] != "system"]
+        messages.insert(0, {"role": "system", "content": instructions})
+    deltas = service_of(request).chat(model, messages, tools=tools, think=_EFFORT.get(effort) if effort else None,
+                                      format=fmt, options=options, tool_choice=tool_choice)
     response_id = _id("resp_")
     created = int(time.time())
     store = _store(request)
@@ -253,6 +390,13 @@ async def _events(response_id: str, model: str, created: int, body: dict, deltas
         seq += 1
         return kind, {"type": kind, "sequence_number": seq - 1, **fields}
 
+    # The model is resolved, loaded and the prompt evaluated before the first event: whatever fails
+    # there (an unknown model, a prompt too long) is an HTTP error status, not an event in a 200 stream.
+    iterator = deltas.__aiter__()
+    try:
+        pending: Delta | None = await iterator.__anext__()
+    except StopAsyncIteration:
+        pending = None
     base = _base(response_id, model, created, body, "in_progress")
     yield event("response.created", response=base)
     yield event("response.in_progress", response=base)
@@ -262,7 +406,8 @@ async def _events(response_id: str, model: str, created: int, body: dict, deltas
     calls: list[dict] = []
     opened = False
     last = Delta()
-    async for d in deltas:
+    while pending is not None:
+        d = pending
         reasoning.append(d.thinking)
         if d.content:
             if not opened:
@@ -276,6 +421,10 @@ async def _events(response_id: str, model: str, created: int, body: dict, deltas
                         delta=d.content, logprobs=[])
         calls += [_call_item(c) for c in d.tool_calls]
         last = d
+        try:
+            pending = await iterator.__anext__()
+        except StopAsyncIteration:
+            pending = None
     full = "".join(text)
     index = 0
     if opened:
