@@ -139,8 +139,11 @@ def test_bad_image_input_gets_clear_errors_and_the_model_stays_usable(server):
     assert ok.status_code == 200 and ok.json()["done"]
 
 
-def test_plumbing_image_urls_are_fetched_with_limits(server):
-    """An image server on 127.0.0.1 serves a real image, a huge one and a missing one."""
+def test_plumbing_image_urls_are_fetched_with_limits(server, monkeypatch):
+    """An image server on 127.0.0.1 serves a real image, a huge one and a missing one. Local
+    addresses are fetched only with the operator's leave; every failure reads the same
+    (tests/test_image_fetch.py)."""
+    monkeypatch.setattr(server.config, "allow_private_image_urls", True)
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -174,11 +177,11 @@ def test_plumbing_image_urls_are_fetched_with_limits(server):
 
     try:
         assert ask(base + "/cat.bmp").choices[0].finish_reason in ("stop", "length")
-        with pytest.raises(openai.BadRequestError, match="larger than"):
+        with pytest.raises(openai.BadRequestError, match="failed to fetch image URL"):
             ask(base + "/huge.bmp")
-        with pytest.raises(openai.BadRequestError, match="HTTP 404"):
+        with pytest.raises(openai.BadRequestError, match="failed to fetch image URL"):
             ask(base + "/nope.bmp")
-        with pytest.raises(openai.BadRequestError, match="failed to fetch"):
+        with pytest.raises(openai.BadRequestError, match="failed to fetch image URL"):
             ask("http://127.0.0.1:1/unreachable.bmp")
     finally:
         httpd.shutdown()

@@ -61,6 +61,10 @@ class Config(BaseModel):
     max_loaded_models: int = 3
     max_queue: int = 512
     origins: tuple[str, ...] = ()
+    # Image URLs (OpenAI image_url, Anthropic url sources) may point at loopback, private, link-local
+    # and other non-public addresses (A3S_POWER_ALLOW_PRIVATE_IMAGE_URLS); off, the server refuses to
+    # fetch them, so a request cannot make it reach services on its own host or network.
+    allow_private_image_urls: bool = False
     models_dir: Path | None = None
     noprune: bool = False  # OLLAMA_NOPRUNE: keep unreferenced blobs (at start-up and on re-pull)
     # Least time between two deliveries of a stream's tokens to Python (see ContextParams): 25
@@ -138,6 +142,8 @@ class Config(BaseModel):
             values["max_queue"] = v
         if (v := _env("OLLAMA_ORIGINS")) is not None:
             values["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
+        if (v := _env_bool("A3S_POWER_ALLOW_PRIVATE_IMAGE_URLS")) is not None:
+            values["allow_private_image_urls"] = v
         if (v := _env("OLLAMA_MODELS")) is not None:
             values["models_dir"] = Path(v).expanduser()
         if (v := _env_bool("OLLAMA_NOPRUNE")) is not None:
@@ -212,6 +218,7 @@ class _TomlFile(BaseModel, extra="forbid"):
     num_thread: int | None = None
     max_queue: int | None = None
     origins: list[str] | None = None
+    allow_private_image_urls: bool | None = None
     stream_interval_ms: int | None = None
     inference_nice: int | None = Field(default=None, ge=0, le=19)
     prompt_cache_mb: int | None = Field(default=None, ge=0)
@@ -252,6 +259,8 @@ def _read_toml(path: Path) -> dict:
             values[key] = getattr(parsed, key)
     if parsed.origins is not None:
         values["origins"] = tuple(parsed.origins)
+    if parsed.allow_private_image_urls is not None:
+        values["allow_private_image_urls"] = parsed.allow_private_image_urls
     if parsed.keep_alive is not None:
         from .engine.scheduler import parse_keep_alive
 

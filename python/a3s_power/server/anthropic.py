@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..engine.service import Delta
 from .errors import ApiError, read_json
-from .images import fetch_remote_images, is_remote
+from .images import fetch_images_for_model, is_remote
 from .native import service_of
 from .streaming import sse
 
@@ -164,7 +164,7 @@ def _request(body: dict) -> tuple[str, dict]:
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     model, args = _request(body)
-    await fetch_remote_images(args["messages"])
+    await fetch_images_for_model(request, model, args["messages"])
     deltas = service_of(request).chat(model, args["messages"], tools=args["tools"], think=args["think"],
                                       options=args["options"], tool_choice=args["tool_choice"], relax_thinking=True)
     message_id = _id("msg_")

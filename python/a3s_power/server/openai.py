@@ -19,7 +19,7 @@ from ..engine.service import Delta
 from ..store.types import ModelNotFound
 from .app import state_of
 from .errors import ApiError, read_json
-from .images import fetch_remote_images, is_remote
+from .images import fetch_images_for_model, is_remote
 from .native import service_of
 from .streaming import sse
 
@@ -182,7 +182,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
     messages, _ = _messages(body.get("messages"))
-    await fetch_remote_images(messages)
+    await fetch_images_for_model(request, model, messages)
     stream = bool(body.get("stream", False))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     logprobs = bool(body.get("logprobs"))
