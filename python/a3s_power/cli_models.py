@@ -2,7 +2,8 @@
 
 Each is a client of the server at OLLAMA_HOST, and prints what Ollama's CLI prints: progress
 bars for transfers, a ``NAME ID SIZE MODIFIED`` table, show's sections. Failures end the command
-with a one-line ``Error: ...`` and a non-zero exit.
+with a one-line ``Error: ...`` and a non-zero exit, a lost connection included; Ctrl-C ends it
+quietly (exit status 130), never with a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import aiohttp
 import click
 
 from .client import Client, ClientError
@@ -171,6 +173,31 @@ def _run(work: Callable[[Client], Awaitable[None]]) -> None:
     except A3SPowerError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        click.echo(f"Error: {connection_error(exc)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def connection_error(exc: BaseException) -> str:
+    """What Ollama's CLI says when the connection to the server fails or breaks off."""
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+        return "unexpected EOF"  # the server went away in the middle of an answer
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"could not connect to the server at {exc.host}:{exc.port}, is it running?"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out waiting for the server"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _quietly_on_interrupt(work: Callable[[], Any]) -> Any:
+    """Runs local work (reading, hashing files) so that Ctrl-C ends the command as Ollama's does:
+    no traceback and no "Aborted!", exit status 130."""
+    try:
+        return work()
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -419,15 +446,18 @@ def create(model: str, modelfile: str, quantize: str | None) -> None:
 
     path = Path(modelfile).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _quietly_on_interrupt(lambda: path.read_text(encoding="utf-8"))
     except OSError as exc:
         click.echo(f"Error: {exc.strerror}: {path}", err=True)
         sys.exit(1)
     try:
         click.echo("gathering model components", err=True)
-        plan = create_plan(parse_modelfile(text), path.resolve().parent)
+        plan = _quietly_on_interrupt(lambda: create_plan(parse_modelfile(text), path.resolve().parent))
     except (ModelfileError, A3SPowerError) as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a file the Modelfile names could not be read
+        click.echo(f"Error: {exc.strerror}: {exc.filename}" if exc.filename else f"Error: {exc}", err=True)
         sys.exit(1)
     body = {"model": model, **plan.body}
     if quantize:

@@ -7,6 +7,7 @@ that exists already keeps the existing file (deduplication).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from typing import AsyncIterator, Iterator
 
 from ..errors import A3SPowerError
 from . import digests
+from .locks import FileLock
 
 _BLOB_FILE = re.compile(r"sha256-[0-9a-f]{64}")
 TEMP_PREFIX = ".tmp-"
@@ -75,6 +77,7 @@ def write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "blobs"
+        self.lock_path = root / ".a3s-store.lock"  # the store-wide lock (see ModelStore)
 
     def ensure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -106,15 +109,26 @@ class BlobStore:
 
     @contextmanager
     def temp_file(self) -> Iterator[Path]:
-        """A fresh file in the blobs folder (same file system, so it can be renamed into place)."""
+        """A fresh file in the blobs folder (same file system, so it can be renamed into place).
+
+        It stays locked (``flock``) for as long as it is in use, so start-up cleaning removes a
+        killed process's temporary at once, of any age, and never one that is being written. It
+        is made under the store lock, which cleaning holds: it is never seen unlocked."""
         self.ensure()
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.dir)
-        os.close(fd)
+        with FileLock(self.lock_path):
+            fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.dir)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                os.close(fd)
+                Path(name).unlink(missing_ok=True)
+                raise
         path = Path(name)
         try:
             yield path
         finally:
             path.unlink(missing_ok=True)
+            os.close(fd)
 
     def commit(self, tmp: Path, digest: str, *, verify: bool = True) -> bool:
         """Moves a finished temporary file into place under ``digest``; True if it was new.

@@ -189,6 +189,9 @@ async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
         raise CreateError(f"quantization is only supported for F16 and F32 models, this one is {header.file_type}")
     label = f"quantizing {header.file_type} model to {DISPLAY[qtype]}"
     estimate = estimate_size(header, qtype)
+    # The temporary goes whatever happens: on failure; on cancellation, once the quantization
+    # (which cannot be interrupted) has stopped writing it; and a killed process's at the next
+    # start, since nobody holds it locked any more (see BlobStore.temp_file).
     with store.blobs.temp_file() as tmp:
         try:
             async for done, total in quantize(src, tmp, qtype, estimate, interval_s=interval_s):

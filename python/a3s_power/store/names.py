@@ -18,9 +18,14 @@ DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 HF_HOSTS = ("hf.co", "huggingface.co")
 
+# Ollama's part rules: host 1-350 characters, namespace, model and tag 1-80.
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9\-_.:]{0,349}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9\-_]{0,79}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9\-_.]{0,79}")
+# Every part is a folder or file name in the store, and no file system takes a name longer than
+# 255 bytes (NAME_MAX on Linux, macOS and Windows): a longer host, which Ollama's rule lets through,
+# could only fail there, as a 500 naming the store's path. It is an invalid name instead.
+MAX_PART_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class ModelName:
         for pattern, value in ((_HOST, self.host), (_NAMESPACE, self.namespace), (_PART, self.model),
                                (_PART, self.tag)):
             # ".." is never a part (the patterns forbid a leading dot) nor inside one: belt and braces
-            if not pattern.fullmatch(value) or ".." in value:
+            if not pattern.fullmatch(value) or ".." in value or len(value) > MAX_PART_BYTES:
                 raise InvalidModelName(f"invalid model name: {shown!r}")
 
     @property

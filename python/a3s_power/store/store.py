@@ -266,10 +266,10 @@ class ModelStore:
         return removed
 
     def prune(self, grace_s: float = PRUNE_GRACE_S) -> list[str]:
-        """Start-up cleaning: unreferenced blobs, partial downloads and temporary files older than
-        ``grace_s``, a partial download of any age that the disk has no room left to finish, and
-        empty manifest folders. Returns the names of removed files. Files that vanish meanwhile
-        (a server deleting on the same store) are simply gone already."""
+        """Start-up cleaning: unreferenced blobs and partial downloads older than ``grace_s``, a
+        partial download of any age that the disk has no room left to finish, temporary files
+        nobody is writing, and empty manifest folders. Returns the names of removed files. Files
+        that vanish meanwhile (a server deleting on the same store) are simply gone already."""
         removed: list[str] = []
         if not self.root.is_dir():
             return removed
@@ -286,8 +286,8 @@ class ModelStore:
                     continue
                 is_blob = re.fullmatch(r"sha256-[0-9a-f]{64}", name) is not None
                 if name.startswith(TEMP_PREFIX):
-                    if young:
-                        continue
+                    if is_locked(path):
+                        continue  # being written (its writer holds it locked)
                 elif m := _PARTIAL.fullmatch(name):
                     base = m.group(1)
                     if is_locked(self.blobs.dir / (base + "-partial.lock")):
