@@ -54,9 +54,12 @@ def test_max_tokens_and_stop_sequences(client, server):
 def test_streaming_event_sequence(client, server):
     unload(server.url, "smollm2")
     with client.messages.stream(model="smollm2", max_tokens=64, messages=QUESTION, extra_body={"temperature": 0}) as stream:
-        kinds = [event.type for event in stream]
+        events = list(stream)
         final = stream.get_final_message()
+    kinds = [event.type for event in events]
     assert kinds[0] == "message_start"
+    # message_start already counts the prompt, as the final usage does (issue 16, item 6).
+    assert events[0].message.usage.input_tokens == final.usage.input_tokens > 0
     assert kinds[1] == "content_block_start"
     assert "content_block_delta" in kinds or "text" in kinds
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]

@@ -418,6 +418,8 @@ class InferenceService:
             return thinking, text, calls
 
         first_token_ns = 0
+        # The first piece says how long the prompt is: Anthropic's message_start reports it.
+        prompt_count = {"prompt_eval_count": len(tokens.tokens if hasattr(tokens, "tokens") else tokens)}
         async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
                                           top_logprobs=top_logprobs, shift=shift):
             if chunk.tokens and not first_token_ns:
@@ -455,7 +457,8 @@ class InferenceService:
                 yield Delta(content, thinking, calls, lp, True, reason, metrics, stop_sequence=chunk.stop_sequence)
                 return
             if content or thinking or calls or lp:
-                yield Delta(content, thinking, calls, lp)
+                yield Delta(content, thinking, calls, lp, metrics=prompt_count)
+                prompt_count = {}
 
     @staticmethod
     def _with_system(spec: LocalModel, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
