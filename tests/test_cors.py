@@ -156,3 +156,26 @@ def test_a_page_of_the_servers_own_origin_is_no_cors_request(server):
     r = requests.get(server.url + "/api/version", headers={"Host": host, "Origin": f"http://other.local:{server.port}"})
     assert r.status_code == 403
 
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "options": {"num_predict": 4}}),
+    ("/v1/chat/completions", {"model": "tiny", "stream": True, "max_tokens": 4,
+                              "messages": [{"role": "user", "content": "Hi"}]}),
+])
+def test_streamed_answers_carry_the_allow_origin_header(server, path, body):
+    """A page of an allowed origin reads a streamed answer: the header goes out with the stream's."""
+    origin = "http://localhost:3000"
+    with requests.post(server.url + path, json=body, headers={"Origin": origin}, stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers.get("Access-Control-Allow-Origin") == origin and r.headers.get("Vary") == "Origin"
+        assert list(r.iter_lines())
+
+
+def test_every_answer_names_the_server(server):
+    from a3s_power.version import __version__
+
+    for r in (requests.get(server.url + "/api/version"), requests.get(server.url + "/api/nothing-here"),
+              requests.post(server.url + "/api/generate", json={"model": "tiny", "prompt": "Hi",
+                                                                "options": {"num_predict": 2}}, timeout=60)):
+        assert r.headers["Server"] == f"a3s-power/{__version__}"

@@ -194,7 +194,7 @@ def test_limits_still_hold_when_allowed(server, recorder, allow_private, monkeyp
 
 # --- the model first ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("call", CALLS + [responses_create])
 def test_an_unknown_model_fetches_nothing(server, recorder, allow_private, call):
     r = call(server, recorder.base + "/cat.bmp", model="no-such-model")
     assert r.status_code == 404

@@ -15,6 +15,7 @@ from aiohttp import web
 from ..config import Config
 from ..engine.scheduler import Scheduler
 from ..store.types import LocalModel
+from ..version import __version__
 from .errors import error_middleware
 
 log = logging.getLogger(__name__)
@@ -95,20 +96,33 @@ def _edge_middleware(state_getter: Callable[[], ServerState]):
         if cross and not _origin_allowed(origin, state.config.origins):
             log.info("refused %s %s from origin %r (not in OLLAMA_ORIGINS)", request.method, request.path, origin)
             return web.Response(status=403)
+        if cross:
+            request[_ALLOWED_ORIGIN] = origin  # written by _on_prepare, streams included
         if request.method == "OPTIONS":
             response = web.Response(status=204)
-        else:
-            response = await handler(request)
-        if cross:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-            if request.method == "OPTIONS":
+            if cross:
                 response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
                 response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
                 response.headers["Access-Control-Max-Age"] = "43200"
-        return response
+            return response
+        return await handler(request)
 
     return edge
+
+
+# aiohttp >= 3.12 types request storage keys; older ones take a string.
+_ALLOWED_ORIGIN = web.RequestKey("allowed_origin", str) if hasattr(web, "RequestKey") else "allowed_origin"
+_SERVER_HEADER = f"a3s-power/{__version__}"
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries, set as its headers go out: a streamed answer sends them
+    before its handler returns, so a middleware that adds them afterwards is too late for it."""
+    response.headers["Server"] = _SERVER_HEADER
+    origin = request.get(_ALLOWED_ORIGIN)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
 
 
 def create_app(state: ServerState) -> web.Application:
@@ -143,6 +157,7 @@ def create_app(state: ServerState) -> web.Application:
     async def on_shutdown(app: web.Application) -> None:
         await state.scheduler.close()
 
+    app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(on_shutdown)
     return app
 

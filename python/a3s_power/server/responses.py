@@ -19,7 +19,7 @@ from aiohttp import web
 from ..engine.service import Delta
 from .app import STATE
 from .errors import ApiError, json_too_deep, read_json
-from .images import fetch_remote_images, is_remote
+from .images import fetch_images_for_model, is_remote
 from .native import service_of
 from .openai import _EFFORT
 from .streaming import sse
@@ -314,7 +314,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     effort = _effort(body.get("reasoning"))
     tools, tool_choice = _tools(body.get("tools")), _tool_choice(body.get("tool_choice"))
     fmt = _format(body.get("text"))
-    await fetch_remote_images(new_messages)
+    await fetch_images_for_model(request, model, new_messages)
     messages = history + new_messages
     if instructions:
         messages = [m for m in messages if m["role"] != "system"]
