@@ -3,13 +3,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cctype>
 #include <map>
+#include <poll.h>
+#include <random>
+#include <thread>
 
 #include "engine.h"
 #include "errors.h"
 #include "log.h"
 #include "lora.h"
+#include "notifier.h"
 #include "vision.h"
 #include "model.h"
 
@@ -48,6 +53,65 @@ GenerateParams generate_params(const SamplingParams & sampling, int num_predict,
         py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0, \
         py::arg("shift") = false, py::arg("num_keep") = 4
 
+// Self-test of Notifier for tests/test_notifier.py, not an API: races a producer's "publish, then
+// signal()" against a consumer's "clear(), then take what is published", as Engine::publish and
+// Engine::drain do, `iterations` times. Before each race, with both sides quiet, one more item is
+// published and signalled, as the engine does for a consumer asleep in poll() on the fd: if the fd
+// is then not readable, that consumer would never wake, and a lost wakeup is counted. Also counted:
+// an item left untaken after a race with the fd not readable. Returns the lost wakeups (0 when
+// the notifier is right). The only help given to the tiny race window is many iterations and a
+// random spin on each side, here, never in the notifier.
+size_t notifier_stress(size_t iterations) {
+    Notifier n;
+    std::atomic<uint64_t> published{0};
+    uint64_t taken = 0;
+    std::atomic<size_t> go{0}, done{0};
+    size_t lost = 0;
+    auto readable = [&] {
+        pollfd p{n.fd(), POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+    };
+    auto wait_for = [](const std::atomic<size_t> & v, size_t want) {
+        for (unsigned spins = 0; v.load() != want; ++spins) {
+            if (spins > 1000) std::this_thread::yield();  // two cores, shared: let the other side run
+        }
+    };
+    auto spin = [](unsigned k) {
+        for (volatile unsigned i = 0; i < k; i = i + 1) {
+        }
+    };
+    std::thread producer([&] {
+        std::minstd_rand rng(12345);
+        for (size_t i = 1; i <= iterations; ++i) {
+            wait_for(go, i);
+            spin(rng() % 96);
+            published.fetch_add(1);  // publish ...
+            n.signal();              // ... then signal, as Engine::publish does
+            done.store(i);
+        }
+    });
+    std::minstd_rand rng(54321);
+    for (size_t i = 1; i <= iterations; ++i) {
+        // Quiet: the consumer sleeps in poll(); output arrives and is signalled.
+        published.fetch_add(1);
+        n.signal();
+        if (!readable()) ++lost;  // the consumer would sleep forever with output pending
+        // The consumer wakes and drains while the producer publishes again.
+        go.store(i);
+        spin(rng() % 64);
+        n.clear();
+        taken = published.load();
+        wait_for(done, i);
+        if (taken < published.load()) {  // published after the take: the fd must say so
+            if (!readable()) ++lost;
+            n.clear();
+            taken = published.load();
+        }
+    }
+    producer.join();
+    return lost;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -71,6 +135,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("backend_init", &backend_init);
     m.def("set_log_level", &set_log_level, py::arg("level"),
           "0 = errors only, 1 = warnings, 2 = info, 3 = debug (llama.cpp's log, on stderr).");
+    m.def("_notifier_stress", &notifier_stress, py::arg("iterations"), py::call_guard<py::gil_scoped_release>(),
+          "Self-test, not an API: races Notifier.signal() against clear() `iterations` times and "
+          "returns how many wakeups were lost (0 when the notifier is right).");
     m.def("system_info", [] { return std::string(llama_print_system_info()); });
     m.def("llama_version", [] { return std::string(llama_version()); });
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });

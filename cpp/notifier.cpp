@@ -41,11 +41,20 @@ void Notifier::signal() {
     } while (r < 0 && errno == EINTR);
 }
 
+// The fd first, the flag second. signal() writes only when it turns the flag from false to true,
+// so the flag may be true only while a wakeup is in the fd or a consumer is still to take what
+// was published. Clearing the flag first broke that: a signal() landing between the store and the
+// read set the flag and wrote, the read swallowed the write, and the flag stayed true with the fd
+// empty; every later signal() then returned early and the consumer slept forever (issue 16 item
+// 15: streams stalled at 120 s). In this order a signal() before the store sees the flag still
+// set and adds nothing, and its output, published before it, is taken by the caller after this
+// returns; a signal() after the store writes again. Callers take pending output only after
+// clear() returns (Engine::drain), or that output would wait for the next signal.
 void Notifier::clear() {
-    signalled_.store(false);
     uint64_t buf[8];
     while (::read(read_fd_, buf, sizeof(buf)) > 0) {
     }
+    signalled_.store(false);
 }
 
 }  // namespace a3s

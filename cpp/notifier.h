@@ -15,7 +15,8 @@ class Notifier {
 
     int fd() const { return read_fd_; }
     void signal();  // from the inference thread
-    void clear();   // from the consumer, before it collects what is pending
+    // From the consumer, before it collects what is pending (never after: see notifier.cpp).
+    void clear();
 
   private:
     int read_fd_ = -1;
