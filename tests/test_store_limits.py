@@ -343,17 +343,19 @@ class TimedServer(ServerThread):
 
 def test_header_timeout_setting(monkeypatch, tmp_path):
     from a3s_power.config import Config
-    from a3s_power.server.serve import HEADER_TIMEOUT_ENV, HEADER_TIMEOUT_S, header_timeout_s
 
-    config = Config(home=tmp_path)
-    monkeypatch.delenv(HEADER_TIMEOUT_ENV, raising=False)
-    assert header_timeout_s(config) == HEADER_TIMEOUT_S == 60.0
-    monkeypatch.setenv(HEADER_TIMEOUT_ENV, "2.5")
-    assert header_timeout_s(config) == 2.5
+    monkeypatch.setenv("A3S_POWER_HOME", str(tmp_path))
+    monkeypatch.delenv("A3S_POWER_HEADER_TIMEOUT", raising=False)
+    assert Config.from_env().header_timeout_s == 60.0
+    monkeypatch.setenv("A3S_POWER_HEADER_TIMEOUT", "2.5")
+    assert Config.from_env().header_timeout_s == 2.5
     for bad in ("soon", "0", "-1"):
-        monkeypatch.setenv(HEADER_TIMEOUT_ENV, bad)
+        monkeypatch.setenv("A3S_POWER_HEADER_TIMEOUT", bad)
         with pytest.raises(InvalidOptionError):
-            header_timeout_s(config)
+            Config.from_env()
+    monkeypatch.delenv("A3S_POWER_HEADER_TIMEOUT")
+    (tmp_path / "config.toml").write_text("header_timeout_s = 7\n")
+    assert Config.from_env().header_timeout_s == 7
 
 
 def closed_after(sock: socket.socket, limit_s: float) -> float:
@@ -372,10 +374,9 @@ def closed_after(sock: socket.socket, limit_s: float) -> float:
 
 def test_a_stalled_request_is_dropped_but_slow_work_is_not(tmp_path, monkeypatch):
     timeout = 0.5
-    monkeypatch.setenv("A3S_POWER_HEADER_TIMEOUT", str(timeout))
     data = write_tiny_llama(tmp_path / "t.gguf", seed=3).read_bytes()
     settings = TransferSettings(progress_interval_s=0.0, backoff_s=0.01)
-    with TimedServer(tmp_path / "home", settings) as srv, FakeRegistry() as reg:
+    with TimedServer(tmp_path / "home", settings, header_timeout_s=timeout) as srv, FakeRegistry() as reg:
         # Half a request line, then nothing: dropped after the header timeout.
         with socket.create_connection(("127.0.0.1", srv.port)) as sock:
             sock.sendall(b"GET /api/ta")

@@ -42,6 +42,16 @@ def _env_int(name: str) -> int | None:
         raise InvalidOptionError(f"environment variable {name}: {value!r} is not an integer") from None
 
 
+def _env_float(name: str) -> float | None:
+    value = _env(name)
+    if value is None:
+        return None
+    try:
+        return float(value.removesuffix("s"))
+    except ValueError:
+        raise InvalidOptionError(f"environment variable {name}: {value!r} is not a number of seconds") from None
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -82,6 +92,11 @@ class Config(BaseModel):
     # The largest JSON request body, in MiB (A3S_POWER_MAX_BODY_MB): room for long prompts and base64
     # images; larger ones are answered 413. Blob uploads (POST /api/blobs) stream to disk, unbounded.
     max_body_mb: int = 100
+    # How long a connection may take to send a request's line and headers, from when it opens or
+    # from the end of its previous response (A3S_POWER_HEADER_TIMEOUT, seconds): a client that sends
+    # half a request and stalls is dropped then. No request in progress is bounded by it: a body
+    # being read and a response being streamed take as long as they take.
+    header_timeout_s: float = 60.0
 
     load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
@@ -129,6 +144,11 @@ class Config(BaseModel):
             values["prompt_cache_mb"] = v
         if (v := _env_int("A3S_POWER_MAX_BODY_MB")) is not None and v > 0:
             values["max_body_mb"] = v
+        if (v := _env_float("A3S_POWER_HEADER_TIMEOUT")) is not None:
+            if not v > 0:
+                raise InvalidOptionError(f"environment variable A3S_POWER_HEADER_TIMEOUT: {v:g} is not more than 0 "
+                                         "seconds")
+            values["header_timeout_s"] = v
         if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
             from .engine.scheduler import parse_keep_alive
 
@@ -223,6 +243,7 @@ class _TomlFile(BaseModel, extra="forbid"):
     inference_nice: int | None = Field(default=None, ge=0, le=19)
     prompt_cache_mb: int | None = Field(default=None, ge=0)
     max_body_mb: int | None = Field(default=None, ge=1)
+    header_timeout_s: float | None = Field(default=None, gt=0)
     gpu: _Gpu | None = None
     pricing: dict[str, _Price] | None = None
 
@@ -254,7 +275,7 @@ def _read_toml(path: Path) -> dict:
         values["models_dir"] = parsed.models_dir.expanduser()
     for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
                 "use_mlock", "num_thread", "max_queue", "stream_interval_ms",
-                "inference_nice", "prompt_cache_mb", "max_body_mb"):
+                "inference_nice", "prompt_cache_mb", "max_body_mb", "header_timeout_s"):
         if getattr(parsed, key) is not None:
             values[key] = getattr(parsed, key)
     if parsed.origins is not None:

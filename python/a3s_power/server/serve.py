@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 import sys
 from urllib.parse import urlsplit
@@ -19,39 +18,12 @@ from .app import ServerState, create_app
 
 log = logging.getLogger(__name__)
 
-# How long a connection may take to send a request's line and headers, from when it opens or
-# from the end of its previous response. A client that sends half a request and stalls, or opens a
-# connection and sends nothing, is dropped then. It bounds no request in progress: a body being
-# read and a response being streamed (a long generation, a pull) take as long as they take.
-HEADER_TIMEOUT_S = 60.0
-HEADER_TIMEOUT_ENV = "A3S_POWER_HEADER_TIMEOUT"
-
-
-def header_timeout_s(config: Config) -> float:
-    """``header_timeout_s`` of the config when it has one, else $A3S_POWER_HEADER_TIMEOUT (seconds,
-    > 0), else 60 s."""
-    value = getattr(config, "header_timeout_s", None)
-    if value is None:
-        text = os.environ.get(HEADER_TIMEOUT_ENV, "").strip().strip("\"'")
-        if text:
-            try:
-                value = float(text.removesuffix("s"))
-            except ValueError:
-                raise InvalidOptionError(f"environment variable {HEADER_TIMEOUT_ENV}: {text!r} is not "
-                                         "a number of seconds") from None
-    if value is None:
-        return HEADER_TIMEOUT_S
-    if not value > 0:
-        raise InvalidOptionError(f"{HEADER_TIMEOUT_ENV} must be more than 0 seconds, not {value}")
-    return float(value)
-
-
 def make_runner(app: web.Application, config: Config) -> web.AppRunner:
     """The app's runner with the server's connection settings. aiohttp's ``keepalive_timeout`` is
     the header timeout: it runs from when a connection opens and again from the end of each
     response, and closes the connection only while it waits for (the rest of) a request's headers,
     never while a handler runs."""
-    return web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=header_timeout_s(config))
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=config.header_timeout_s)
 
 
 def bind_address(host: str) -> tuple[str, int]:
