@@ -102,7 +102,8 @@ def _text_content(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+        return "".join(p["text"] for p in content
+                       if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str))
     return str(content)
 
 
@@ -110,7 +111,23 @@ _MESSAGE_ZERO = {"role": "", "content": "", "thinking": "", "tool_calls": [], "t
                  "tool_call_id": "", "images": []}
 
 
+def _check_message(message: Any) -> None:
+    """Fields a request may send in any shape: wrong ones are the client's error (as when Ollama
+    decodes the request), not a crash halfway through building the template's data."""
+    if not isinstance(message, dict):
+        raise TemplateError("invalid message: each message must be an object")
+    if message.get("thinking") and not isinstance(message["thinking"], str):
+        raise TemplateError("invalid message: thinking must be a string")
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("function") or {}, dict) for c in calls):
+        raise TemplateError("invalid message: tool_calls must be a list of objects with a function object")
+    if message.get("images") and not isinstance(message["images"], list):
+        raise TemplateError("invalid message: images must be a list")
+
+
 def _message_record(message: dict[str, Any]) -> TemplateRecord:
+    _check_message(message)
     data: dict[str, Any] = {"role": str(message.get("role", "")).lower(),
                             "content": _text_content(message.get("content"))}
     if message.get("thinking"):
@@ -417,9 +434,11 @@ def _index(item: Any, *indexes: Any) -> Any:
             item = item.get(key)
         elif isinstance(item, (list, tuple, str)):
             i = _as_index(key)
+            if isinstance(item, str):
+                item = item.encode("utf-8")  # Go indexes a string's bytes: the bounds are theirs too
             if not 0 <= i < len(item):
                 raise TemplateError(f"error calling index: index out of range: {i}")
-            item = item[i] if not isinstance(item, str) else item.encode("utf-8")[i]
+            item = item[i]
         elif item is None:
             return None
         else:
@@ -545,6 +564,9 @@ def _sprintf(fmt: Any, *args: Any) -> str:
             continue
         arg = args[used]
         used += 1
+        if precision and int(precision) > MAX_OUTPUT:
+            # %.999999999f would be one allocation of a gigabyte, which no render timeout can stop.
+            raise TemplateError(f"printf precision {precision} is larger than a prompt may be")
         text = _format_verb(verb, flags, int(precision or 0) if precision is not None else None, arg)
         if width:
             size = int(width)
@@ -660,7 +682,8 @@ _KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block"
 _SPACE = " \t\r\n"
 _NUMBER = re.compile(
     r"[+-]?(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+|(?:[0-9][0-9_]*)?\.?[0-9_]*(?:[eE][+-]?[0-9_]+)?)")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Go identifiers are Unicode letters and digits, as are the characters the lexer sends here.
+_IDENT = re.compile(r"[^\W\d]\w*")
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a", "b": "\b",
                    "f": "\f", "v": "\v"}
 
@@ -1411,14 +1434,21 @@ class _Executor:
         args = [self.arg(a, dot) for a in arg_nodes]
         if final is not _UNSET:
             args.append(final)
+        # Strings only grow through functions: {{$x = printf "%s%s" $x $x}} in a loop doubles one,
+        # each step a single allocation no render timeout can stop. Cap them like the output.
+        if sum(len(a) for a in args if isinstance(a, str)) > MAX_OUTPUT:
+            raise TemplateError(f"error calling {name}: a string larger than a prompt may be")
         try:
-            return self.functions[name](*args)
+            result = self.functions[name](*args)
         except TemplateError:
             raise
         except TypeError as e:
             raise TemplateError(f"error calling {name}: wrong arguments: {e}") from None
         except Exception as e:  # a caller-supplied function may fail any way it likes
             raise TemplateError(f"error calling {name}: {e}") from None
+        if isinstance(result, str) and len(result) > MAX_OUTPUT:
+            raise TemplateError(f"error calling {name}: a string larger than a prompt may be")
+        return result
 
     def arg(self, node: Any, dot: Any) -> Any:
         if isinstance(node, _Literal):
@@ -1525,9 +1555,14 @@ class GoTemplate:
         self.functions = {**_BUILTINS, **(functions or {})}
         lexer = _Lexer(self.source)
         parser = _Parser(lexer, lexer.run(), self.functions)
-        self.root = parser.parse()
-        self.defines = parser.defines
-        self.identifiers = _identifiers([self.root, *self.defines.values()])
+        try:
+            self.root = parser.parse()
+            self.defines = parser.defines
+            self.identifiers = _identifiers([self.root, *self.defines.values()])
+        except RecursionError:
+            # {{((((...1))))}} or thousands of nested {{if}}: the parser and the walks over its
+            # tree recurse once per level.
+            raise TemplateError("template: nesting too deep") from None
 
     def render(self, data: Any) -> str:
         out: list[str] = []
@@ -1571,7 +1606,6 @@ class GoTemplate:
         full = list(self.root)
         if "response" not in self.identifiers:
             full.append(_RESPONSE_ACTION)  # Ollama appends {{ .Response }} to such templates
-        last = _cut_after_response(full, {"cut": False})
         out: list[str] = []
         turn = {"System": "", "Prompt": "", "Response": ""}
 
@@ -1584,6 +1618,7 @@ class GoTemplate:
             turn.update(System="", Prompt="", Response="")
 
         try:
+            last = _cut_after_response(full, {"cut": False})
             for message in data["Messages"]:
                 role = message["role"]
                 if role == "system":
@@ -1599,4 +1634,6 @@ class GoTemplate:
             execute(last)
         except TemplateError as e:
             raise TemplateError(str(e) if str(e).startswith("template:") else f"template: {e}") from None
+        except RecursionError:
+            raise TemplateError("template: exceeded maximum template depth") from None
         return "".join(out)
