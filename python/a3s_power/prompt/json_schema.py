@@ -24,7 +24,7 @@ import json
 import math
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InvalidOptionError
 
@@ -117,9 +117,19 @@ def _literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_text(value: Any) -> str:
+    """JSON text for ``value``, compact and UTF-8 friendly. A lone surrogate (JSON's "\\ud800" parses
+    into one) stays escaped: raw, it is not text the model can write, nor a string llama.cpp takes."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _json_literal(value: Any) -> str:
     """A GBNF literal for one JSON value, written compactly."""
-    return _literal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return _literal(_json_text(value))
 
 
 def _class_char(code: int) -> str:
@@ -137,8 +147,17 @@ def _class_items(ranges: list[tuple[int, int]]) -> str:
     return "".join(_class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}" for lo, hi in ranges)
 
 
+# llama.cpp refuses a grammar that repeats anything more than this many times, and treats a larger
+# maximum as none.
+MAX_REPETITIONS = 2000
+
+
 def _repeat(item: str, low: int, high: int | None) -> str:
     """``item`` (one element: a literal, class, rule name or group) repeated low..high times."""
+    if low > MAX_REPETITIONS:
+        raise InvalidSchemaError(f"{low} repetitions: more than the {MAX_REPETITIONS} a grammar may have")
+    if high is not None and high > MAX_REPETITIONS:
+        high = None  # looser, as llama.cpp would read it
     if high is not None and high <= 0:
         return ""
     if (low, high) == (0, None):
@@ -216,6 +235,8 @@ def _integer_range(low: int | None, high: int | None) -> str:
         alternatives += [_sequence('"-"', a) for a in _natural_range(magnitude_low, magnitude_high)]
     if high is None or high >= 0:
         alternatives += _natural_range(max(low or 0, 0), high)
+    if not alternatives:
+        raise InvalidSchemaError(f"no integer of at most {_MAX_DIGITS} digits lies between {low} and {high}")
     return " | ".join(alternatives)
 
 
@@ -234,16 +255,19 @@ _CHAR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "0": "\0
 
 
 def _json_escaped(ch: str) -> str:
-    return json.dumps(ch, ensure_ascii=False)[1:-1]
+    return _json_text(ch)[1:-1]
 
 
 class _Regex:
     """Translates a regular expression into a GBNF expression over the JSON text of a string
     that matches it as a whole (anchors are implied, so ``^`` and ``$`` are dropped)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, rule: Callable[[str], str] = _group) -> None:
         self.pattern = pattern
         self.i = 0
+        # A group that is repeated becomes a rule of its own: llama.cpp refuses a repetition of
+        # a group that itself repeats, (a{0,50}){50}, past 2000 rules in all.
+        self.rule = rule
 
     def error(self, message: str) -> InvalidSchemaError:
         return InvalidSchemaError(f"unsupported pattern {self.pattern!r}: {message}")
@@ -273,6 +297,8 @@ class _Regex:
             atom = self.atom()
             if atom is None:
                 continue
+            if atom[0] == "group":
+                atom = ("expr", self.rule(atom[1]) if self.peek() and self.peek() in "*+?{" else _group(atom[1]))
             quantified = self.quantifier(atom[1] if atom[0] != "lit" else _literal(_json_escaped(atom[1])))
             if quantified is None:
                 if atom[0] == "lit" and items and items[-1][0] == "lit":
@@ -313,14 +339,17 @@ class _Regex:
                 self.i += 2
             elif self.pattern.startswith(("?P<", "?<"), self.i) and not self.pattern.startswith(("?<=", "?<!"),
                                                                                                 self.i):
-                self.i = self.pattern.index(">", self.i) + 1
+                end = self.pattern.find(">", self.i)
+                if end < 0:
+                    raise self.error("unterminated group name")
+                self.i = end + 1
             elif ch == "(" and self.peek() == "?":
                 raise self.error("lookaround, flags and backreferences cannot be expressed")
             inner = self.alternation()
             if self.peek() != ")":
                 raise self.error("missing )")
             self.i += 1
-            return ("expr", _group(inner)) if inner else None
+            return ("group", inner) if inner else None
         if ch == "[":
             return "expr", self.char_class()
         if ch == ".":
@@ -368,6 +397,8 @@ class _Regex:
         if ch != "\\":
             return ord(ch), ord(ch)
         escaped = self.peek()
+        if not escaped:
+            raise self.error("trailing backslash")
         self.i += 1
         if escaped in _SHORTHANDS:
             return _SHORTHANDS[escaped]
@@ -442,6 +473,10 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for key, value in b.items():
         if key not in out:
             out[key] = value
+        elif key in ("properties", "required", "enum") and not (
+                isinstance(out[key], dict) and isinstance(value, dict) if key == "properties"
+                else isinstance(out[key], list) and isinstance(value, list)):
+            raise InvalidSchemaError(f"allOf: {key} must be {'an object' if key == 'properties' else 'an array'}")
         elif key == "properties":
             merged = dict(out[key])
             for name, schema in value.items():
@@ -460,9 +495,11 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             out[key] = common if len(common) > 1 else common[0]
         elif key == "enum":
             out[key] = [v for v in out[key] if v in value]
-        elif key in ("minimum", "minLength", "minItems", "exclusiveMinimum") and _is_number(value):
+        elif key in ("minimum", "minLength", "minItems", "exclusiveMinimum") and _is_number(value) \
+                and _is_number(out[key]):
             out[key] = max(out[key], value)
-        elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum") and _is_number(value):
+        elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum") and _is_number(value) \
+                and _is_number(out[key]):
             out[key] = min(out[key], value)
         elif key == "additionalProperties":
             out[key] = False if out[key] is False or value is False else value
@@ -472,7 +509,8 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Python's JSON reads Infinity and NaN: as bounds they say nothing a grammar can use.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _Converter:
@@ -482,6 +520,9 @@ class _Converter:
         self.names_by_body: dict[str, str] = {}
         self.rule_for_ref: dict[str, str] = {}
         self.primitives: list[str] = ["ws"]
+        # References being built since the last "{" or "[": one of them again is a rule that
+        # starts with itself ({"anyOf": [{"$ref": "#"}, ...]}), which llama.cpp refuses.
+        self.unconsumed: set[str] = set()
 
     # --- rules
 
@@ -532,16 +573,31 @@ class _Converter:
         return target
 
     def reference(self, ref: str) -> str:
+        if not isinstance(ref, str):
+            raise InvalidSchemaError(f"cannot resolve $ref {ref!r}: a reference is a string")
+        if ref in self.unconsumed:
+            raise InvalidSchemaError(f"$ref {ref!r} refers to nothing but itself before a value begins")
         if ref in self.rule_for_ref:
             return self.rule_for_ref[ref]
         name = self.fresh_name(ref.rsplit("/", 1)[-1] or "root-ref")
         self.rule_for_ref[ref] = name
         self.rules[name] = ""  # reserved: a recursive reference finds the name while the body is built
-        body = self.expression(self.resolve(ref), name)
-        if body == name:
-            raise InvalidSchemaError(f"$ref {ref!r} refers to nothing but itself")
+        self.unconsumed.add(ref)
+        try:
+            body = self.expression(self.resolve(ref), name)
+        finally:
+            self.unconsumed.discard(ref)
         self.rules[name] = body
         return name
+
+    def inside(self, build: Callable[[], str]) -> str:
+        """``build()`` for the contents of an object or array: after its opening bracket, a
+        reference back to one being built is recursion, not left recursion."""
+        saved, self.unconsumed = self.unconsumed, set()
+        try:
+            return build()
+        finally:
+            self.unconsumed = saved
 
     def flatten(self, schema: Any, depth: int = 0) -> Any:
         """The schema with a top-level ``$ref`` and ``allOf`` merged in, for ``allOf`` merging."""
@@ -555,6 +611,8 @@ class _Converter:
             schema = _merge(target, rest) if isinstance(target, dict) else target
         if isinstance(schema, dict) and "allOf" in schema:
             merged = {k: v for k, v in schema.items() if k != "allOf"}
+            if not isinstance(schema["allOf"], list):
+                raise InvalidSchemaError("allOf must be an array")
             for part in schema["allOf"]:
                 part = self.flatten(part, depth + 1)
                 if part is False:
@@ -635,9 +693,9 @@ class _Converter:
 
     def typed(self, schema: dict[str, Any], kind: Any, hint: str) -> str:
         if kind == "object":
-            return self.object(schema, hint)
+            return self.inside(lambda: self.object(schema, hint))
         if kind == "array":
-            return self.array(schema, hint)
+            return self.inside(lambda: self.array(schema, hint))
         if kind == "string":
             return self.string(schema, hint)
         if kind == "integer":
@@ -658,8 +716,9 @@ class _Converter:
     def object(self, schema: dict[str, Any], hint: str) -> str:
         properties = schema.get("properties") or {}
         required = schema.get("required") or []
-        if not isinstance(properties, dict) or not isinstance(required, list):
-            raise InvalidSchemaError("properties must be an object and required an array")
+        if not isinstance(properties, dict) or not isinstance(required, list) \
+                or not all(isinstance(name, str) for name in required):
+            raise InvalidSchemaError("properties must be an object and required an array of names")
         additional = schema.get("additionalProperties", None if properties else True)
         if additional is None or additional is False:
             extra_value = None
@@ -721,6 +780,8 @@ class _Converter:
         if isinstance(items, list):  # draft 4-2019: items as a tuple, additionalItems for the rest
             prefix, items = items, schema.get("additionalItems", False)
         prefix = prefix or []
+        if not isinstance(prefix, list):
+            raise InvalidSchemaError("prefixItems must be an array of schemas")
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         if not isinstance(low, int) or low < 0 or (high is not None and (not isinstance(high, int) or high < low)):
             raise InvalidSchemaError(f"bad minItems/maxItems: {low}, {high}")
@@ -740,14 +801,20 @@ class _Converter:
                 rest = _repeat(_group(_sequence('","', "ws", element)), max(0, more_low - 1),
                                None if more_high is None else more_high - 1)
                 listed = _sequence(element, rest)
-                parts.append(listed if more_low >= 1 else _group(listed) + "?")
+                if more_low < 1 and more_high is not None and more_high > 1:
+                    # llama.cpp counts the rules a bounded repetition makes against any group
+                    # around it (past 2000 it refuses the grammar): a rule of its own has none.
+                    parts.append(self.rule(f"{hint}-items", listed) + "?")
+                else:
+                    parts.append(listed if more_low >= 1 else _group(listed) + "?")
         return self.rule(hint, _sequence('"["', "ws", *parts, '"]"'))
 
     # --- strings and numbers
 
     def string(self, schema: dict[str, Any], hint: str) -> str:
         if "pattern" in schema:
-            return self.rule(hint, _sequence('"\\""', _Regex(str(schema["pattern"])).translate(), '"\\""'))
+            pattern = _Regex(str(schema["pattern"]), lambda body: self.rule(f"{hint}-group", body)).translate()
+            return self.rule(hint, _sequence('"\\""', pattern, '"\\""'))
         fmt = schema.get("format")
         if fmt in _FORMATS:
             return self.rule(f"{fmt}-string", _sequence('"\\""', self.primitive(fmt), '"\\""'))
