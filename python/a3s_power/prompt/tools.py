@@ -224,7 +224,7 @@ class ToolCallParser:
             return False
         name = self.buffer[:at].split(_MISTRAL_CALL_ID, 1)[0].strip()
         self.raw += self.buffer[:at + len(_MISTRAL_ARGS)]
-        self.buffer = self.buffer[at + len(_MISTRAL_ARGS):].lstrip()
+        self.buffer = self.buffer[at + len(_MISTRAL_ARGS):]  # blanks before the JSON are _step_json's to keep
         if not name or len(name) > _MAX_NAME:
             self._not_a_call(content)
             return True
@@ -233,6 +233,13 @@ class ToolCallParser:
 
     def _step_json(self, content: list[str], calls: list[ToolCall]) -> bool:
         if self.extent is None:
+            # Blanks may come before the JSON (mistral's "[ARGS] {"), in this chunk or the next:
+            # they are the call's text, and content again if it is not one.
+            stripped = self.buffer.lstrip()
+            self.raw += self.buffer[:len(self.buffer) - len(stripped)]
+            self.buffer = stripped
+            if not stripped:
+                return False
             if self.buffer[0] not in "{[":
                 self._not_a_call(content)
                 return True
@@ -275,7 +282,7 @@ class ToolCallParser:
         """The calls a JSON text holds (an object or a list of them), or None if it is not calls."""
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             return None
         items = value if isinstance(value, list) else [value]
         calls = [self._call_from(item) for item in items]
@@ -286,7 +293,7 @@ class ToolCallParser:
     def _named_call(self, name: str, arguments_text: str) -> list[ToolCall] | None:
         try:
             arguments = json.loads(arguments_text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(arguments, dict) or not self._known(name):
             return None
@@ -311,7 +318,7 @@ class ToolCallParser:
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         if arguments is None:
             arguments = {}
