@@ -110,3 +110,11 @@ def test_real_jinja_templates_render_as_transformers_does(source, bos, eos, mess
 def test_gemma_refuses_a_system_message_with_its_own_words():
     with pytest.raises(TemplateError, match="System role not supported"):
         ChatTemplate(GEMMA, "<bos>").render([{"role": "system", "content": "x"}] + TURNS)
+
+
+@pytest.mark.parametrize("calls", ["abc", [1], [{"function": "f"}]])
+def test_malformed_tool_calls_are_a_template_error_not_a_crash(calls):
+    from a3s_power.prompt.render import PromptTemplate
+
+    with pytest.raises(TemplateError):
+        PromptTemplate(None, None).render_chat([{"role": "assistant", "content": "", "tool_calls": calls}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat_template import ChatTemplate
+from .chat_template import ChatTemplate, TemplateError
 
 
 class PromptTemplate:
@@ -59,6 +59,9 @@ def _jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         m.setdefault("content", "")
         if m.get("tool_calls"):
             calls = []
+            if not isinstance(m["tool_calls"], list) or not all(
+                    isinstance(c, dict) and isinstance(c.get("function", {}), dict) for c in m["tool_calls"]):
+                raise TemplateError("a message's tool_calls must be a list of objects with a function object")
             for call in m["tool_calls"]:
                 fn = dict(call.get("function", {}))
                 calls.append({"type": "function", "id": call.get("id", ""), "function": fn})
