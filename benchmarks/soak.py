@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,22 +28,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.serve_process import proc_status_bytes, serve  # noqa: E402
+
 SLOTS = 4
 MAX_QUEUE = 40  # the steady clients fit (slots + queue); the bursts do not
 KINDS = ("generate", "chat", "openai-chat", "openai-completion", "embed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 class Soak:
@@ -129,12 +116,12 @@ async def run(url: str, pid: int, seconds: float, clients: int, seed: int, kinds
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         await soak.burst(session, SLOTS)  # warm-up: model loaded, buffers touched
-        rss_start, rss = _rss(pid), []
+        rss_start, rss = proc_status_bytes(pid, "VmRSS"), []
         until = time.monotonic() + seconds
 
         async def sample() -> None:
             while time.monotonic() < until:
-                rss.append(_rss(pid))
+                rss.append(proc_status_bytes(pid, "VmRSS"))
                 await asyncio.sleep(1)
 
         async def bursts() -> None:
@@ -150,7 +137,7 @@ async def run(url: str, pid: int, seconds: float, clients: int, seed: int, kinds
         # No place leaked: as many requests as the server takes at once are all served.
         after = Soak(url, seed + 1, kinds)
         await asyncio.gather(*(after.one(session, leave_early=False) for _ in range(SLOTS + MAX_QUEUE)))
-        rss_end = _rss(pid)
+        rss_end = proc_status_bytes(pid, "VmRSS")
     return {"seconds": seconds, "clients": clients, "slots": SLOTS, "max_queue": MAX_QUEUE,
             "outcomes": dict(soak.outcomes), "problems": soak.problems, "slots_busy_after": busy,
             "queued_after": queued, "full_load_after": dict(after.outcomes), "full_load_problems": after.problems,
@@ -161,40 +148,16 @@ async def run(url: str, pid: int, seconds: float, clients: int, seed: int, kinds
 def soak(model_path: str, seconds: float, clients: int, seed: int = 0, kinds: tuple[str, ...] = KINDS) -> dict:
     import ollama
 
-    home = tempfile.TemporaryDirectory()
-    port = _free_port()
-    env = {**os.environ, "A3S_POWER_HOME": home.name, "OLLAMA_HOST": f"127.0.0.1:{port}",
-           "OLLAMA_NUM_PARALLEL": str(SLOTS), "OLLAMA_MAX_QUEUE": str(MAX_QUEUE), "OLLAMA_CONTEXT_LENGTH": "1024",
-           "OLLAMA_KEEP_ALIVE": "-1", "PYTHONFAULTHANDLER": "1"}
-    log = open(Path(home.name) / "server.log", "w+")  # a file: a pipe nobody reads would block the server
-    server = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        client = ollama.Client(host=url, timeout=300)
-        for _ in range(300):
-            try:
-                client.ps()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.1)
-        list(client.create(model="soak", files={"m.gguf": client.create_blob(model_path)}, stream=True))
-        report = asyncio.run(run(url, server.pid, seconds, clients, seed, kinds))
-    finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.seek(0)
-        err = log.read()
-        log.close()
-        home.cleanup()
-    report["server_exit"] = server.returncode
-    report["tracebacks"] = err.count("Traceback")
-    if server.returncode not in (0, None) or report["tracebacks"]:
-        report["server_log_tail"] = err[-6000:]
+    with tempfile.TemporaryDirectory() as home:
+        with serve(Path(home), OLLAMA_NUM_PARALLEL=str(SLOTS), OLLAMA_MAX_QUEUE=str(MAX_QUEUE),
+                   OLLAMA_CONTEXT_LENGTH="1024", OLLAMA_KEEP_ALIVE="-1", PYTHONFAULTHANDLER="1") as server:
+            client = ollama.Client(host=server.url, timeout=300)
+            list(client.create(model="soak", files={"m.gguf": client.create_blob(model_path)}, stream=True))
+            report = asyncio.run(run(server.url, server.proc.pid, seconds, clients, seed, kinds))
+    report["server_exit"] = server.proc.returncode
+    report["tracebacks"] = server.log.count("Traceback")
+    if server.proc.returncode != 0 or report["tracebacks"]:
+        report["server_log_tail"] = server.log[-6000:]
     return report
 
 

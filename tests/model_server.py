@@ -48,13 +48,16 @@ class ServerThread:
         self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(self._main())
 
+    def make_runner(self, app: web.Application) -> web.AppRunner:
+        return web.AppRunner(app, access_log=None)
+
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         state = ServerState(config=self.config, scheduler=Scheduler(self.config, self.store.resolve), store=self.store)
         app = create_app(state)
         if self.settings is not None:
             app[model_routes.SETTINGS] = self.settings
-        runner = web.AppRunner(app, access_log=None)
+        runner = self.make_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

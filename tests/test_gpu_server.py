@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import ollama
 import openai
@@ -20,6 +15,7 @@ import requests
 
 from a3s_power.core import _core
 from a3s_power.gpu import gpu_stats
+from tests.serve_process import serve
 from tests.tiny_models import write_tiny_llama
 from tests.tiny_projector import bmp_image, write_tiny_projector
 
@@ -34,12 +30,6 @@ pytestmark = [pytest.mark.gpu,
 N_EMBD = 256
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("gpu-home")
@@ -47,37 +37,15 @@ def server(tmp_path_factory):
     text = write_tiny_llama(models / "text.gguf", n_embd=N_EMBD, n_layer=4, n_head=4, n_head_kv=2, n_ff=512,
                             n_ctx=2048)
     projector = write_tiny_projector(models / "mmproj.gguf", text_n_embd=N_EMBD)
-    port = _free_port()
-    env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_HOST": f"127.0.0.1:{port}",
-           "OLLAMA_NUM_PARALLEL": "4", "OLLAMA_CONTEXT_LENGTH": "1024", "OLLAMA_KEEP_ALIVE": "-1"}
-    log = open(home / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(url + "/api/version", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                assert proc.poll() is None, "the server exited at start"
-                time.sleep(0.1)
+    with serve(home, OLLAMA_NUM_PARALLEL="4", OLLAMA_CONTEXT_LENGTH="1024", OLLAMA_KEEP_ALIVE="-1") as server:
+        url, proc = server.url, server.proc
         client = ollama.Client(host=url, timeout=120)
         text_blob, projector_blob = client.create_blob(text), client.create_blob(projector)
         list(client.create(model="gpu-text", files={"text.gguf": text_blob}, stream=True))
         list(client.create(model="gpu-vision", files={"text.gguf": text_blob, "mmproj.gguf": projector_blob},
                            stream=True))
         yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        assert "Traceback" not in output and "Segmentation fault" not in output, output[-4000:]
+    assert "Traceback" not in server.log and "Segmentation fault" not in server.log, server.log[-4000:]
 
 
 def _alive(proc) -> None:

@@ -4,12 +4,8 @@ tokens it kept before."""
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
 import sys
-import time
 
 import ollama
 import pytest
@@ -17,6 +13,7 @@ import requests
 
 from a3s_power.engine.options import LoadOptions
 from a3s_power.engine.runner import LoadedModel
+from tests.serve_process import proc_status_bytes, serve
 
 WORDS = ("the of and to in is was for on are with as it his they be at one have this from or had by hot word "
          "but what some we can out other were all there when up use your how said an each she which do their "
@@ -50,35 +47,11 @@ def test_cutting_before_tokenizing_keeps_what_truncation_keeps(smollm2_path):
         assert model.text_for_context(short_text, n_ctx) is short_text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _peak_rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 def test_an_8_mb_prompt_neither_blows_up_memory_nor_fails(tmp_path, smollm2_path):
-    port = _free_port()
-    env = {**os.environ, "A3S_POWER_HOME": str(tmp_path), "OLLAMA_HOST": f"127.0.0.1:{port}",
-           "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "1024"}
-    server = subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(url + "/api/version", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with serve(tmp_path, OLLAMA_NUM_PARALLEL="1", OLLAMA_CONTEXT_LENGTH="1024") as server:
+        url = server.url
         client = ollama.Client(host=url, timeout=300)
         list(client.create(model="smol", files={"m.gguf": client.create_blob(smollm2_path)}, stream=True))
         # Both models loaded and a full context computed once each (the compute buffers' pages are
@@ -86,7 +59,7 @@ def test_an_8_mb_prompt_neither_blows_up_memory_nor_fails(tmp_path, smollm2_path
         warm = _text(3000, seed=9)
         assert client.generate(model="smol", prompt=warm, options={"num_predict": 1}).done
         assert client.embed(model="smol", input=warm).embeddings
-        before = _peak_rss(server.pid)
+        before = proc_status_bytes(server.proc.pid, "VmHWM")
         prompt = _text(8 << 20)
         r = requests.post(url + "/api/generate", timeout=300, json={
             "model": "smol", "prompt": prompt, "stream": False, "options": {"num_predict": 2, "temperature": 0}})
@@ -99,7 +72,4 @@ def test_an_8_mb_prompt_neither_blows_up_memory_nor_fails(tmp_path, smollm2_path
         assert refused.status_code == 400
         # The body itself (8 MB, decoded and copied a few times) is all that grows; tokenizing it
         # whole took about 130 times its size (over 1 GB).
-        assert _peak_rss(server.pid) - before < 200 << 20
-    finally:
-        server.terminate()
-        server.wait(30)
+        assert proc_status_bytes(server.proc.pid, "VmHWM") - before < 200 << 20

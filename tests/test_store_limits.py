@@ -320,25 +320,10 @@ def test_cli_ctrl_c_while_reading_the_modelfile_exits_quietly(tmp_path):
 class TimedServer(ServerThread):
     """The test server on the runner ``serve`` makes (with its header timeout)."""
 
-    async def _main(self) -> None:
-        from a3s_power.engine.scheduler import Scheduler
-        from a3s_power.server import models as model_routes
-        from a3s_power.server.app import ServerState, create_app
+    def make_runner(self, app: web.Application) -> web.AppRunner:
         from a3s_power.server.serve import make_runner
 
-        self._stop = asyncio.Event()
-        state = ServerState(config=self.config, scheduler=Scheduler(self.config, self.store.resolve), store=self.store)
-        app = create_app(state)
-        if self.settings is not None:
-            app[model_routes.SETTINGS] = self.settings
-        runner = make_runner(app, self.config)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return make_runner(app, self.config)
 
 
 def test_header_timeout_setting(monkeypatch, tmp_path):
