@@ -282,7 +282,7 @@ def test_completions_keep_text_that_looks_like_a_tool_call(server, models):
     choice = r["choices"][0]
     assert "tool_calls" not in choice and choice["finish_reason"] in ("stop", "length")
     # Whatever the model wrote is in the text: nothing was taken out of it.
-    assert r["usage"]["completion_tokens"] == 0 or choice["text"].strip()
+    assert r["usage"]["completion_tokens"] == 0 or choice["text"] != ""
 
 
 def test_adapter_layer_applies_a_lora_over_the_shared_base(client, server, models, smollm2_path, tmp_path_factory):
