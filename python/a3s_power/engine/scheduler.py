@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Callable
 from ..config import Config
 from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
 from ..gpu import GpuInfo, gpu_stats
+from ..store import dialect
 from ..store.types import LocalModel
 from ..timefmt import parse_go_duration
 from .memory import Estimate
@@ -147,6 +148,12 @@ class Scheduler:
             raise A3SPowerError("the server is shutting down")
         if spec.remote_host:
             raise InvalidOptionError(f'"{spec.name}" is a remote model: only chat and generate reach it')
+        if spec.translation is not None:  # Ollama's own GGUF dialect: translated once, then loaded
+            async with self._lock(f"translate:{spec.model_digest}"):
+                try:
+                    spec = await asyncio.to_thread(dialect.loadable, spec)
+                except dialect.UnsupportedDialect as exc:
+                    raise ModelLoadError(str(exc)) from None
         async with self._lock(spec.name):
             runner = self._runners.get(spec.name)
             if runner is not None and not self._fits(runner, spec, load):

@@ -79,6 +79,8 @@ class GGUFFile:
     path: Path
     version: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Each key's GGUF value type, and for arrays the item type: what a rewrite needs to keep them.
+    types: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0
     file_size: int = 0
@@ -200,7 +202,13 @@ def read_gguf(path: Path | str, *, max_array: int | None = None, check_size: boo
             out = GGUFFile(path, version, file_size=size)
             for _ in range(n_kv):
                 key = r.string()
-                out.metadata[key] = r.value(r.scalar("<I"), max_array)
+                vtype = r.scalar("<I")
+                item_type = None
+                if vtype == _ARRAY:
+                    r.need(4)
+                    (item_type,) = struct.unpack_from("<I", r.buf, r.pos)
+                out.types[key] = (vtype, item_type)
+                out.metadata[key] = r.value(vtype, max_array)
             for _ in range(n_tensors):
                 name = r.string()
                 n_dims = r.scalar("<I")

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import digests, manifest as mf
+from . import dialect, digests, manifest as mf
 from .blobs import TEMP_PREFIX, BlobStore, write_atomic
 from .capabilities import derive as derive_capabilities
 from .details import details_from_config, details_from_gguf
@@ -262,6 +262,7 @@ class ModelStore:
         used = self._referenced()
         for digest in candidates:
             if digest not in used and self.blobs.remove(digest):
+                dialect.remove_for(self.root, digest)
                 removed.append(digest)
         return removed
 
@@ -313,6 +314,24 @@ class ModelStore:
                     continue
                 removed.append(name)
             self._prune_manifest_folders()
+            removed += self._prune_derived()
+        return removed
+
+    def _prune_derived(self) -> list[str]:
+        """Translations (store/dialect) of blobs that are gone, or by an older translator. Call
+        with the store lock held; a translation being written holds its own lock and is kept."""
+        removed = []
+        root = dialect.derived_root(self.root)
+        for entry in _entries(root):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            stem = entry.name.rpartition(".v")[0]
+            if dialect.is_current(entry.name) and (self.blobs.dir / stem).is_file():
+                continue
+            if is_locked(root / f".{entry.name}.lock"):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(f"derived/{entry.name}")
         return removed
 
     def _prune_manifest_folders(self) -> None:
@@ -476,10 +495,23 @@ class ModelStore:
             header = None
         spec.details = self._details(config, header, model_layer.from_ or "")
         metadata = header.metadata if header is not None else {}
+        if header is not None:
+            spec.translation = self._translation(header)
+            spec.model_digest, spec.store_root = model_layer.digest, self.root
+        embedded_projector = spec.translation is not None and spec.translation.has_projector
         template = spec.template or metadata.get("tokenizer.chat_template")
-        spec.capabilities = derive_capabilities(metadata, template, has_projector=spec.projector_path is not None,
+        spec.capabilities = derive_capabilities(metadata, template,
+                                                has_projector=spec.projector_path is not None or embedded_projector,
                                                 family=spec.details.get("family", ""))
         return spec
+
+    @staticmethod
+    def _translation(header) -> "dialect.Translation | None":
+        """What a blob in Ollama's own GGUF dialect needs before it loads (None: nothing)."""
+        try:
+            return dialect.detect(header)
+        except dialect.UnsupportedDialect as exc:
+            return dialect.Translation(None, error=str(exc))
 
     def list_models(self) -> list[LocalModel]:
         """Every model, newest first, with what ``/api/tags`` shows (no layer contents)."""

@@ -83,3 +83,8 @@ class LocalModel:
     # A remote model has no weights: requests go to remote_model on remote_host (engine/remote.py).
     remote_host: str = ""
     remote_model: str = ""
+    # A blob in Ollama's own GGUF dialect (store/dialect): translated into derived files under
+    # ``store_root`` before it loads; ``model_path`` stays the original blob.
+    translation: Any = None
+    model_digest: str = ""
+    store_root: Path | None = None

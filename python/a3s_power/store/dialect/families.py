@@ -1,0 +1,3 @@
+"""Imports every architecture's translation, each of which registers itself."""
+
+from . import gptoss, lfm2  # noqa: F401

@@ -1,0 +1,86 @@
+"""Ollama's own GGUF dialect (store/dialect): each family's dialect file, translated, must give the
+same greedy tokens as the same weights written as llama.cpp writes them; the blob is untouched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from a3s_power.core import _core
+from a3s_power.store import dialect
+from a3s_power.store.gguf import read_gguf
+
+from tests.conftest import collect, context_params, greedy
+from tests import dialect_models
+
+PROMPT = "the cat sat on the mat and then"
+N_TOKENS = 12
+
+
+def greedy_tokens(path: Path, projector: Path | None = None) -> list[int]:
+    params = _core.ModelParams()
+    params.n_gpu_layers = 0
+    model = _core.Model(str(path), params)
+    try:
+        engine = _core.Engine(model, context_params(n_ctx=256))
+        try:
+            rid = engine.submit(model.tokenize(PROMPT, True, True), greedy(), N_TOKENS, [], False, 0)
+            return collect(engine, [rid])[rid].tokens
+        finally:
+            engine.close()
+    finally:
+        model.close()
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def translate(path: Path, store_root: Path) -> dict[str, Path]:
+    translation = dialect.detect(read_gguf(path, max_array=0, check_size=False))
+    assert translation is not None and translation.dialect is not None
+    return dialect.ensure(path, sha256(path), store_root, translation)
+
+
+PAIRS = {"gptoss": dialect_models.gptoss_pair, "lfm2": dialect_models.lfm2_pair}
+
+
+@pytest.mark.parametrize("family", sorted(PAIRS))
+def test_translated_dialect_gives_the_same_greedy_tokens(tmp_path, family):
+    upstream, ollama = PAIRS[family]()
+    ref = upstream.write(tmp_path / "upstream.gguf")
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    assert dialect.detect(read_gguf(ref, max_array=0, check_size=False)) is None  # llama.cpp's own: as it is
+    with pytest.raises(Exception):  # what the translation is for: llama.cpp refuses the dialect
+        greedy_tokens(blob)
+    before = sha256(blob)
+    files = translate(blob, tmp_path / "store")
+    assert sha256(blob) == before  # the blob is never touched
+    expected = greedy_tokens(ref)
+    assert len(expected) > 0
+    assert greedy_tokens(files["model"]) == expected
+
+
+def test_translation_is_made_once_and_kept_by_digest(tmp_path):
+    _, ollama = dialect_models.gptoss_pair()
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    first = translate(blob, tmp_path / "store")
+    mtime = first["model"].stat().st_mtime_ns
+    again = translate(blob, tmp_path / "store")
+    assert again == first and first["model"].stat().st_mtime_ns == mtime
+    assert first["model"].parent.name.endswith(f".v{dialect.TRANSLATOR_VERSION}")
+    dialect.remove_for(tmp_path / "store", sha256(blob))
+    assert not first["model"].parent.exists()
+
+
+def test_an_untranslatable_dialect_names_its_architecture(tmp_path):
+    upstream, _ = dialect_models.lfm2_pair()
+    odd = upstream.copy()
+    odd.arch = "mystery"
+    odd.set("general.architecture", "mystery", dialect_models.GT.STRING)
+    odd.tensors["v.patch_embd.weight"] = odd.tensors["token_embd.weight"][:4]
+    path = odd.write(tmp_path / "odd.gguf")
+    with pytest.raises(dialect.UnsupportedDialect, match='"mystery"'):
+        dialect.detect(read_gguf(path, max_array=0, check_size=False))
