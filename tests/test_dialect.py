@@ -4,6 +4,7 @@ same greedy tokens as the same weights written as llama.cpp writes them; the blo
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,39 @@ def test_an_untranslatable_dialect_names_its_architecture(tmp_path):
     path = odd.write(tmp_path / "odd.gguf")
     with pytest.raises(dialect.UnsupportedDialect, match='"mystery"'):
         dialect.detect(read_gguf(path, max_array=0, check_size=False))
+
+
+def test_pull_translates_and_the_server_runs_the_dialect(tmp_path):
+    """Pulled from a registry as Ollama's library serves it: translated right after the pull (with
+    progress), served, pushed back byte for byte, and the translation removed with the blob."""
+    import ollama
+
+    from tests.model_server import ServerThread
+    from tests.registry_server import FakeRegistry
+
+    upstream, ollama_form = dialect_models.gptoss_pair()
+    data = ollama_form.write(tmp_path / "blob.gguf").read_bytes()
+    with FakeRegistry() as reg, ServerThread(tmp_path / "home") as server:
+        reg.add_model("library/gpt-oss", "tiny", [("application/vnd.ollama.image.model", data),
+                                                  ("application/vnd.ollama.image.template", b"{{ .Prompt }}")])
+        name = f"{reg.host}/library/gpt-oss:tiny"
+        client = ollama.Client(host=server.url)
+        lines = list(client.pull(name, insecure=True, stream=True))
+        assert lines[-1].status == "success"
+        translating = [line for line in lines if line.status.startswith("translating")]
+        assert translating and translating[-1].completed == translating[-1].total
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        folder = dialect.derived_dir(server.store.root, digest)
+        assert (folder / "model.gguf").is_file()
+
+        out = client.generate(model=name, prompt=PROMPT, options={"temperature": 0, "num_predict": 8})
+        assert out.done and out.eval_count > 0
+        assert server.store.blobs.path(digest).read_bytes() == data  # the blob is the original
+
+        client.copy(name, f"{reg.host}/someone/oss:1")
+        client.push(f"{reg.host}/someone/oss:1", insecure=True)
+        pushed = json.loads(reg.manifests[("someone/oss", "1")])  # the original blob, not the translation
+        assert [layer["digest"] for layer in pushed["layers"] if layer["mediaType"].endswith("model")] == [digest]
+        client.delete(name)
+        client.delete(f"{reg.host}/someone/oss:1")
+        assert not folder.exists()

@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from ..errors import A3SPowerError
-from ..store import digests
+from ..store import dialect, digests
 from ..store.manifest import MANIFEST_MEDIA_TYPE, InvalidManifest, Manifest
 from ..store.names import ModelName
 from ..store.store import ModelStore
@@ -212,9 +212,37 @@ async def pull_model(store: ModelStore, name_text: str, *, insecure: bool = Fals
                 old = None
             yield status("writing manifest")
             store.write_manifest(name, manifest)
+            async for line in translate_dialect(store, name.display, settings.progress_interval_s):
+                yield line
         if old is not None and not store.noprune:
             unused = old.digests() - manifest.digests()
             if unused:
                 yield status("removing unused layers")
                 store.remove_unused(unused)
         yield status("success")
+
+
+async def translate_dialect(store: ModelStore, name: str, interval_s: float) -> AsyncIterator[dict]:
+    """A model in Ollama's own GGUF dialect is translated for llama.cpp right after its pull
+    (store/dialect), so that its first request does not wait for it. A translation that fails
+    leaves the pull done: the model's load then reports why."""
+    try:
+        spec = store.resolve(name)
+    except ModelNotFound:
+        return
+    translation = spec.translation
+    if translation is None or translation.dialect is None:
+        return
+    progress = LayerProgress("translating model for llama.cpp", spec.model_digest, 100, interval_s)
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        progress.label = stage
+        progress.completed = done * 100 // max(total, 1)
+
+    work = asyncio.to_thread(dialect.ensure, spec.model_path, spec.model_digest, spec.store_root, translation,
+                             on_progress)
+    try:
+        async for line in while_running(work, progress):
+            yield line
+    except Exception as exc:  # noqa: BLE001 - reported at load, with the load's own error
+        log.warning("%s: translating Ollama's GGUF dialect failed: %s", name, exc)
