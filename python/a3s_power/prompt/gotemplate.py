@@ -78,6 +78,15 @@ class TemplateList(list):
         return go_json(self)
 
 
+class PropertyType(list):
+    """A tool parameter's ``type`` as Ollama holds it (``api.PropertyType``): always a list of
+    names for templates to ``range``, ``len`` and ``index`` (gpt-oss's template does), printed and
+    JSON-encoded as the single name when there is one."""
+
+    def __str__(self) -> str:
+        return self[0] if len(self) == 1 else "[" + " ".join(self) + "]"
+
+
 def _record(value: Any) -> Any:
     """Nested dicts become records, so ``.Function.Parameters.Properties`` and ``json`` both work."""
     if isinstance(value, dict):
@@ -85,6 +94,32 @@ def _record(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_record(v) for v in value]
     return value
+
+
+def _tool_record(tool: Any) -> Any:
+    """A request's tool as Ollama's ``api.Tool`` decodes it: property types become lists."""
+    record = _record(tool)
+
+    def fix(properties: Any) -> None:
+        if not isinstance(properties, dict):
+            return
+        for prop in properties.values():
+            if not isinstance(prop, dict):
+                continue
+            kind = prop.get("type")
+            if isinstance(kind, str):
+                prop["type"] = PropertyType([kind])
+            elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+                prop["type"] = PropertyType(kind)
+            fix(prop.get("properties"))
+            for variant in prop.get("anyOf") or []:
+                if isinstance(variant, dict):
+                    fix({"": variant})
+
+    function = record.get("function") if isinstance(record, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("parameters"), dict):
+        fix(function["parameters"].get("properties"))
+    return record
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
@@ -199,7 +234,7 @@ def template_data(
         "Response": response,
         "Suffix": suffix,
         "Messages": collated,
-        "Tools": TemplateList(_record(t) for t in tools or []),
+        "Tools": TemplateList(_tool_record(t) for t in tools or []),
         "Think": think_on,
         "ThinkLevel": think_level,
         "IsThinkSet": think is not None or bool(think_level),
@@ -280,6 +315,8 @@ def _encode_json(value: Any) -> str:
         return text
     if isinstance(value, str):
         return _json_string(value)
+    if isinstance(value, PropertyType) and len(value) == 1:
+        return _json_string(value[0])
     if isinstance(value, dict):
         return "{" + ",".join(_json_string(str(k)) + ":" + _encode_json(v) for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -319,7 +356,7 @@ def go_format(value: Any) -> str:
         return _go_float(value)
     if isinstance(value, str):
         return value
-    if isinstance(value, (TemplateRecord, TemplateList)):
+    if isinstance(value, (TemplateRecord, TemplateList, PropertyType)):
         return str(value)
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: (str(type(kv[0])), kv[0]))
