@@ -43,7 +43,7 @@ pack() {  # here, on a machine with llama-cpp-python installed and the model cac
   $PY -m pip download --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d "$REPO/.whl" aiohttp click pydantic jinja2 prometheus-client cryptography pytest \
-    pytest-timeout pytest-benchmark requests ollama openai anthropic jsonschema pexpect gguf diskcache
+    pytest-timeout pytest-benchmark requests ollama openai anthropic jsonschema pexpect gguf safetensors diskcache
   rm -f "$REPO"/.whl/numpy-*  # the machine's own numpy stays
   split -b 33m -d "$($PY -m tests.model_cache smollm2)" "$REPO/.device/smollm2.part-"
   ls -la "$REPO/.device" && du -sh "$REPO/.whl"
