@@ -1,3 +1,4 @@
 """Imports every architecture's translation, each of which registers itself."""
 
 from . import gptoss, lfm2  # noqa: F401
+from . import nemotron_h_moe  # noqa: F401
