@@ -122,6 +122,10 @@ class Plan:
         """Every key under ``old`` moves under ``new`` (an architecture's renamed key prefix)."""
         self.kv = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in self.kv.items()}
 
+    def keep_keys(self, *prefixes: str) -> None:
+        """Only the keys under ``prefixes`` stay (a projector needs none of the text model's)."""
+        self.kv = {k: v for k, v in self.kv.items() if k.startswith(prefixes)}
+
     def truncate_array(self, key: str, n: int) -> None:
         kv = self.kv.get(key)
         if kv is not None and kv.type == ARRAY and len(kv.value) > n:
