@@ -101,15 +101,17 @@ class FakeRegistry:
         self.blobs[digest] = data
         return digest
 
-    def add_model(self, repository: str, tag: str, layers: list[tuple[str, bytes]],
+    def add_model(self, repository: str, tag: str, layers: list[tuple[str, bytes] | tuple[str, bytes, str]],
                   config: bytes = b'{"model_format":"gguf","model_family":"llama"}') -> bytes:
-        """Publishes a model; returns the manifest bytes."""
-        def desc(media_type: str, data: bytes) -> dict:
-            return {"mediaType": media_type, "digest": self.add_blob(data), "size": len(data)}
+        """Publishes a model; returns the manifest bytes. A layer is (media type, bytes) or, for
+        the layers Ollama names (``image.tensor``, ``image.json``), (media type, bytes, name)."""
+        def desc(media_type: str, data: bytes, name: str = "") -> dict:
+            out = {"mediaType": media_type, "digest": self.add_blob(data), "size": len(data)}
+            return {**out, "name": name} if name else out
 
         manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                     "config": desc("application/vnd.docker.container.image.v1+json", config),
-                    "layers": [desc(mt, data) for mt, data in layers]}
+                    "layers": [desc(*layer) for layer in layers]}
         raw = json.dumps(manifest).encode()
         self.manifests[(repository, tag)] = raw
         return raw

@@ -94,7 +94,7 @@ class InferenceService:
         if not name:
             raise InvalidOptionError("model is required")
         try:
-            return self.scheduler.resolve(name)
+            spec = self.scheduler.resolve(name)
         except ModelNotFound:
             from ..cloud import cloud_model
 
@@ -102,6 +102,9 @@ class InferenceService:
             if spec is None:
                 raise
             return spec
+        if spec.unsupported:  # kept in the store, but its weights are not GGUF (store/tensor_model.py)
+            raise CapabilityError(spec.unsupported)
+        return spec
 
     def options_for(self, spec: LocalModel, raw: dict[str, Any] | None) -> Options:
         if raw is not None and not isinstance(raw, dict):

@@ -204,7 +204,8 @@ async def tags(request: web.Request) -> web.Response:
     return web.json_response({"models": [
         {"name": m.name, "model": m.name, "modified_at": rfc3339(m.modified_at) if m.modified_at else None,
          "size": m.size, "digest": m.digest, "details": _details(m.details),
-         **({"remote_model": m.remote_model, "remote_host": m.remote_host} if m.remote_host else {})}
+         **({"remote_model": m.remote_model, "remote_host": m.remote_host} if m.remote_host else {}),
+         **({"capabilities": m.capabilities} if m.capabilities else {})}  # Ollama >= 0.30; omitted when empty
         for m in models]})
 
 

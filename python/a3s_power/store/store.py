@@ -37,6 +37,7 @@ from .gguf import GGUFError, read_gguf
 from .locks import FileLock, is_locked
 from .manifest import InvalidManifest, Manifest
 from .names import ModelName
+from . import tensor_model
 from .types import InvalidModelName, LocalModel, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -439,7 +440,7 @@ class ModelStore:
             raise ModelNotFound(name) from None
         key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
         spec = self._resolved.get(key)
-        if spec is None or not (spec.remote_host or spec.model_path.is_file()):
+        if spec is None or not (spec.remote_host or spec.unsupported or spec.model_path.is_file()):
             spec = self._resolve_uncached(name)
             if len(self._resolved) > 256:
                 self._resolved.clear()
@@ -457,13 +458,15 @@ class ModelStore:
         model_layer = manifest.model_layer()
         config = self.config_of(manifest)
         remote = model_layer is None and bool(config.get("remote_host") and config.get("remote_model"))
-        if model_layer is None and not remote:
+        tensors = model_layer is None and not remote and tensor_model.is_tensor_model(manifest)
+        if model_layer is None and not remote and not tensors:
             raise ModelNotFound(name)
         model_path = self.blobs.path(model_layer.digest) if model_layer else Path()
-        if not remote and not model_path.is_file():
+        if model_layer is not None and not model_path.is_file():
             raise ModelNotFound(name)
         spec = LocalModel(name=stored.display, model_path=model_path, digest=manifest.digest, size=manifest.size,
                           modified_at=_local_time(mtime_ns))
+        spec.renderer, spec.parser, spec.requires = (str(config.get(k) or "") for k in ("renderer", "parser", "requires"))
         for layer in manifest.layers:
             if layer.media_type != mf.MODEL and not self.blobs.exists(layer.digest):
                 raise ModelNotFound(name)
@@ -483,6 +486,12 @@ class ModelStore:
                 spec.adapter_paths.append(self.blobs.path(layer.digest))
             elif layer.media_type == mf.PROJECTOR and spec.projector_path is None:
                 spec.projector_path = self.blobs.path(layer.digest)
+        if tensors:  # kept, listed and shown; never run, and so no capabilities
+            hf = tensor_model.json_file(manifest, "config.json", self.blobs.path)
+            n_params = tensor_model.parameter_count(tensor_model.tensors(manifest, self.blobs.path))
+            spec.details = tensor_model.details(config, hf, n_params)
+            spec.unsupported = tensor_model.cannot_run(spec.name)
+            return spec
         if remote:
             spec.remote_host, spec.remote_model = config["remote_host"], config["remote_model"]
             spec.details = self._details(config, None, "")
@@ -525,15 +534,50 @@ class ModelStore:
                     header = self.gguf_header(self.blobs.path(layer.digest))
                 except (GGUFError, OSError):
                     header = None
-            details = self._details(config, header, (layer.from_ or "") if layer else "")
+            hf = tensor_model.json_file(manifest, "config.json", self.blobs.path) if layer is None else {}
+            if layer is None and tensor_model.is_tensor_model(manifest):
+                details = tensor_model.details(config, hf, 0)
+            else:
+                details = self._details(config, header, (layer.from_ or "") if layer else "")
+            details.update(self._lengths(config, layer, hf))
             out.append(LocalModel(name=name.display, model_path=self.blobs.path(layer.digest) if layer else Path(),
                                   digest=manifest.digest, size=manifest.size, modified_at=_local_time(mtime_ns),
                                   details=details, remote_host=str(config.get("remote_host") or ""),
-                                  remote_model=str(config.get("remote_model") or "")))
+                                  remote_model=str(config.get("remote_model") or ""),
+                                  capabilities=self._listed_capabilities(name)))
         out.sort(key=lambda m: m.modified_at or datetime.min.astimezone(), reverse=True)
         return out
 
     list = list_models  # the name the OpenAI routes use
+
+    def _lengths(self, config: dict, layer: mf.Layer | None, hf: dict) -> dict:
+        """``context_length`` and ``embedding_length`` as /api/tags reports them (Ollama >= 0.30):
+        the config blob's, else the GGUF header's, else a safetensors model's config.json; absent if none."""
+        header = None
+        if layer is not None and not all(config.get(k) for k in ("context_length", "embedding_length")):
+            try:
+                header = self.gguf_header(self.blobs.path(layer.digest))
+            except (GGUFError, OSError):
+                header = None
+        info = tensor_model.model_info(hf, 0) if hf else {}
+        out = {}
+        for key in ("context_length", "embedding_length"):
+            value = config.get(key)
+            if not (isinstance(value, int) and value > 0) and header is not None:
+                value = header.arch_key(key)
+            if not (isinstance(value, int) and value > 0):
+                value = info.get(f"{info.get('general.architecture')}.{key}")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                out[key] = value
+        return out
+
+    def _listed_capabilities(self, name: ModelName) -> list[str]:
+        """The capabilities /api/show reports (resolve's, cached as resolve is); none for a model
+        whose layers cannot be read."""
+        try:
+            return self.resolve(name.full).capabilities
+        except (ModelNotFound, InvalidManifest, OSError):
+            return []
 
 
 def _local_time(ns: int) -> datetime:

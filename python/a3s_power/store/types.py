@@ -83,6 +83,13 @@ class LocalModel:
     # A remote model has no weights: requests go to remote_model on remote_host (engine/remote.py).
     remote_host: str = ""
     remote_model: str = ""
+    # From the config blob (Ollama's ConfigV2): the renderer and parser Ollama would use for the
+    # prompt and the answer, and the least Ollama version the model asks for (show reports them).
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+    # Why the weights cannot run here ("" when they can): a safetensors model (store/tensor_model.py).
+    unsupported: str = ""
     # A blob in Ollama's own GGUF dialect (store/dialect): translated into derived files under
     # ``store_root`` before it loads; ``model_path`` stays the original blob.
     translation: Any = None
