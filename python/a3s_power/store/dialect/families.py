@@ -2,3 +2,4 @@
 
 from . import gptoss, lfm2  # noqa: F401
 from . import nemotron_h_moe  # noqa: F401
+from . import gemma3  # noqa: F401
