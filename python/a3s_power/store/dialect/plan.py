@@ -216,6 +216,43 @@ class Plan:
         np_type = _dtype(type_)
         return Tensor(name, type_, list(shape), compute=lambda: np.ascontiguousarray(fn(), dtype=np_type))
 
+    def source(self, name: str) -> Tensor | None:
+        """A tensor as the blob holds it, even one this plan hides (a projector reading a row of
+        the text model's embeddings)."""
+        info = self._source_info.get(name)
+        if info is None:
+            return None
+        return Tensor(info.name, info.type, list(info.shape), source=self.src.data_offset + info.offset)
+
+    def row(self, t: Tensor, i: int) -> np.ndarray:
+        """Row ``i`` (along the slowest dimension) of a source tensor as float32, whatever its
+        type: a quantized row is dequantized alone, never the whole tensor."""
+        size = t.n_bytes // t.shape[-1]
+        raw = self.raw(t)[i * size:(i + 1) * size]
+        if t.type in (F32, F16, BF16):
+            return _as_float(raw, t.type).astype(np.float32)
+        from gguf.quants import dequantize
+
+        return dequantize(np.frombuffer(raw, dtype=np.uint8), t.type).astype(np.float32).reshape(-1)
+
+    def reorder_rows(self, name: str, order: Iterable[int]) -> None:
+        """The rows (slowest dimension) of a tensor in a new order: row ``i`` becomes what row
+        ``order[i]`` was (a head layout permuted). Whole rows move, so any ggml type works."""
+        t = self.tensors.get(name)
+        if t is None:
+            return
+        index = np.asarray(list(order), dtype=np.int64)
+        if sorted(index.tolist()) != list(range(t.shape[-1])):
+            raise ValueError(f"{name}: not a permutation of its {t.shape[-1]} rows")
+        src = replace(t, shape=list(t.shape))
+
+        def data() -> bytes:
+            raw = self.raw(src) if src.compute is None else _bytes(src.compute())
+            rows = np.frombuffer(raw, dtype=np.uint8).reshape(len(index), -1)
+            return rows[index].tobytes()
+
+        t.source, t.compute = None, data
+
     def concat_slowest(self, names: list[str], new_name: str) -> Tensor:
         """Tensors of one type stacked along their slowest dimension (merged Q/K/V, gate and up):
         their bytes end to end, whatever their type, since a block never crosses a row."""
