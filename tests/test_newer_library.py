@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 
 import ollama
@@ -200,3 +201,81 @@ def test_tags_carry_capabilities_and_lengths_from_the_weights(server, client, ti
     assert "context_length" not in running["details"] and running["context_length"] > 0
     for name in ("tiny-tools", "tiny-512"):
         client.delete(name)
+
+
+# --- tool calls: id and index out, tool_name and tool_call_id in ---------------------------------
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                             "parameters": {"type": "object", "required": ["city"],
+                                                            "properties": {"city": {"type": "string"}}}}}]
+CALL = {"type": "object", "required": ["name", "arguments"],
+        "properties": {"name": {"const": "get_weather"},
+                       "arguments": {"type": "object", "required": ["city"], "properties": {"city": {"const": "Paris"}}}}}
+HISTORY = [{"role": "user", "content": "Weather in Paris?"},
+           {"role": "assistant", "content": "",
+            "tool_calls": [{"id": "call_abc", "function": {"index": 0, "name": "get_weather",
+                                                           "arguments": {"city": "Paris"}}}]},
+           {"role": "tool", "content": "22 C", "tool_name": "get_weather", "tool_call_id": "call_abc"}]
+# Ollama's template data: a message's .ToolName and .ToolCallID, a call's .ID and .Function.Index.
+GO_TEMPLATE = ('{{ if .Tools }}[tools]{{ end }}{{ range .Messages }}{{ if eq .Role "tool" }}'
+               '<{{ .ToolName }}|{{ .ToolCallID }}>{{ .Content }}{{ else }}{{ .Role }}:{{ .Content }}'
+               '{{ range .ToolCalls }}[{{ .ID }} {{ .Function.Index }} {{ .Function.Name }} {{ .Function.Arguments }}]'
+               '{{ end }}{{ end }}\n{{ end }}')
+# A Hugging Face template reads OpenAI's shape: a tool message's tool_call_id (and name), a call's id.
+JINJA_TEMPLATE = ("{% for m in messages %}{% if m.role == 'tool' %}<{{ m.name }}|{{ m.tool_call_id }}>{{ m.content }}"
+                  "{% else %}{{ m.role }}:{{ m.content }}{% for c in m.tool_calls or [] %}"
+                  "[{{ c.id }} {{ c.function.name }} {{ c.function.arguments.city }}]{% endfor %}{% endif %}{{ '\\n' }}"
+                  "{% endfor %}{% if tools %}[tools]{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tool_models(server, client, tmp_path_factory) -> None:
+    folder = tmp_path_factory.mktemp("tools")
+    for name, path, template in (("go-tools", write_tiny_llama(folder / "go.gguf"), GO_TEMPLATE),
+                                 ("jinja-tools", write_tiny_llama(folder / "j.gguf", chat_template=JINJA_TEMPLATE), None)):
+        data = path.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert requests.post(f"{server.url}/api/blobs/{digest}", data=data, timeout=30).status_code in (200, 201)
+        extra = {"template": template} if template else {}
+        list(client.create(model=name, files={"m.gguf": digest}, **extra))
+
+
+def rendered(server, model: str) -> str:
+    r = post(server, "/api/chat", {"model": model, "messages": HISTORY, "tools": WEATHER, "_debug_render_only": True})
+    assert r.status_code == 200, r.text
+    return r.json()["_debug_info"]["rendered_template"]
+
+
+def test_tool_name_and_tool_call_id_reach_go_and_jinja_templates(server, client, tool_models):
+    assert rendered(server, "go-tools") == ('[tools]user:Weather in Paris?\nassistant:[call_abc 0 get_weather '
+                                            '{"city":"Paris"}]\n<get_weather|call_abc>22 C\n')
+    assert rendered(server, "jinja-tools") == ("user:Weather in Paris?\nassistant:[call_abc get_weather Paris]\n"
+                                               "<get_weather|call_abc>22 C\n[tools]")
+    # The official client sends tool_name as it is (it has no tool_call_id field); the chat runs.
+    reply = client.chat(model="go-tools", messages=HISTORY, tools=WEATHER, options=GREEDY)
+    assert reply.done
+
+
+def test_tool_calls_carry_an_id_and_their_index(server, client, tool_models):
+    # A grammar makes the random-weight model write the calls; the parser turns them into tool calls.
+    options = {"temperature": 0, "num_thread": 2, "num_predict": 4000}
+    body = {"model": "go-tools", "messages": HISTORY[:1], "tools": WEATHER, "format": CALL, "options": options}
+    reply = post(server, "/api/chat", {**body, "stream": False}).json()
+    assert reply["done_reason"] == "stop" and reply["message"]["content"] == ""
+    [call] = reply["message"]["tool_calls"]
+    assert re.fullmatch(r"call_[a-z0-9]{8}", call["id"])
+    assert call["function"] == {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}
+    parsed = client.chat(**{**body, "stream": False})  # the client reads the call (it drops id and index)
+    assert parsed.message.tool_calls[0].function.name == "get_weather"
+
+    two = {**body, "format": {"type": "array", "items": CALL, "minItems": 2, "maxItems": 2}, "stream": True}
+    r = requests.post(server.url + "/api/chat", json=two, timeout=120)
+    calls = [c for line in r.text.splitlines() for c in json.loads(line)["message"].get("tool_calls", [])]
+    assert [c["function"]["index"] for c in calls] == [0, 1]  # counted across the whole answer
+    assert len({c["id"] for c in calls}) == 2
+
+    # The OpenAI route gives the same calls their ids (its own index is the delta's).
+    r = post(server, "/v1/chat/completions", {"model": "go-tools", "messages": HISTORY[:1], "tools": WEATHER,
+                                              "tool_choice": "required", "max_tokens": 4000, "temperature": 0})
+    [call] = r.json()["choices"][0]["message"]["tool_calls"]
+    assert re.fullmatch(r"call_[a-z0-9]{8}", call["id"]) and call["function"]["name"] == "get_weather"
