@@ -130,6 +130,21 @@ class InferenceService:
         return template
 
     @staticmethod
+    def _harmony(runner: Runner, template: PromptTemplate | None, tools: list[dict] | None):
+        """For a model that answers in harmony (gpt-oss, prompt/harmony.py), the request's tools
+        under the names its prompt declares; None for any other model, or a raw prompt."""
+        if template is None:
+            return None
+        from ..prompt.harmony import FunctionNames, uses_harmony
+
+        spec = runner.spec
+        parser = getattr(spec, "parser", "") or ""
+        families = (runner.model.model.architecture, str(spec.details.get("family") or ""))
+        if not any(uses_harmony(family, template.source, parser) for family in families):
+            return None
+        return FunctionNames(tools)
+
+    @staticmethod
     def _can(spec: LocalModel, capability: str) -> bool:
         return not spec.capabilities or capability in spec.capabilities
 
@@ -198,17 +213,22 @@ class InferenceService:
             loaded_ns = time.perf_counter_ns() - started
             template = self.template_for(runner)
             tool_grammar, tools = _apply_tool_choice(tools, tool_choice)
+            # A call forced by a grammar is bare JSON from the first token, never harmony.
+            harmony = None if tool_grammar else self._harmony(runner, template, tools)
+            prompt_tools = harmony.for_prompt() if harmony else tools
             if any(m.get("images") for m in history):
                 marked, images = _with_image_markers(history, runner.model.image_marker or "")
                 prompt_tokens = runner.model.tokenize_multimodal(await run_bounded(
-                    lambda: template.render_chat(marked, tools=tools, think=think_on, think_level=level)), images)
+                    lambda: template.render_chat(marked, tools=prompt_tools, think=think_on, think_level=level)),
+                    images)
             else:
                 # Templates are programs: rendering runs off the event loop, bounded (prompt/bounded.py).
-                prompt_tokens = await run_bounded(self._chat_tokens, runner, template, history, tools, think_on,
-                                                  level, opts, truncate is not False, shift is not False)
+                prompt_tokens = await run_bounded(self._chat_tokens, runner, template, history, prompt_tools,
+                                                  think_on, level, opts, truncate is not False, shift is not False)
             async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
                                          think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
-                                         tool_format="json" if tool_grammar else None, shift=shift is not False):
+                                         tool_format="json" if tool_grammar else None, shift=shift is not False,
+                                         harmony=harmony):
                 yield delta
 
     async def count_chat_tokens(self, model: str, messages: list[dict[str, Any]], *,
@@ -219,8 +239,10 @@ class InferenceService:
         history = self._with_system(spec, messages)
         async with self.scheduler.use(spec, opts.load, None) as runner:
             template = self.template_for(runner)
-            return len(await run_bounded(lambda: runner.model.tokenize_prompt(template.render_chat(history,
-                                                                                                   tools=tools))))
+            harmony = self._harmony(runner, template, tools)
+            prompt_tools = harmony.for_prompt() if harmony else tools
+            return len(await run_bounded(lambda: runner.model.tokenize_prompt(template.render_chat(
+                history, tools=prompt_tools))))
 
     def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
                      opts: Options, truncate: bool, shift: bool) -> list[int]:
@@ -263,8 +285,10 @@ class InferenceService:
         history = self._with_system(spec, messages)
         async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
             template = self.template_for(runner)
+            harmony = self._harmony(runner, template, tools)
             marked, images = _with_image_markers(history, runner.model.image_marker or "")
-            text, _ = await run_bounded(self._chat_prompt, runner, template, marked, tools, think_on, level, opts,
+            text, _ = await run_bounded(self._chat_prompt, runner, template, marked,
+                                        harmony.for_prompt() if harmony else tools, think_on, level, opts,
                                         truncate is not False)
             return text, len(images)
 
@@ -335,12 +359,12 @@ class InferenceService:
             if not image_bytes:
                 tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
             generated: list[int] = []
-            # No tool calls are parsed here: generate offers no tools, and Ollama turns generated
-            # text into tool calls only with a model's own built-in parser (none here yet), so
-            # text that looks like a call (LiteLLM asks for one with format "json") stays text.
+            # Ollama turns generated text into tool calls only with a model's own built-in parser:
+            # here harmony (gpt-oss), which offers no tools on generate, so none become calls; text
+            # that looks like a call (LiteLLM asks for one with format "json") stays text.
             async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
                                          top_logprobs, logit_bias, started, loaded_ns, collect=generated,
-                                         shift=shift is not False):
+                                         shift=shift is not False, harmony=self._harmony(runner, tmpl, None)):
                 if delta.done and not raw:
                     delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
                 yield delta
@@ -390,10 +414,15 @@ class InferenceService:
                    grammar: str, tools: list[dict] | None, think_on: bool | None, logprobs: bool, top_logprobs: int,
                    logit_bias: dict[int, float] | None, started: int, loaded_ns: int,
                    collect: list[int] | None = None, tool_format: str | None = None,
-                   shift: bool = True) -> AsyncIterator[Delta]:
+                   shift: bool = True, harmony: Any = None) -> AsyncIterator[Delta]:
         model = runner.model
         thinker = None
-        if think_on and template is not None:
+        channels = None  # harmony: reasoning, answer and tool calls come apart by channel
+        if harmony is not None:
+            from ..prompt.harmony import HarmonyParser
+
+            channels = HarmonyParser(harmony, _harmony_prefix(model, tokens))
+        elif think_on and template is not None:
             from ..prompt.thinking import ThinkingParser, thinking_tags_for
 
             tags = thinking_tags_for(template.source)
@@ -401,7 +430,7 @@ class InferenceService:
                 thinker = ThinkingParser(tags[0], tags[1], starts_in_thinking=_prompt_opens_thinking(model, tokens,
                                                                                                   tags[0]))
         tool_parser = None
-        if tools or tool_format:
+        if channels is None and (tools or tool_format):
             from ..prompt.tools import ToolCallParser, tool_format_for
 
             fmt = tool_format or tool_format_for(template.source if template else None)
@@ -412,6 +441,8 @@ class InferenceService:
             opts = replace(opts, num_predict=10 * opts.load.num_ctx)  # Ollama's bound on open-ended runs
 
         def split(text: str) -> tuple[str, str, list]:
+            if channels is not None:
+                return channels.feed(text)
             thinking = ""
             if thinker is not None:
                 thinking, text = thinker.feed(text)
@@ -432,6 +463,9 @@ class InferenceService:
             thinking, content, calls = split(chunk.text)
             lp = _logprobs(model, chunk.logprobs) if logprobs else []
             if chunk.done:
+                if channels is not None:
+                    t1, c1, more = channels.finish()
+                    thinking, content, calls = thinking + t1, content + c1, calls + more
                 if thinker is not None:
                     t2, c2 = thinker.finish()
                     thinking += t2
@@ -605,6 +639,17 @@ def _with_image_markers(messages: list[dict], marker: str) -> tuple[list[dict], 
 def _check_logprobs(top_logprobs: int) -> None:
     if not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
         raise InvalidOptionError("top_logprobs must be between 0 and 20")
+
+
+def _harmony_prefix(model, tokens) -> str:
+    """The prompt from its last ``<|start|>`` on: the header (or the prefilled message) that the
+    answer continues, read back with the special tokens written out."""
+    from ..prompt.harmony import DEFAULT_PREFIX, START
+
+    ids = [t for t in (tokens.tokens if hasattr(tokens, "tokens") else tokens)[-64:] if t >= 0]
+    tail = model.model.detokenize(ids, False, True) if ids else ""
+    at = tail.rfind(START)
+    return tail[at:] if at >= 0 else DEFAULT_PREFIX
 
 
 def _prompt_opens_thinking(model, tokens, open_tag: str) -> bool:

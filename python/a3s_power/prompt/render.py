@@ -31,7 +31,7 @@ class PromptTemplate:
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
                     think: bool | None = None, think_level: str = "") -> str:
         if self._go is not None:
-            return self._go.render_chat(messages, tools=tools, think=think, think_level=think_level)
+            return self._go.render_chat(messages, tools=tools, think=think, think_level=_go_level(think, think_level))
         extra: dict[str, Any] = {}
         if think is not None:
             extra["enable_thinking"] = think
@@ -47,8 +47,16 @@ class PromptTemplate:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
         if self._go is not None:
-            return self._go.render_chat(messages, think=think, think_level=think_level, prompt=prompt, suffix=suffix)
+            return self._go.render_chat(messages, think=think, think_level=_go_level(think, think_level), prompt=prompt,
+                                        suffix=suffix)
         return self.render_chat(messages, think=think, think_level=think_level)
+
+
+def _go_level(think: bool | None, level: str) -> str:
+    """``.ThinkLevel`` as Ollama fills it: the level asked for, and "medium" for a plain
+    ``think: true`` (gpt-oss's template then writes "Reasoning: medium"). Jinja templates get a
+    ``reasoning_effort`` only when a level was asked for, as Ollama passes them to llama.cpp."""
+    return level or ("medium" if think else "")
 
 
 def _jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
