@@ -174,3 +174,39 @@ def test_environment_variables_reach_the_config(monkeypatch):
     from a3s_power.engine.options import defaults
 
     assert defaults(c).load.kv_unified is True
+
+
+def test_embeddings_and_generation_on_one_model_never_reload_it(smollm2_path, tiny_path):
+    """A model asked for embeddings between generations keeps both runners (sharing weights), as
+    Ollama serves both from one loaded model; it counts as one model against the limit."""
+    specs = _specs(smollm2_path, tiny_path)
+    loads = []
+
+    class Events:
+        def on_load(self, name, seconds):
+            loads.append(name)
+
+        def on_eviction(self, name):
+            pass
+
+    scheduler = Scheduler(server_config(max_loaded_models=1, num_parallel=1, context_length=256), specs.__getitem__,
+                          Events())
+    service = InferenceService(scheduler)
+
+    async def main():
+        for _ in range(3):
+            deltas = [d async for d in service.generate("b", "Hello", options={"num_predict": 2, "num_ctx": 256})]
+            assert deltas[-1].done
+            vectors = await service.embed("b", ["Hello", "world"], options={"num_ctx": 256})
+            assert len(vectors.embeddings) == 2
+        kinds = sorted((r.name, r.load_options.embedding) for r in scheduler.running())
+        bases = len(scheduler._bases)
+        assert await scheduler.unload("b")
+        left = scheduler.running()
+        await scheduler.close()
+        return kinds, bases, left
+
+    kinds, bases, left = asyncio.run(main())
+    assert kinds == [("b", False), ("b", True)] and bases == 1  # one copy of the weights
+    assert loads == ["b", "b"]  # each runner loaded once, whatever the order of requests
+    assert left == []

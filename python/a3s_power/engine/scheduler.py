@@ -57,6 +57,17 @@ class Runner:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def key(self) -> tuple[str, bool]:
+        return runner_key(self.spec.name, self.load_options)
+
+
+def runner_key(name: str, load: LoadOptions) -> tuple[str, bool]:
+    """A model serves generation and embeddings from two runners over the same weights (shared
+    through the scheduler's bases), so that mixing the two never reloads the model, as Ollama
+    serves both from one loaded model."""
+    return name, load.embedding
+
 
 class QueueFull(A3SPowerError):
     """More requests wait than OLLAMA_MAX_QUEUE allows."""
@@ -75,7 +86,7 @@ class Scheduler:
         self._gpus = gpus or cuda_devices
         self.events = events
         self._resolve = resolve
-        self._runners: dict[str, Runner] = {}
+        self._runners: dict[tuple[str, bool], Runner] = {}  # by runner_key
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._inflight = 0
@@ -123,11 +134,13 @@ class Scheduler:
             return runner
 
     async def unload(self, name: str) -> bool:
-        runner = self._runners.get(name)
-        if runner is None:
+        """Unloads every runner of model ``name`` (generation and embeddings)."""
+        runners = [r for r in self._runners.values() if r.name == name]
+        if not runners:
             return False
         async with self._lock(name):
-            await self._unload(runner, wait=True)
+            for runner in runners:
+                await self._unload(runner, wait=True)
         return True
 
     async def close(self) -> None:
@@ -154,8 +167,9 @@ class Scheduler:
                     spec = await asyncio.to_thread(dialect.loadable, spec)
                 except dialect.UnsupportedDialect as exc:
                     raise ModelLoadError(str(exc)) from None
+        key = runner_key(spec.name, load)
         async with self._lock(spec.name):
-            runner = self._runners.get(spec.name)
+            runner = self._runners.get(key)
             if runner is not None and not self._fits(runner, spec, load):
                 log.info("reloading %s with new load options", spec.name)
                 await self._unload(runner, wait=True)
@@ -169,7 +183,7 @@ class Scheduler:
                 runner = Runner(spec, model, load, keep_alive if keep_alive is not None else self._default_keep_alive(),
                                 memory=placement.total if placement else est.total, placement=placement,
                                 vram_measured=measured)
-                self._runners[spec.name] = runner
+                self._runners[key] = runner
                 log.info("loaded %s in %.2fs", spec.name, model.load_duration_ns / 1e9)
                 if self.events is not None:
                     self.events.on_load(spec.name, model.load_duration_ns / 1e9)
@@ -296,7 +310,7 @@ class Scheduler:
 
     async def _expire(self, runner: Runner) -> None:
         async with self._lock(runner.name):
-            if self._runners.get(runner.name) is runner and runner.active == 0:
+            if self._runners.get(runner.key) is runner and runner.active == 0:
                 await self._unload(runner, wait=False)
 
     async def _unload(self, runner: Runner, *, wait: bool) -> None:
@@ -304,8 +318,8 @@ class Scheduler:
             await runner._idle.wait()
         if runner._timer:
             runner._timer.cancel()
-        if self._runners.get(runner.name) is runner:
-            del self._runners[runner.name]
+        if self._runners.get(runner.key) is runner:
+            del self._runners[runner.key]
         await asyncio.to_thread(runner.model.close)
         self._drop_base(self._base_key(runner.spec, runner.load_options))
         log.info("unloaded %s", runner.name)
@@ -350,7 +364,9 @@ class Scheduler:
             placement = self._plan(spec, load, est, await asyncio.to_thread(self._gpus))
             host = placement.cpu_bytes if placement is not None else est.total
             host_short = host > available_memory()
-            over_limit = limit > 0 and len(self._runners) >= limit
+            # A model's embedding runner beside its generation runner is not another model.
+            names = {r.name for r in self._runners.values()}
+            over_limit = limit > 0 and len(names) >= limit and spec.name not in names
             short = (placement is not None and not placement.complete) or host_short
             if not self._runners or not (over_limit or short):
                 break
@@ -363,7 +379,8 @@ class Scheduler:
                     log.info("released %s of prompt caches to make room", format_bytes(freed))
                     continue
             idle = [r for r in self._runners.values() if r.active == 0]
-            victim = min(idle or self._runners.values(), key=lambda r: r.last_used)
+            others = [r for r in (idle or self._runners.values()) if r.name != spec.name]
+            victim = min(others or idle or self._runners.values(), key=lambda r: r.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim, wait=True)
             if self.events is not None:

@@ -47,15 +47,23 @@ class Metrics:
                                            labels=["model"])
                 waiting = 0
                 runners = scheduler.running()
+                # Per model: its generation and embedding runners summed, their shared weights once.
+                per_model: dict[str, list[int]] = {}
                 for runner in runners:
                     stats = runner.model.engine.stats()
                     waiting += stats["queued"]
-                    busy.add_metric([runner.name], stats["slots_busy"])
-                    slots.add_metric([runner.name], stats["slots"])
-                    memory.add_metric([runner.name], runner.model.model.size)
-                    cached.add_metric([runner.name], stats["prompt_cache_bytes"])
+                    row = per_model.setdefault(runner.name, [0, 0, 0, 0])
+                    row[0] += stats["slots_busy"]
+                    row[1] += stats["slots"]
+                    row[2] = max(row[2], runner.model.model.size)
+                    row[3] += stats["prompt_cache_bytes"]
+                for name, (n_busy, n_slots, size, cache_bytes) in per_model.items():
+                    busy.add_metric([name], n_busy)
+                    slots.add_metric([name], n_slots)
+                    memory.add_metric([name], size)
+                    cached.add_metric([name], cache_bytes)
                 queue.add_metric([], waiting)
-                loaded.add_metric([], len(runners))
+                loaded.add_metric([], len(per_model))
                 yield from (queue, busy, slots, memory, loaded, cached)
                 gpus = gpu_stats()
                 if gpus:

@@ -88,7 +88,7 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "ollama_api_version": OLLAMA_API_VERSION,
         "uptime_seconds": int(time.time() - state.started_at),
-        "loaded_models": [r.name for r in state.scheduler.running()],
+        "loaded_models": sorted({r.name for r in state.scheduler.running()}),
     })
 
 
@@ -256,7 +256,13 @@ async def _embed(request: web.Request, name: str, inputs: list[str], body: dict,
 
 async def ps(request: web.Request) -> web.Response:
     models = []
-    for runner in state_of(request).scheduler.running():
+    shown: set[str] = set()
+    # A model loaded for both generation and embeddings is one model, as Ollama shows it: the
+    # runner used last speaks for it.
+    for runner in sorted(state_of(request).scheduler.running(), key=lambda r: r.last_used, reverse=True):
+        if runner.name in shown:
+            continue
+        shown.add(runner.name)
         spec = runner.spec
         size = runner.memory or runner.model.model.size
         if runner.placement is not None:
