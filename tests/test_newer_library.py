@@ -23,6 +23,7 @@ import ollama
 import pytest
 import requests
 
+from a3s_power.cli_models import render_show
 from a3s_power.registry import TransferSettings
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
@@ -121,7 +122,9 @@ def test_a_safetensors_model_pulls_lists_shows_and_deletes_but_does_not_run(serv
     assert raw["details"]["parameter_size"] == "23K"  # Ollama's HumanNumber of the tensors' 23,168
     assert raw["tensors"] == sorted(({"name": n, "type": "BF16", "shape": s} for n, s in TENSORS.items()),
                                     key=lambda t: t["name"])
-    assert f"FROM {name.split('/', 1)[1]}" in raw["modelfile"] or f"FROM {name}" in raw["modelfile"]
+    assert f"\nFROM {name}\n" in raw["modelfile"]  # no single file holds the weights: the model is named
+    summary = render_show(raw)  # `a3s-power show`, as `ollama show` prints it
+    assert re.search(r"requires\s+0\.19\.0", summary) and "Capabilities" not in summary
 
     # Running it: a 400 that says why, in each API's own shape.
     why = "cannot run here: its weights are safetensors tensors for Ollama's MLX engine"

@@ -343,6 +343,8 @@ def render_show(info: dict[str, Any]) -> str:
         if (value := model_info.get(f"{arch}.{key}")) is not None:
             rows.append([label, str(value)])
     rows.append(["quantization", str(details.get("quantization_level", ""))])
+    if requires := info.get("requires"):  # the least Ollama version the model's config asks for
+        rows.append(["requires", str(requires)])
     sections = ["  Model\n" + _indent(table(rows))]
     if caps := info.get("capabilities"):
         sections.append("  Capabilities\n" + _indent("\n".join(caps)))
