@@ -1,0 +1,113 @@
+"""Gemma in Ollama's dialect (store/dialect/gemma3.py, gemma4.py): llama.cpp refuses the blob as
+written; translated, the text model gives the greedy tokens of the same weights written as
+llama.cpp writes them, and the projector made from the blob's vision tower gives the same tokens
+for a prompt with an image as llama.cpp's own mmproj."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from a3s_power.core import _core
+from a3s_power.store import dialect
+from a3s_power.store.gguf import read_gguf
+
+from tests.conftest import collect, context_params, greedy
+from tests.dialect_models_gemma import gemma3_models, gemma3_pair
+from tests.test_dialect import greedy_tokens, sha256, translate
+from tests.tiny_projector import bmp_image
+
+N_TOKENS = 12
+
+
+def _header(path: Path):
+    return read_gguf(path, max_array=0, check_size=False)
+
+
+def image_greedy_tokens(model_path: Path, projector_path: Path, image: bytes, text: str) -> tuple[list[int], object]:
+    """Greedy tokens for ``text`` (with the projector's marker where the image goes) and the prompt."""
+    params = _core.ModelParams()
+    params.n_gpu_layers = 0
+    model = _core.Model(str(model_path), params)
+    try:
+        projector = _core.Projector(model, str(projector_path), 2, False)
+        prompt = projector.tokenize(text.format(marker=projector.marker), [image], True)
+        engine = _core.Engine(model, context_params(n_ctx=512), [], projector)
+        try:
+            rid = engine.submit_multimodal(prompt, greedy(), N_TOKENS, [], False, 0)
+            return collect(engine, [rid])[rid].tokens, prompt
+        finally:
+            engine.close()
+    finally:
+        model.close()
+
+
+# --- gemma3 ----------------------------------------------------------------------------------------
+
+GEMMA3_CHAT = "<start_of_turn>user\n{marker}the cat sat on the mat<end_of_turn>\n<start_of_turn>model\n"
+
+
+@pytest.mark.parametrize("vision", [True, False], ids=["4b-style", "1b-style"])
+def test_gemma3_text_gives_the_same_greedy_tokens(tmp_path, vision):
+    upstream, ollama = gemma3_pair(vision=vision)
+    ref = upstream.write(tmp_path / "upstream.gguf")
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    assert dialect.detect(_header(ref)) is None  # llama.cpp's own file loads as it is
+    expected = greedy_tokens(ref)
+    assert len(expected) > 0
+    if vision:
+        with pytest.raises(Exception):  # no RMS epsilon, a longer vocabulary, unclaimed v.*/mm.* tensors
+            greedy_tokens(blob)
+    else:  # it loads, but the sliding-window layers run at the wrong RoPE base
+        assert greedy_tokens(blob) != expected
+    translation = dialect.detect(_header(blob))
+    assert translation is not None and translation.has_projector is vision
+    before = sha256(blob)
+    files = translate(blob, tmp_path / "store")
+    assert sha256(blob) == before
+    assert greedy_tokens(files["model"]) == expected
+    meta = read_gguf(files["model"]).metadata
+    assert meta["gemma3.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
+    assert len(meta["tokenizer.ggml.tokens"]) == len(upstream.kv["tokenizer.ggml.tokens"][0])
+    assert "<start_of_turn>" in meta["tokenizer.chat_template"]
+    assert not any(t.name.startswith(("v.", "mm.")) for t in read_gguf(files["model"]).tensors)
+
+
+def test_gemma3_projector_gives_the_same_tokens_for_an_image(tmp_path):
+    text, mmproj, ollama = gemma3_models()
+    ref = text.write(tmp_path / "upstream.gguf")
+    ref_proj = mmproj.write(tmp_path / "mmproj.gguf")
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    files = translate(blob, tmp_path / "store")
+    proj = read_gguf(files["projector"])
+    assert proj.metadata["general.architecture"] == "clip"
+    assert proj.metadata["clip.projector_type"] == "gemma3"
+    assert proj.metadata["clip.vision.projector.scale_factor"] == 2
+    assert not any(k.startswith(("tokenizer.", "gemma3.")) for k in proj.metadata)
+    assert {t.name for t in proj.tensors} == set(mmproj.tensors)
+
+    image = bmp_image(40, 24)
+    expected, prompt = image_greedy_tokens(ref, ref_proj, image, GEMMA3_CHAT)
+    assert prompt.n_images == 1 and prompt.image_tokens == [16]  # 8x8 patches pooled 2x2: the vision path ran
+    assert len(expected) > 0
+    got, _ = image_greedy_tokens(files["model"], files["projector"], image, GEMMA3_CHAT)
+    assert got == expected
+    other, _ = image_greedy_tokens(files["model"], files["projector"], bmp_image(40, 24, seed=1), GEMMA3_CHAT)
+    assert other != expected  # the image's pixels reach the answer
+
+
+def test_gemma3_translation_cost(tmp_path):
+    """Seconds and extra disk per GB of blob, on the largest gemma3 fixture written here."""
+    _, _, ollama = gemma3_models(n_embd=512, n_ff=2048, head_dim=64, n_head=8, n_head_kv=4, v_embd=256, v_ff=1024,
+                                 v_layer=4, v_head=4)
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    size = blob.stat().st_size
+    start = time.perf_counter()
+    files = translate(blob, tmp_path / "store")
+    seconds = time.perf_counter() - start
+    extra = sum(f.stat().st_size for f in files.values())
+    print(f"\ngemma3 blob {size / 1e6:.1f} MB: translated in {seconds:.2f} s "
+          f"({seconds / (size / 1e9):.1f} s/GB), extra disk {extra / 1e6:.1f} MB ({extra / size:.2f} x blob)")
+    assert extra < size * 1.2
