@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ..errors import A3SPowerError, InvalidOptionError
-from . import digests, manifest as mf
+from . import convert, digests, manifest as mf
 from .details import config_for, remote_config_for
 from .gguf import GGUFError, GGUFFile, read_gguf
 from .manifest import Layer, Manifest
@@ -46,6 +48,8 @@ class CreatePlan:
     base_layers: list[Layer] = field(default_factory=list)  # from the parent model, in order
     parent: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (filename, digest) of uploaded GGUFs
+    convert_files: list[tuple[str, str]] = field(default_factory=list)  # (path, digest): a SafeTensors model
+    convert_dir: Path | None = None  # ``from``: a Hugging Face model folder on this machine
     adapters: list[str] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)  # media type -> content replacing the base's
     licenses: list[str] | None = None
@@ -89,8 +93,17 @@ def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
         raise CreateError("'files' and 'adapters' must map file names to digests")
     if source and files:
         raise CreateError("give either 'from' or 'files', not both")
+    safetensors = any(str(f).endswith(".safetensors") for f in files)
     for filename, digest in files.items():
-        plan.files.append((filename, _blob_digest(store, digest, filename)))
+        if safetensors:
+            _check_relative(filename)
+            plan.convert_files.append((filename, _blob_digest(store, digest, filename)))
+        else:
+            plan.files.append((filename, _blob_digest(store, digest, filename)))
+    if safetensors:
+        if "config.json" not in files:
+            raise CreateError("a SafeTensors model needs its config.json among 'files'")
+        _check_convertible(store.blobs.path(dict(plan.convert_files)["config.json"]))
     for filename, digest in (body.get("adapters") or {}).items():
         plan.adapters.append(_blob_digest(store, digest, filename))
     if source and body.get("remote_host"):
@@ -105,6 +118,11 @@ def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
     elif source:
         if not isinstance(source, str):
             raise CreateError("'from' must be a model name")
+        if (folder := _local_folder(source)) is not None:
+            _check_convertible(folder / "config.json")
+            plan.convert_dir = folder
+            source = None
+    if source:
         try:
             stored, base = store.read_manifest(source)
         except (ModelNotFound, InvalidModelName):
@@ -148,6 +166,33 @@ def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
     if isinstance(body.get("requires"), str):
         plan.requires = body["requires"]
     return plan
+
+
+def _check_relative(filename: str) -> None:
+    """A file of a SafeTensors model lands at this path inside a temporary folder: nowhere else."""
+    parts = filename.replace("\\", "/").split("/")
+    if not filename or filename.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise CreateError(f"invalid file path {filename!r}")
+
+
+def _check_convertible(config: Path) -> None:
+    try:
+        convert.check_config(config)
+    except (convert.ConvertError, OSError, ValueError) as exc:
+        raise CreateError(str(exc) if isinstance(exc, convert.ConvertError) else "config.json is not readable JSON") \
+            from None
+
+
+def _local_folder(source: str) -> Path | None:
+    """``from`` naming a folder of this machine (an absolute path, ``~`` or ``./``): a model to convert."""
+    if not source.startswith(("/", "~", "./", "../")):
+        return None
+    path = Path(os.path.expanduser(source))
+    if not path.is_dir():
+        return None
+    if not convert.is_model_dir(path):
+        raise CreateError(f"{source}: not a model folder (config.json and .safetensors files)")
+    return path
 
 
 def _status(text: str, **fields) -> dict:
@@ -212,6 +257,50 @@ async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
     yield Layer(mf.MODEL, digest, size)
 
 
+async def _convert_layer(store: ModelStore, pin: Pin, plan: CreatePlan,
+                         interval_s: float) -> AsyncIterator[dict | Layer]:
+    """Converts the SafeTensors model (a folder here, or uploaded files linked into a temporary
+    folder) into a new F16 GGUF blob, written to a temporary file and renamed into place."""
+    with tempfile.TemporaryDirectory(prefix="a3s-power-convert-") as links:
+        folder = plan.convert_dir
+        if folder is None:
+            folder = Path(links)
+            for filename, digest in plan.convert_files:
+                target = folder / filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(store.blobs.path(digest))
+        state = {"done": 0, "total": 0}
+        cancel = threading.Event()
+        with store.blobs.temp_file() as tmp:
+            def progress(done: int, total: int) -> None:
+                state.update(done=done, total=total)
+
+            task = asyncio.ensure_future(asyncio.to_thread(
+                convert.convert_model, folder, tmp, progress=progress, cancel=cancel))
+            try:
+                yield _status("converting model")
+                while not task.done():
+                    await asyncio.wait({task}, timeout=interval_s)
+                    if not task.done() and state["total"]:
+                        yield _status("converting model", total=state["total"], completed=state["done"])
+                result = task.result()
+            except convert.ConvertError as exc:
+                raise CreateError(str(exc).replace(str(folder) + os.sep, "")) from None
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("converting %s: %r", folder, exc)
+                raise CreateError(f"conversion failed: {exc}", 500) from None
+            finally:
+                if not task.done():  # cancelled: the worker stops at its next slice
+                    cancel.set()
+                    await asyncio.gather(task, return_exceptions=True)
+            log.info("converted %s (%s, %d tensors, %s)", folder, result.family, result.tensors, result.file_type)
+            digest = await asyncio.to_thread(digests.sha256_file, tmp)
+            pin.add([digest])
+            size = tmp.stat().st_size
+            store.blobs.adopt_file(tmp, digest)
+    yield Layer(mf.MODEL, digest, size)
+
+
 async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s: float = 0.25,
                      pull=None) -> AsyncIterator[dict]:
     """Builds the model; yields Ollama's progress lines. ``pull`` pulls a missing parent."""
@@ -223,8 +312,37 @@ async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s
                 yield line
         stored, base = store.read_manifest(plan.pull_from)
         plan.base_layers, plan.parent = list(base.layers), stored.display
-    with store.pin([layer.digest for layer in plan.base_layers] + [d for _, d in plan.files] + plan.adapters) as pin:
+    converted: Layer | None = None
+    written = False
+    lines = _create_layers(store, plan, progress_interval_s)
+    try:
+        async for line in lines:
+            if isinstance(line, Layer):
+                converted = line
+            elif line.get("status") == "success":
+                written = True
+                if converted is not None and plan.quantize:  # the F16 conversion only fed the quantization
+                    store.remove_unused([converted.digest])
+                yield line
+            else:
+                yield line
+    finally:
+        await lines.aclose()  # releases its pin first
+        if converted is not None and not written:  # failed or cancelled after converting
+            store.remove_unused([converted.digest])
+
+
+async def _create_layers(store: ModelStore, plan: CreatePlan, progress_interval_s: float) -> AsyncIterator[dict | Layer]:
+    converted = None
+    with store.pin([layer.digest for layer in plan.base_layers] + [d for _, d in plan.files]
+                   + [d for _, d in plan.convert_files] + plan.adapters) as pin:
         layers = list(plan.base_layers)
+        if plan.convert_dir is not None or plan.convert_files:
+            async for item in _convert_layer(store, pin, plan, progress_interval_s):
+                if isinstance(item, Layer):
+                    converted = item
+                yield item
+            layers = [converted]
         if plan.files:
             yield _status("parsing GGUF")
             models, projectors = [], []

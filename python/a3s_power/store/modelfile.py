@@ -201,8 +201,16 @@ def create_plan(mf: Modelfile, base_dir: Path) -> CreatePlan:
         path = _local_file(arg, base_dir)
         if path is None:
             return False
-        if path.is_dir():
-            raise _error(line, f"{arg}: directories (safetensors models) are not supported, give a .gguf file")
+        if path.is_dir():  # a Hugging Face model folder: its files are uploaded, the server converts them
+            from .convert import is_model_dir, model_files
+
+            if into is adapters or not is_model_dir(path):
+                raise _error(line, f"{arg}: not a model folder (config.json and .safetensors files)")
+            for rel in model_files(path):
+                digest = hash_file(path / rel)
+                uploads[digest] = path / rel
+                into[rel] = digest
+            return True
         digest = hash_file(path)
         uploads[digest] = path
         into[path.name] = digest

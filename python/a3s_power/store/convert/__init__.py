@@ -29,7 +29,7 @@ from .reader import read_checkpoint, safetensors_files
 from .tokenizer import load_vocab
 from .writer import write_gguf
 
-__all__ = ["ConvertCancelled", "ConvertError", "ConvertResult", "SUPPORTED", "convert_model", "is_model_dir",
+__all__ = ["ConvertCancelled", "ConvertError", "ConvertResult", "SUPPORTED", "check_config", "convert_model", "is_model_dir",
            "model_files"]
 
 # Files of a model folder that the conversion may read (besides the SafeTensors themselves).
@@ -83,6 +83,17 @@ def _read_config(model_dir: Path) -> dict:
     if not isinstance(config, dict):
         raise ConvertError("config.json is not a JSON object")
     return config
+
+
+def check_config(path: Path) -> str:
+    """The family a config.json names, or ConvertError: a request is refused before any work starts."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConvertError("config.json is missing or not readable JSON") from None
+    if not isinstance(config, dict):
+        raise ConvertError("config.json is not a JSON object")
+    return family_for(config)[0].name
 
 
 def convert_model(model_dir: Path, out: Path, *, progress: Callable[[int, int], None] | None = None,

@@ -162,20 +162,16 @@ def _qwen2(fam: Family, cfg: dict, w: gguf.GGUFWriter, d: Path) -> None:
 
 
 def _gemma3(fam: Family, cfg: dict, w: gguf.GGUFWriter, d: Path) -> None:
+    defaults = {"max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "head_dim": 256, "rope_theta": 1_000_000.0,
+                "num_key_value_heads": 4, "num_attention_heads": 8}  # what Gemma 3's configs may leave out
+    cfg = {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
     _common(fam, cfg, w, d)
-    w.add_context_length(int(cfg.get("max_position_embeddings", 131072)))
-    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
-    dim = int(cfg.get("head_dim", 256))
-    w.add_key_length(dim)
-    w.add_value_length(dim)
-    w.add_rope_freq_base(float(rope_parameters(cfg).get("rope_theta", 1_000_000.0)))
     if cfg.get("rope_local_base_freq") is not None:
         w.add_rope_freq_base_swa(float(cfg["rope_local_base_freq"]))
     if cfg.get("final_logit_softcapping"):
         w.add_final_logit_softcapping(float(cfg["final_logit_softcapping"]))
     if cfg.get("sliding_window_pattern") != 1 and cfg.get("sliding_window"):
         w.add_sliding_window(int(cfg["sliding_window"]))
-    w.add_head_count_kv(int(cfg.get("num_key_value_heads", 4)))
 
 
 def _phi3_rope(cfg: dict) -> tuple[int, dict]:
