@@ -365,6 +365,9 @@ PYBIND11_MODULE(_core, m) {
                  d["slots_busy"] = s.slots_busy;
                  d["queued"] = s.queued;
                  d["steps"] = s.steps;
+                 d["decode_ns"] = s.decode_ns;
+                 d["sample_ns"] = s.sample_ns;
+                 d["other_ns"] = s.other_ns;
                  d["prompt_cache_bytes"] = s.prompt_cache_bytes;
                  return d;
              })

@@ -276,6 +276,9 @@ EngineStats Engine::stats() {
     s.slots = params_.n_parallel;
     s.slots_busy = busy_.load();
     s.steps = steps_.load();
+    s.decode_ns = decode_ns_.load();
+    s.sample_ns = sample_ns_.load();
+    s.other_ns = other_ns_.load();
     s.prompt_cache_bytes = prompt_cache_bytes_.load();
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
@@ -363,6 +366,7 @@ void Engine::run() {
                 return;
             }
         }
+        const auto t_step = clock_type::now();
         admit_waiting();
 
         // Requests cancelled while in a slot leave before the batch is built.
@@ -377,12 +381,21 @@ void Engine::run() {
         if (n == 0) continue;
 
         hold_thread_log();
+        const auto t_decode = clock_type::now();
         const int rc = llama_decode(ctx_, batch_);
         release_thread_log(rc != 2);
         steps_++;
         if (rc == 0) {
             budget = n_batch_;
+            // On a GPU llama_decode returns once the work is queued: wait for it, so that what
+            // follows is timed apart from the device's work.
+            llama_synchronize(ctx_);
+            const auto t_sample = clock_type::now();
             after_decode();
+            const auto t_end = clock_type::now();
+            other_ns_ += uint64_t(ns_between(t_step, t_decode));
+            decode_ns_ += uint64_t(ns_between(t_decode, t_sample));
+            sample_ns_ += uint64_t(ns_between(t_sample, t_end));
             continue;
         }
         // The batch did not go through: drop whatever part of it reached the KV cache, so every
@@ -653,9 +666,6 @@ int Engine::build_batch(int budget) {
 }
 
 void Engine::after_decode() {
-    // On a GPU llama_decode returns once the work is queued: wait for it here, so the timings
-    // below measure the work and not the queueing.
-    llama_synchronize(ctx_);
     std::vector<Event> out;
     bool urgent = false;  // a first token or a finished request: wake the consumer now
     for (Slot * slot : in_batch_) {

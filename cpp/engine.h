@@ -114,6 +114,13 @@ struct EngineStats {
     int queued = 0;
     uint64_t steps = 0;
     size_t prompt_cache_bytes = 0;
+    // Where the engine's thread spent its time, summed over steps (ns): in llama_decode until the
+    // device finished it, picking tokens and publishing them after it, and everything else on
+    // the thread (admitting requests, media, building the batch). On a GPU the device is idle
+    // during the last two: they are what a step costs beyond the model.
+    uint64_t decode_ns = 0;
+    uint64_t sample_ns = 0;
+    uint64_t other_ns = 0;
 };
 
 class Engine {
@@ -183,6 +190,7 @@ class Engine {
     std::atomic<bool> stopping_{false};
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0};
+    std::atomic<uint64_t> decode_ns_{0}, sample_ns_{0}, other_ns_{0};
 
     std::mutex out_mutex_;
     std::condition_variable out_cv_;

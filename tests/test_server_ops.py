@@ -63,6 +63,12 @@ def test_metrics_count_requests_and_tokens(server):
     assert value(after, "power_slots", model=model) == 2
     assert ("power_prompt_cache_bytes", (("model", model),)) in after
     assert value(after, "power_model_loads_total", model=model) >= 1
+    # The engine's thread time by phase grew with the work: decoding and picking tokens.
+    for phase in ("decode", "sample"):
+        assert value(after, "power_engine_seconds_total", model=model, phase=phase) > \
+            value(before, "power_engine_seconds_total", model=model, phase=phase)
+    assert value(after, "power_engine_steps_total", model=model) >= value(before, "power_engine_steps_total",
+                                                                          model=model) + out
 
 
 def test_usage_is_recorded_and_filtered(server):

@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -45,10 +45,17 @@ class Metrics:
                 cached = GaugeMetricFamily("power_prompt_cache_bytes",
                                            "Host memory holding conversations pushed out of their slots",
                                            labels=["model"])
+                # Where each loaded model's engine thread spent its time (see EngineStats): on a
+                # GPU, the sample and other phases are what a step costs beyond the model.
+                engine_time = CounterMetricFamily("power_engine_seconds", "Engine thread time by phase",
+                                                  labels=["model", "phase"])
+                engine_steps = CounterMetricFamily("power_engine_steps", "Batched decode steps", labels=["model"])
                 waiting = 0
                 runners = scheduler.running()
                 # Per model: its generation and embedding runners summed, their shared weights once.
                 per_model: dict[str, list[int]] = {}
+                phases: dict[tuple[str, str], int] = {}
+                steps: dict[str, int] = {}
                 for runner in runners:
                     stats = runner.model.engine.stats()
                     waiting += stats["queued"]
@@ -57,14 +64,21 @@ class Metrics:
                     row[1] += stats["slots"]
                     row[2] = max(row[2], runner.model.model.size)
                     row[3] += stats["prompt_cache_bytes"]
+                    steps[runner.name] = steps.get(runner.name, 0) + stats["steps"]
+                    for phase in ("decode", "sample", "other"):
+                        phases[(runner.name, phase)] = phases.get((runner.name, phase), 0) + stats[f"{phase}_ns"]
                 for name, (n_busy, n_slots, size, cache_bytes) in per_model.items():
                     busy.add_metric([name], n_busy)
                     slots.add_metric([name], n_slots)
                     memory.add_metric([name], size)
                     cached.add_metric([name], cache_bytes)
+                for labels, ns in phases.items():
+                    engine_time.add_metric(list(labels), ns / 1e9)
+                for name, n in steps.items():
+                    engine_steps.add_metric([name], n)
                 queue.add_metric([], waiting)
                 loaded.add_metric([], len(per_model))
-                yield from (queue, busy, slots, memory, loaded, cached)
+                yield from (queue, busy, slots, memory, loaded, cached, engine_time, engine_steps)
                 gpus = gpu_stats()
                 if gpus:
                     mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])
