@@ -80,6 +80,21 @@ async def _stream(session, url: str, body: dict, start_at: float) -> dict:
     return {"start": started, "first": first, "end": last, "tokens": tokens, "finish": finish}
 
 
+def engine_phases(url: str) -> dict:
+    """Our server's engine time by phase (seconds) and steps, summed over models, from /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    out = {"decode": 0.0, "sample": 0.0, "other": 0.0, "steps": 0.0}
+    for line in text.splitlines():
+        if line.startswith("power_engine_seconds_total{"):
+            phase = line.split('phase="', 1)[1].split('"', 1)[0]
+            out[phase] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("power_engine_steps_total{"):
+            out["steps"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def run_clients(url: str, bodies: list[dict], start_at: float) -> list[dict]:
     """One worker process: its share of the streams, all at once, from ``start_at`` (wall clock)."""
     import aiohttp
@@ -121,13 +136,20 @@ class Bench:
 
     def level(self, server, n: int, tag: str) -> dict:
         bodies = [self.body(server.model, f"{tag} request {i}. {self.prompt_100}", self.args.tokens) for i in range(n)]
+        phases = engine_phases(server.url) if server.name == "a3s-power" else None
         results = self.streams(server, bodies)
         wall = max(r["end"] for r in results) - min(r["start"] for r in results)
         latency = sorted(r["end"] - r["start"] for r in results)
         ttft = sorted(r["first"] - r["start"] for r in results)
-        return {"tps": sum(r["tokens"] for r in results) / wall, "p50_s": _pct(latency, 50), "p95_s": _pct(latency, 95),
-                "ttft_p50_ms": _pct(ttft, 50) * 1e3, "ttft_p95_ms": _pct(ttft, 95) * 1e3,
-                "tokens": sum(r["tokens"] for r in results), "finish": sorted({r["finish"] for r in results})}
+        out = {"tps": sum(r["tokens"] for r in results) / wall, "p50_s": _pct(latency, 50), "p95_s": _pct(latency, 95),
+               "ttft_p50_ms": _pct(ttft, 50) * 1e3, "ttft_p95_ms": _pct(ttft, 95) * 1e3,
+               "tokens": sum(r["tokens"] for r in results), "finish": sorted({r["finish"] for r in results})}
+        if phases is not None:  # the engine thread's time per step, by phase (what a step costs)
+            after = engine_phases(server.url)
+            steps = max(after["steps"] - phases["steps"], 1)
+            out["step_ms"] = {k: (after[k] - phases[k]) * 1e3 / steps for k in ("decode", "sample", "other")}
+            out["steps"] = steps
+        return out
 
     def single(self, server, tag: str) -> dict:
         r, = self.streams(server, [self.body(server.model, f"{tag} {self.prompt_100}", 256)])
@@ -289,6 +311,15 @@ def table(report: dict) -> str:
         med("a3s-power", "ttft_after_burst_ms"))
     mem = report["gpu_memory_mib"]
     row("GPU memory, MiB", mem["llama-server"], mem["a3s-power"])
+    lines.append("")
+    lines.append("| streams | a3s-power engine step: decode ms | sample ms | other ms | steps |")
+    lines.append("|---|---|---|---|---|")
+    for n in levels:
+        steps = [row[f"c{n}"] for row in runs["a3s-power"] if "step_ms" in row[f"c{n}"]]
+        if steps:
+            ms = {k: statistics.median(r["step_ms"][k] for r in steps) for k in ("decode", "sample", "other")}
+            lines.append(f"| {n} | {ms['decode']:.2f} | {ms['sample']:.2f} | {ms['other']:.2f} | "
+                         f"{statistics.median(r['steps'] for r in steps):.0f} |")
     ceiling = report["batched_bench_tg_tps"]
     lines.append("")
     lines.append("| streams | llama-batched-bench tok/s | llama-server share | a3s-power share |")

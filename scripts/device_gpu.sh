@@ -105,7 +105,7 @@ build_standalone() {
   stage "waiting for the models"
   wait
   cat "$WORK/models.log"; [ "$(cat "$WORK/models.rc")" = 0 ]
-  for name in 1b 8b; do
+  for name in ${BENCH_MODELS:-1b 8b}; do
     if [ ! -f "$WORK/llama-$name-q4_K_M.gguf" ]; then
       $PY -c "from a3s_power.core import _core; _core.quantize('$WORK/llama-$name-f16.gguf', '$WORK/q.tmp', 'q4_K_M', $JOBS)"
       mv "$WORK/q.tmp" "$WORK/llama-$name-q4_K_M.gguf" && rm -f "$WORK/llama-$name-f16.gguf"
@@ -127,7 +127,7 @@ gpu_tests() {  # $1: the a3s_power on PYTHONPATH (standalone build) or "installe
 
 bench() {
   export PYTHONPATH="$WORK/py:$WORK/site"
-  for name in 1b 8b; do
+  for name in ${BENCH_MODELS:-1b 8b}; do
     stage "HTTP benchmark, $name"
     PYTHONUNBUFFERED=1 $PY "$REPO/benchmarks/gpu_http_bench.py" --model "$WORK/llama-$name-q4_K_M.gguf" \
       --bin "$WORK/build/bin" --json "$WORK/bench-$name.json" ${BENCH_ARGS:-} 2>&1 | tee "$WORK/bench-$name.md"
@@ -181,7 +181,7 @@ pipeline() {
   set +e  # a failing test or benchmark must not stop the stages after it
   gpu_tests standalone
   bench
-  readme_path || echo "STAGE FAILED: readme path"
+  [ -n "${SKIP_README:-}" ] || readme_path || echo "STAGE FAILED: readme path"
   stage "all done"
 }
 
