@@ -30,9 +30,10 @@ def deepseekocr_pair(n_embd: int = 64, n_head: int = 4, n_ff: int = 96, n_expert
                      neck: int = 16, clip_embd: int = 32, clip_head: int = 2, clip_layer: int = 2, clip_ff: int = 64,
                      seed: int = 0) -> tuple[Upstream, TinyModel]:
     """Two language layers (a dense one, then a MoE one with shared experts), a SAM encoder of
-    ``sam_layer`` blocks (windowed, but 2, 5, 8, 11 attend globally; mtmd needs one global block), a CLIP encoder whose input
-    is SAM's output (``clip_embd`` channels after the two stride-2 convolutions) and the linear
-    projector from CLIP and SAM features side by side to ``n_embd``."""
+    ``sam_layer`` blocks (windowed, but blocks 2, 5, 8, 11 attend globally and mtmd needs one
+    global block), a CLIP encoder whose input is SAM's output (``clip_embd`` channels after the two
+    stride-2 convolutions) and the linear projector from CLIP and SAM features side by side to
+    ``n_embd``."""
     w = Weights(seed)
 
     # --- the language model, as llama.cpp's converter writes it --------------------------------
