@@ -4,3 +4,4 @@ from . import gptoss, lfm2  # noqa: F401
 from . import deepseekocr, nemotron_h_moe  # noqa: F401
 from . import gemma3  # noqa: F401
 from . import mistral3  # noqa: F401
+from . import qwen35  # noqa: F401
