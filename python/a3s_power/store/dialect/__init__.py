@@ -184,5 +184,5 @@ def remove_for(store_root: Path, digest: str) -> None:
 
 
 def _load_handlers() -> None:
-    if not _DIALECTS:
-        from . import families  # noqa: F401 - registers every architecture
+    # always: a family module imported on its own (a test's fixture) must not stand for all of them
+    from . import families  # noqa: F401 - registers every architecture (once: modules are cached)
