@@ -327,6 +327,26 @@ def write_tiny_hf(folder: Path, family: str, *, seed: int = 0) -> Path:
     return folder
 
 
+def rewrite_as_bf16(path: Path) -> None:
+    """Rewrites a SafeTensors file's float tensors as bfloat16 (truncated), as many checkpoints ship;
+    written by hand, since numpy (and so safetensors' numpy API) has no bfloat16."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    header, blobs, offset = {}, [], 0
+    for name, array in tensors.items():
+        if array.dtype.kind == "f":
+            data, dtype = (np.ascontiguousarray(array, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes(), "BF16"
+        else:
+            data, dtype = array.tobytes(), {np.dtype(np.int64): "I64"}[array.dtype]
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
 def _bert_weights(rng, cfg: dict) -> dict[str, np.ndarray]:
     e, f = cfg["hidden_size"], cfg["intermediate_size"]
 

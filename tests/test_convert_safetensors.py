@@ -19,8 +19,8 @@ from a3s_power.core import _core
 from a3s_power.store.convert import ConvertError, convert_model, model_files
 from a3s_power.store.gguf import read_gguf
 from tests.conftest import THREADS, generate, greedy
-from tests.hf_models import (FAMILIES, bert_embedding, llama_logits, minilm_cached, minilm_dir, wordpiece,
-                             write_tiny_hf)
+from tests.hf_models import (FAMILIES, bert_embedding, llama_logits, minilm_cached, minilm_dir, rewrite_as_bf16,
+                             wordpiece, write_tiny_hf)
 
 
 def _expected_tensors(family: str, n_layer: int = 2) -> set[str]:
@@ -116,6 +116,27 @@ def test_gemma3_norms_get_one_added(tmp_path):
                                weights["model.layers.1.post_feedforward_layernorm.weight"] + 1, rtol=1e-6)
     np.testing.assert_allclose(got["blk.0.attn_q.weight"].astype(np.float32),
                                weights["model.layers.0.self_attn.q_proj.weight"], atol=2e-3)
+
+
+def test_a_bf16_checkpoint_stays_bf16(tmp_path, make_engine):
+    from gguf import GGUFReader
+
+    folder = write_tiny_hf(tmp_path / "q", "qwen2")
+    before = load_file(str(folder / "model.safetensors"))
+    rewrite_as_bf16(folder / "model.safetensors")
+    result = convert_model(folder, tmp_path / "q.gguf")
+    assert result.file_type == "BF16" and read_gguf(tmp_path / "q.gguf").file_type == "BF16"
+    got = {t.name: t for t in GGUFReader(str(tmp_path / "q.gguf")).tensors}
+    assert got["blk.0.attn_q.weight"].tensor_type.name == "BF16" and got["blk.0.attn_q.bias"].tensor_type.name == "F32"
+    bits = np.array(got["blk.0.attn_v.weight"].data).view(np.uint16).reshape(-1)
+    truncated = (before["model.layers.0.self_attn.v_proj.weight"].view(np.uint32) >> 16).astype(np.uint16).reshape(-1)
+    assert np.array_equal(bits, truncated)  # bfloat16 in, the same bits out
+    model = _core.Model(str(tmp_path / "q.gguf"))
+    try:
+        out = generate(make_engine(model), model.tokenize("hello"), greedy(), num_predict=4)
+        assert out.error == "" and len(out.tokens) == 4
+    finally:
+        model.close()
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral"])

@@ -37,19 +37,22 @@ class SourceTensor:
     def rows(self) -> int:
         return self.shape[0] if self.shape else 1
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) along the first axis, as float32 (integers as they are)."""
+    def read_rows(self, start: int, stop: int, native: bool = False) -> np.ndarray:
+        """Rows [start, stop) along the first axis, as float32 (integers as they are); with ``native``
+        as stored (bfloat16 as its uint16 bits)."""
         if self.dtype == "BF16":
             row = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
             mm = np.memmap(self.file, dtype=np.uint16, mode="r", offset=self.offset + 2 * start * row,
                            shape=((stop - start) * row,))
-            out = (mm.astype(np.uint32) << 16).view(np.float32)
+            out = np.array(mm) if native else (mm.astype(np.uint32) << 16).view(np.float32)
             return out.reshape((stop - start, *self.shape[1:]) if self.shape else ())
         from safetensors import safe_open
 
         with safe_open(str(self.file), framework="np") as f:
             data = f.get_tensor(self.name) if not self.shape else f.get_slice(self.name)[start:stop]
         data = np.asarray(data)
+        if native:
+            return data
         return data.astype(np.float32) if data.dtype.kind == "f" and data.dtype != np.float32 else data
 
     def read(self) -> np.ndarray:

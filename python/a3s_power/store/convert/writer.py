@@ -15,6 +15,7 @@ from .errors import ConvertCancelled
 from .families import BF16, F16, F32, OutTensor
 
 SLICE_ELEMENTS = 16 << 20  # float32 elements per slice
+_STORED = {"F32": F32, "F16": F16, "BF16": BF16}  # checkpoint dtypes written as they are when nothing changes
 
 
 def to_bf16(a: np.ndarray) -> np.ndarray:
@@ -62,6 +63,7 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[OutTensor], *,
         for t in tensors:
             writer.write_padding(fout, fout.tell())
             written = 0
+            as_stored = False
             for start, stop in _slices(t):
                 if cancel is not None and cancel.is_set():
                     raise ConvertCancelled()
@@ -69,10 +71,11 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[OutTensor], *,
                     rows = t.data[start:stop] if t.data.ndim else t.data
                 else:
                     assert t.source is not None
-                    rows = t.source.read_rows(start, stop) if t.source.shape else t.source.read()
+                    as_stored = t.fix is None and bool(t.source.shape) and _STORED.get(t.source.dtype) == t.qtype
+                    rows = t.source.read_rows(start, stop, native=as_stored) if t.source.shape else t.source.read()
                 if t.fix is not None:
                     rows = t.fix(np.asarray(rows, dtype=np.float32), start)
-                data = _encode(rows, t.qtype)
+                data = rows if t.data is None and as_stored else _encode(rows, t.qtype)
                 data.tofile(fout)
                 written += data.nbytes
                 done += data.nbytes
