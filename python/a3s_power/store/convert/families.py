@@ -312,6 +312,9 @@ def out_type(name: str, shape: tuple[int, ...], source: SourceTensor) -> gguf.GG
 
 
 def plan_tensors(fam: Family, cfg: dict, sources: dict[str, SourceTensor], n_vocab: int) -> list[OutTensor]:
+    if quant := cfg.get("quantization_config"):
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        raise ConvertError(f"the checkpoint is quantized ({method}): only F32, F16 and BF16 weights can be converted")
     n_layer = int(_need(cfg, "num_hidden_layers", "n_layer", "num_layers"))
     names = gguf.get_tensor_name_map(fam.arch, n_layer)
     n_head = int(_get(cfg, "num_attention_heads", default=1))
