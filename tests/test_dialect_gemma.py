@@ -19,7 +19,7 @@ from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
 
 from tests.conftest import collect, context_params, greedy
-from tests.dialect_models_gemma import gemma3_models, gemma3_pair
+from tests.dialect_models_gemma import GEMMA4_VISIBLE, gemma3_models, gemma3_pair, gemma4_models, gemma4_pair
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
 from tests.test_dialect import greedy_tokens, sha256, translate
@@ -159,3 +159,82 @@ def test_gemma3_blob_pulled_over_http_shows_vision_and_answers_with_an_image(tmp
         # 16 image embeddings and mtmd's <start_of_image>/<end_of_image> text went into the prompt
         assert with_image["prompt_eval_count"] >= without["prompt_eval_count"] + 16
         assert list((tmp_path / "home").rglob("projector.gguf"))  # the derived projector is what ran
+
+
+# --- gemma4 ----------------------------------------------------------------------------------------
+
+GEMMA4_VARIANTS = {"dense+ple": dict(), "moe": dict(moe=True, ple=False),
+                   "moe, older expert scale": dict(moe=True, ple=False, old_expert_scale=True)}
+GEMMA4_CHAT = "<|turn>user\n{marker}the cat sat on the mat<turn|>\n<|turn>model\n"
+
+
+@pytest.mark.parametrize("variant", sorted(GEMMA4_VARIANTS))
+def test_gemma4_text_gives_the_same_greedy_tokens(tmp_path, variant):
+    upstream, ollama = gemma4_pair(**GEMMA4_VARIANTS[variant])
+    ref = upstream.write(tmp_path / "upstream.gguf")
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    assert dialect.detect(_header(ref)) is None
+    with pytest.raises(Exception):  # the embedded vision and audio tensors are not the text model's
+        greedy_tokens(blob)
+    translation = dialect.detect(_header(blob))
+    assert translation is not None and translation.has_projector
+    before = sha256(blob)
+    files = translate(blob, tmp_path / "store")
+    assert sha256(blob) == before
+    expected = greedy_tokens(ref)
+    assert len(expected) > 0
+    assert greedy_tokens(files["model"]) == expected
+    text = read_gguf(files["model"])
+    assert text.metadata["tokenizer.ggml.model"] == "gemma4"
+    types = dict(zip(text.metadata["tokenizer.ggml.tokens"], text.metadata["tokenizer.ggml.token_type"]))
+    assert all(types[token] == 4 for token in GEMMA4_VISIBLE)  # user-defined: the reply parser sees them
+    assert not any(t.name.startswith(("a.", "v.", "mm.")) for t in text.tensors)
+
+
+def test_gemma4_tokenizer_reads_turn_tokens_whole(tmp_path):
+    """As SentencePiece (Ollama's name) the turn markers would come apart; as ``gemma4`` they are one token."""
+    upstream, ollama = gemma4_pair()
+    files = translate(ollama.write(tmp_path / "ollama.gguf"), tmp_path / "store")
+    for path in (upstream.write(tmp_path / "upstream.gguf"), files["model"]):
+        params = _core.ModelParams()
+        params.n_gpu_layers = 0
+        model = _core.Model(str(path), params)
+        try:
+            ids = model.tokenize("<|turn>user\nthe cat<turn|>", False, True)
+        finally:
+            model.close()
+        tokens = upstream.kv["tokenizer.ggml.tokens"][0]
+        assert ids[0] == tokens.index("<|turn>") and ids[-1] == tokens.index("<turn|>")
+
+
+def test_gemma4_projector_gives_the_same_tokens_for_an_image(tmp_path):
+    text, mmproj, ollama = gemma4_models()
+    ref = text.write(tmp_path / "upstream.gguf")
+    ref_proj = mmproj.write(tmp_path / "mmproj.gguf")
+    files = translate(ollama.write(tmp_path / "ollama.gguf"), tmp_path / "store")
+    proj = read_gguf(files["projector"])
+    assert proj.metadata["clip.vision.projector_type"] == "gemma4v"
+    assert "clip.has_audio_encoder" not in proj.metadata  # the audio tower is dropped
+    assert {t.name for t in proj.tensors} == set(mmproj.tensors)  # clamp ranges unpacked, one scalar each
+    assert proj.metadata["clip.vision.image_mean"] == [0.0, 0.0, 0.0]
+
+    image = bmp_image(40, 24)
+    expected, prompt = image_greedy_tokens(ref, ref_proj, image, GEMMA4_CHAT)
+    assert prompt.n_images == 1 and prompt.image_tokens[0] >= 70  # gemma4v's least tokens per image
+    assert len(expected) > 0
+    got, _ = image_greedy_tokens(files["model"], files["projector"], image, GEMMA4_CHAT)
+    assert got == expected
+    other, _ = image_greedy_tokens(files["model"], files["projector"], bmp_image(40, 24, seed=1), GEMMA4_CHAT)
+    assert other != expected
+
+
+def test_gemma4_clamp_ranges_reach_the_projector(tmp_path):
+    """Without its clamp ranges the translated projector answers differently: they are not decoration."""
+    text, mmproj, ollama = gemma4_models()
+    ref = text.write(tmp_path / "upstream.gguf")
+    unclamped = mmproj.copy()
+    unclamped.tensors = {n: x for n, x in mmproj.tensors.items() if not n.endswith(("_min", "_max"))}
+    image = bmp_image(40, 24)
+    clamped_tokens, _ = image_greedy_tokens(ref, mmproj.write(tmp_path / "mmproj.gguf"), image, GEMMA4_CHAT)
+    free_tokens, _ = image_greedy_tokens(ref, unclamped.write(tmp_path / "free.gguf"), image, GEMMA4_CHAT)
+    assert clamped_tokens != free_tokens
