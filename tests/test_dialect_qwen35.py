@@ -51,6 +51,9 @@ def test_llama_cpp_refuses_the_blob_and_the_translation_gives_the_same_tokens(tm
     expected = greedy_tokens(ref)
     assert len(expected) > 0
     assert greedy_tokens(out["model"]) == expected
+    # Every key llama.cpp's converter writes is there with its value (tokens alone may not notice one).
+    theirs, ours = read_gguf(ref).metadata, read_gguf(out["model"]).metadata
+    assert {k: ours.get(k) for k in theirs if k != "general.name"} == {k: v for k, v in theirs.items() if k != "general.name"}
 
 
 def test_projector_translation_matches_the_mmproj(tmp_path):
