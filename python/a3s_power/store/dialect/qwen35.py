@@ -57,7 +57,9 @@ def _text(plan: Plan) -> None:
             plan.set_array(a + "attention.recurrent_layers", BOOL, [n == 0 for n in kv_heads])
         plan.collapse_to_max(a + "attention.head_count_kv")
     sections = plan.get(a + "rope.dimension_sections")
-    if isinstance(sections, list) and len(sections) < 4:
+    if sections is None:  # llama.cpp requires them; its converter writes Qwen 3.5's default then
+        plan.set_array(a + "rope.dimension_sections", INT32, [11, 11, 10, 0])
+    elif isinstance(sections, list) and len(sections) < 4:
         item = plan.kv[a + "rope.dimension_sections"].item_type or INT32
         plan.set_array(a + "rope.dimension_sections", item, list(sections) + [0] * (4 - len(sections)))
     plan.rename_regex(r"\.ssm_dt$", ".ssm_dt.bias")
