@@ -336,3 +336,40 @@ def gemma4_pair(**kw) -> tuple[TinyModel, TinyModel]:
     """(llama.cpp's text model, Ollama's blob)."""
     text, _, blob = gemma4_models(**kw)
     return text, blob
+
+
+# --- embeddinggemma --------------------------------------------------------------------------------
+
+def embeddinggemma_pair(n_embd: int = 64, n_layer: int = 6, n_head: int = 4, n_head_kv: int = 2, head_dim: int = 16,
+                        n_ff: int = 128, n_dense: int = 96, seed: int = 0) -> tuple[TinyModel, TinyModel]:
+    """EmbeddingGemma as llama.cpp writes it (``gemma-embedding``, ``dense_2`` / ``dense_3`` and
+    their sizes) and as Ollama's older blobs have it: ``gemma3`` with ``dense.0`` / ``dense.1``,
+    the final norm called ``norm``, a causal flag and a layer pattern, and no SWA RoPE base."""
+    text, _, _ = gemma3_models(vision=False, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
+                               head_dim=head_dim, n_ff=n_ff, seed=seed)
+    w = Weights(seed + 1)
+    m = text.copy()
+    m.arch = "gemma-embedding"
+    m.rename_keys("gemma3.", "gemma-embedding.")
+    e = "gemma-embedding."
+    m.set("general.architecture", "gemma-embedding", GT.STRING)
+    m.set(e + "rope.freq_base", 1_000_000.0, GT.FLOAT32)
+    m.set(e + "rope.freq_base_swa", 10_000.0, GT.FLOAT32)
+    m.set(e + "pooling_type", 1, GT.UINT32)  # mean
+    for key, value in (("dense_2_feat_in", n_embd), ("dense_2_feat_out", n_dense), ("dense_3_feat_in", n_dense),
+                       ("dense_3_feat_out", n_embd)):
+        m.set(e + key, value, GT.UINT32)
+    m.tensors["dense_2.weight"] = w(n_dense, n_embd)
+    m.tensors["dense_3.weight"] = w(n_embd, n_dense)
+
+    d = m.copy()
+    d.arch = "gemma3"
+    d.rename_keys(e, "gemma3.")
+    d.set("general.architecture", "gemma3", GT.STRING)
+    for key in ("dense_2_feat_in", "dense_2_feat_out", "dense_3_feat_in", "dense_3_feat_out", "rope.freq_base_swa"):
+        del d.kv["gemma3." + key]
+    d.set("gemma3.attention.causal", False, GT.BOOL)
+    d.set("gemma3.attention.sliding_window_pattern", [False] * n_layer, GT.ARRAY, GT.BOOL)
+    names = {"dense_2.weight": "dense.0.weight", "dense_3.weight": "dense.1.weight", "output_norm.weight": "norm.weight"}
+    d.rename_tensors(lambda n: names.get(n, n))
+    return m, d

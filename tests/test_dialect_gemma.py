@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -19,7 +20,8 @@ from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
 
 from tests.conftest import collect, context_params, greedy
-from tests.dialect_models_gemma import GEMMA4_VISIBLE, gemma3_models, gemma3_pair, gemma4_models, gemma4_pair
+from tests.dialect_models_gemma import (GEMMA4_VISIBLE, embeddinggemma_pair, gemma3_models, gemma3_pair, gemma4_models,
+                                        gemma4_pair)
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
 from tests.test_dialect import greedy_tokens, sha256, translate
@@ -159,6 +161,39 @@ def test_gemma3_blob_pulled_over_http_shows_vision_and_answers_with_an_image(tmp
         # 16 image embeddings and mtmd's <start_of_image>/<end_of_image> text went into the prompt
         assert with_image["prompt_eval_count"] >= without["prompt_eval_count"] + 16
         assert list((tmp_path / "home").rglob("projector.gguf"))  # the derived projector is what ran
+
+
+def embeddings(path: Path, texts: list[str]) -> np.ndarray:
+    params = _core.ModelParams()
+    params.n_gpu_layers = 0
+    model = _core.Model(str(path), params)
+    try:
+        engine = _core.Engine(model, context_params(n_ctx=256, embeddings=True))
+        try:
+            ids = [engine.submit_embedding(model.tokenize(t, True, True), True) for t in texts]
+            done = collect(engine, ids)
+            return np.array([done[i].embedding for i in ids])
+        finally:
+            engine.close()
+    finally:
+        model.close()
+
+
+def test_embeddinggemma_gives_the_same_embeddings(tmp_path):
+    upstream, ollama = embeddinggemma_pair()
+    ref = upstream.write(tmp_path / "upstream.gguf")
+    blob = ollama.write(tmp_path / "ollama.gguf")
+    assert dialect.detect(_header(ref)) is None
+    with pytest.raises(Exception):  # dense.0/dense.1 and norm are no gemma3 tensors
+        greedy_tokens(blob)
+    translation = dialect.detect(_header(blob))
+    assert translation is not None and not translation.has_projector
+    files = translate(blob, tmp_path / "store")
+    assert read_gguf(files["model"]).metadata["general.architecture"] == "gemma-embedding"
+    texts = ["the cat sat on the mat", "then"]
+    expected = embeddings(ref, texts)
+    assert expected.shape == (2, 64) and not np.allclose(expected[0], expected[1])
+    np.testing.assert_allclose(embeddings(files["model"], texts), expected, atol=1e-5)
 
 
 # --- gemma4 ----------------------------------------------------------------------------------------
