@@ -312,3 +312,54 @@ def test_errors_name_what_cannot_be_converted(tmp_path):
     (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(ConvertError, match="not a SafeTensors file"):
         convert_model(folder, tmp_path / "x.gguf")
+
+
+def test_a_cancelled_conversion_leaves_nothing_behind(tmp_path):
+    """A client that goes away mid-conversion: the worker stops at its next slice, and neither the
+    temporary file nor a blob stays."""
+    import asyncio
+
+    from a3s_power.config import Config
+    from a3s_power.store import ModelStore
+    from a3s_power.store.create import prepare_create, run_create
+
+    folder = write_tiny_hf(tmp_path / "m", "llama")
+    weights = load_file(str(folder / "model.safetensors"))
+    rng = np.random.default_rng(1)
+    for i in range(24):  # enough tensors that the conversion is still going after its first line
+        weights[f"model.layers.0.extra{i}"] = rng.standard_normal((2048, 512)).astype(np.float32)
+    from a3s_power.store.convert import families
+
+    store = ModelStore.from_config(Config(home=tmp_path / "home"))
+    store.root.mkdir(parents=True, exist_ok=True)
+
+    async def go():
+        plan = prepare_create(store, {"model": "x", "from": str(folder)})
+        lines = run_create(store, plan, progress_interval_s=0.01)
+        first = await lines.__anext__()
+        await lines.aclose()
+        return first
+
+    from safetensors.numpy import save_file
+
+    save_file(weights, str(folder / "model.safetensors"))
+    # The extra tensors have no GGUF name; let them through as copies of a known one for this test.
+    original = families.plan_tensors
+
+    def plan(fam, cfg, sources, n_vocab):
+        known = {k: v for k, v in sources.items() if ".extra" not in k}
+        out = original(fam, cfg, known, n_vocab)
+        for name, src in sources.items():
+            if ".extra" in name:
+                out.append(families.OutTensor(f"extra.{name}", src.shape, families.F16, src))
+        return out
+
+    import a3s_power.store.convert as convert_pkg
+
+    convert_pkg.plan_tensors, saved = plan, convert_pkg.plan_tensors
+    try:
+        assert asyncio.run(go()) == {"status": "converting model"}
+    finally:
+        convert_pkg.plan_tensors = saved
+    assert store.blobs.digests() == [] and not [p for p in store.blobs.dir.iterdir() if p.is_file()
+                                                and not p.name.endswith(".lock")]

@@ -8,6 +8,7 @@ request), writes the config and, last, the manifest. Layers of the base model ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -338,10 +339,11 @@ async def _create_layers(store: ModelStore, plan: CreatePlan, progress_interval_
                    + [d for _, d in plan.convert_files] + plan.adapters) as pin:
         layers = list(plan.base_layers)
         if plan.convert_dir is not None or plan.convert_files:
-            async for item in _convert_layer(store, pin, plan, progress_interval_s):
-                if isinstance(item, Layer):
-                    converted = item
-                yield item
+            async with contextlib.aclosing(_convert_layer(store, pin, plan, progress_interval_s)) as items:
+                async for item in items:  # closed at once if the client goes: the worker stops
+                    if isinstance(item, Layer):
+                        converted = item
+                    yield item
             layers = [converted]
         if plan.files:
             yield _status("parsing GGUF")

@@ -55,6 +55,8 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[OutTensor], *,
         writer.add_tensor_info(t.name, t.shape, np.dtype(np_types[t.qtype]), t.nbytes, raw_dtype=t.qtype)
     total = sum(t.nbytes for t in tensors)
     done = 0
+    if cancel is not None and cancel.is_set():
+        raise ConvertCancelled()
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -85,5 +87,8 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[OutTensor], *,
                 raise ValueError(f"{t.name}: wrote {written} bytes, expected {t.nbytes}")
             writer.write_padding(fout, t.nbytes)
         fout.flush()
-    finally:
+    except BaseException:
         writer.close()
+        path.unlink(missing_ok=True)  # a partial file is of no use to anyone
+        raise
+    writer.close()
