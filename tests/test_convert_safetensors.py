@@ -363,3 +363,16 @@ def test_a_cancelled_conversion_leaves_nothing_behind(tmp_path):
         convert_pkg.plan_tensors = saved
     assert store.blobs.digests() == [] and not [p for p in store.blobs.dir.iterdir() if p.is_file()
                                                 and not p.name.endswith(".lock")]
+
+
+def test_only_a_client_on_this_machine_names_a_folder_of_it(tmp_path):
+    from a3s_power.config import Config
+    from a3s_power.store import ModelStore
+    from a3s_power.store.create import CreateError, prepare_create
+
+    folder = write_tiny_hf(tmp_path / "m", "bert")
+    store = ModelStore.from_config(Config(home=tmp_path / "home"))
+    assert prepare_create(store, {"model": "x", "from": str(folder)}).convert_dir == folder
+    with pytest.raises(CreateError, match="upload its files instead") as err:
+        prepare_create(store, {"model": "x", "from": str(folder)}, allow_folders=False)
+    assert err.value.status == 403

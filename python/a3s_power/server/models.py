@@ -26,6 +26,7 @@ from ..registry.settings import TransferSettings
 from ..store import digests
 from ..store.blobs import DigestMismatch
 from ..store.create import CreateError, prepare_create, run_create
+from .serve import is_loopback
 from ..store.manifest import InvalidManifest
 from ..store.names import ModelName
 from ..store.show import show_model
@@ -178,8 +179,8 @@ async def push(request: web.Request) -> web.StreamResponse:
 async def create(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     store = _store(request)
-    try:
-        plan = prepare_create(store, body)
+    try:  # ``from`` may name a folder of this machine only for a client on this machine
+        plan = prepare_create(store, body, allow_folders=is_loopback(request.remote or ""))
     except CreateError as exc:
         raise ApiError(exc.status, str(exc)) from None
 

@@ -78,7 +78,9 @@ def _blob_digest(store: ModelStore, digest: Any, filename: str) -> str:
     return d
 
 
-def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
+def prepare_create(store: ModelStore, body: dict[str, Any], *, allow_folders: bool = True) -> CreatePlan:
+    """``allow_folders``: ``from`` may name a model folder of this machine (the server gives it only to
+    clients on this machine: others upload the folder's files as blobs)."""
     raw_name = body.get("model") or body.get("name")
     if not raw_name:
         raise CreateError("model is required")
@@ -120,6 +122,9 @@ def prepare_create(store: ModelStore, body: dict[str, Any]) -> CreatePlan:
         if not isinstance(source, str):
             raise CreateError("'from' must be a model name")
         if (folder := _local_folder(source)) is not None:
+            if not allow_folders:
+                raise CreateError("a model folder on the server's machine may be named only by a client on that "
+                                  "machine; upload its files instead", 403)
             _check_convertible(folder / "config.json")
             plan.convert_dir = folder
             source = None
