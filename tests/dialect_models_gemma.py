@@ -38,7 +38,7 @@ def _ollama_vision_name(name: str) -> str:
 def gemma3_models(vision: bool = True, nested_rope: bool = False, n_embd: int = 64, n_layer: int = 6,
                   n_head: int = 4, n_head_kv: int = 2, head_dim: int = 16, n_ff: int = 128, sliding_window: int = 8,
                   v_embd: int = 32, v_layer: int = 2, v_head: int = 2, v_ff: int = 64, image_size: int = 32,
-                  patch_size: int = 4, tokens_per_image: int = 16,
+                  patch_size: int = 4, tokens_per_image: int = 16, padded_rows: int = 0,
                   seed: int = 0) -> tuple[TinyModel, TinyModel | None, TinyModel]:
     """(llama.cpp's text model, llama.cpp's mmproj or None, Ollama's blob), same weights.
 
@@ -84,6 +84,8 @@ def gemma3_models(vision: bool = True, nested_rope: bool = False, n_embd: int = 
         t[b + "post_ffw_norm.weight"] = 4 * w.norm(n_embd)
 
     d = m.copy()
+    if padded_rows:  # an embedding with rows past the vocabulary, as Hugging Face pads it
+        d.tensors["token_embd.weight"] = np.concatenate([t["token_embd.weight"], w(padded_rows, n_embd, scale=0.25)])
     if not vision:
         d.kv = {(a + "rope.global.freq_base" if k == a + "rope.freq_base" else
                  a + "rope.local.freq_base" if k == a + "rope.freq_base_swa" else k): v for k, v in d.kv.items()}

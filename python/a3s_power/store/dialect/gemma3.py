@@ -10,7 +10,8 @@ What differs from llama.cpp's converter:
   global base on the sliding-window layers without the SWA base;
 * the tokenizer keeps the multimodal tokens past the embedding's last row (``<image_soft_token>``),
   so the vocabulary is longer than ``token_embd`` and llama.cpp refuses the shape; those tokens are
-  never typed (images enter as embeddings), so the arrays are cut to the embedding's rows;
+  never typed (images enter as embeddings), so the arrays are cut to the embedding's rows (and an
+  embedding longer than the vocabulary is cut to it);
 * some files carry no chat template;
 * the vision tower keeps Hugging Face's names (``patch_embedding``, ``layer_norm1``, ``mlp.fc1``,
   ``post_layernorm``, ``mm.mm_input_projection``...) and its sizes under ``gemma3.vision.*``, and
@@ -84,6 +85,11 @@ def _text(plan: Plan) -> None:
     if embd is not None:
         for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
             plan.truncate_array(key, embd.shape[1])
+        # the other way round (Hugging Face's padded embedding, more rows than tokens): the rows past
+        # the vocabulary are never looked up, and the first rows are a prefix of the tensor's bytes
+        n_tokens = len(plan.get("tokenizer.ggml.tokens") or [])
+        if embd.compute is None and 0 < n_tokens < embd.shape[1]:
+            embd.shape[1] = n_tokens
     plan.drop_prefix("v.", "mm.")
 
 
