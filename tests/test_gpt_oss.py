@@ -17,7 +17,8 @@ import requests
 from a3s_power.prompt.harmony import MARKERS
 from tests.gpt_oss_templates import OLLAMA
 from tests.model_server import ServerThread
-from tests.tiny_gptoss import THINK_THEN_ANSWER, THINK_THEN_CALL, write_tiny_gptoss
+from tests.registry_server import FakeRegistry
+from tests.tiny_gptoss import THINK_THEN_ANSWER, THINK_THEN_CALL, as_ollama_dialect, tiny_gptoss, write_tiny_gptoss
 
 THOUGHT, ANSWER = "Let me think about France.", "Paris is the capital of France."
 CALL_THOUGHT = "Need the weather."
@@ -270,3 +271,41 @@ def test_anthropic_thinking_and_tool_use(server, model):
     assert (final.content[1].name, final.content[1].input) == ("get_weather", {"city": "Paris"})
     body = {"model": model, "max_tokens": 64, "messages": QUESTION, "tools": [anthropic_tool()], "stream": True}
     post(server, "/v1/messages", body)
+
+
+# --- pulled from a registry, in Ollama's own GGUF dialect
+
+
+def test_pulled_in_ollamas_dialect_thinks_and_calls_in_every_api(server, tmp_path):
+    """As Ollama's library serves gpt-oss: the blob in Ollama's ``gptoss`` dialect with the Go
+    TEMPLATE layer beside it; pulled, translated (store/dialect), and read as harmony."""
+    blob = as_ollama_dialect(tiny_gptoss(THINK_THEN_CALL, CALL_THOUGHT)).write(tmp_path / "blob.gguf").read_bytes()
+    with FakeRegistry() as reg:
+        reg.add_model("library/gpt-oss", "tiny", [("application/vnd.ollama.image.model", blob),
+                                                  ("application/vnd.ollama.image.template", OLLAMA.encode())])
+        name = f"{reg.host}/library/gpt-oss:tiny"
+        r = requests.post(server.url + "/api/pull", json={"model": name, "insecure": True, "stream": False})
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    shown = requests.post(server.url + "/api/show", json={"model": name}).json()
+    assert {"completion", "tools", "thinking"} <= set(shown["capabilities"])
+
+    body = {"model": name, "messages": QUESTION, "tools": [WEATHER], "stream": False}
+    message = post(server, "/api/chat", body).json()["message"]
+    assert message["thinking"] == CALL_THOUGHT and message["content"] == ""
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]] == \
+        [("get_weather", {"city": "Paris"})]
+    chunks = ndjson(post(server, "/api/chat", {**body, "stream": True}))
+    assert [c["function"]["name"] for chunk in chunks for c in chunk["message"].get("tool_calls", [])] == \
+        ["get_weather"]
+
+    completion = openai.OpenAI(base_url=server.url + "/v1", api_key="unused").chat.completions.create(
+        model=name, messages=QUESTION, tools=[WEATHER])
+    message = completion.choices[0].message
+    assert message.model_extra["reasoning"] == CALL_THOUGHT
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == \
+        [("get_weather", {"city": "Paris"})]
+
+    reply = anthropic.Anthropic(base_url=server.url, api_key="unused").messages.create(
+        model=name, max_tokens=64, messages=QUESTION, tools=[anthropic_tool()])
+    assert [b.type for b in reply.content] == ["thinking", "tool_use"]
+    assert reply.content[0].thinking == CALL_THOUGHT and reply.content[1].input == {"city": "Paris"}

@@ -22,6 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tests.dialect_models import GT, TinyModel
 from tests.gpt_oss_templates import JINJA
 from tests.tiny_models import _byte_symbols
 
@@ -45,8 +46,7 @@ def _encode(word: str) -> str:
     return "".join(table[b] for b in word.encode("utf-8"))
 
 
-def write_tiny_gptoss(path: Path, answer: list[str], flag: str | None = None, *,
-                      chat_template: str | None = JINJA) -> Path:
+def tiny_gptoss(answer: list[str], flag: str | None = None, *, chat_template: str | None = JINJA) -> TinyModel:
     """A gpt-oss that answers any chat prompt with ``answer`` (token texts; special tokens by
     name). ``flag`` is a token of the answer that occurs once: tokens repeated with different
     successors take the one before the flag until it is written and the other after."""
@@ -104,64 +104,73 @@ def write_tiny_gptoss(path: Path, answer: list[str], flag: str | None = None, *,
         w_v[0] = emb[flag_id]
         w_o[:, 0] = f * (2.0 / norm_scale)
 
-    writer = gguf.GGUFWriter(str(path), "gpt-oss")
-    writer.add_name("tiny-crafted-gpt-oss")
-    writer.add_context_length(4096)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(N_FF_EXP)
-    writer.add_head_count(1)
-    writer.add_head_count_kv(1)
-    writer.add_key_length(HEAD_DIM)
-    writer.add_value_length(HEAD_DIM)
-    writer.add_rope_dimension_count(HEAD_DIM)
-    writer.add_rope_freq_base(1e12)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_expert_count(N_EXPERT)
-    writer.add_expert_used_count(1)
-    writer.add_expert_feed_forward_length(N_FF_EXP)
-    writer.add_sliding_window(4096)
-    writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-4o")
-    writer.add_token_list(tokens)
-    writer.add_token_types([int(t) for t in types])
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(ids["<|startoftext|>"])
-    writer.add_eos_token_id(ids["<|return|>"])
-    writer.add_pad_token_id(ids["<|endoftext|>"])
-    writer.add_add_bos_token(False)
+    m = TinyModel("gpt-oss")
+    a = "gpt-oss."
+    m.set("general.architecture", "gpt-oss", GT.STRING)
+    m.set("general.name", "tiny-crafted-gpt-oss", GT.STRING)
+    m.set("general.file_type", int(gguf.LlamaFileType.ALL_F32), GT.UINT32)
+    for key, value in (("context_length", 4096), ("embedding_length", N_EMBD), ("block_count", 1),
+                       ("feed_forward_length", N_FF_EXP), ("expert_feed_forward_length", N_FF_EXP),
+                       ("expert_count", N_EXPERT), ("expert_used_count", 1), ("attention.head_count", 1),
+                       ("attention.head_count_kv", 1), ("attention.key_length", HEAD_DIM),
+                       ("attention.value_length", HEAD_DIM), ("rope.dimension_count", HEAD_DIM),
+                       ("attention.sliding_window", 4096), ("rope.scaling.original_context_length", 4096)):
+        m.set(a + key, value, GT.UINT32)
+    m.set(a + "attention.layer_norm_rms_epsilon", 1e-5, GT.FLOAT32)
+    m.set(a + "rope.freq_base", 1e12, GT.FLOAT32)
+    m.set(a + "rope.scaling.type", "yarn", GT.STRING)  # as gpt-oss's own files have it
+    m.set(a + "rope.scaling.factor", 32.0, GT.FLOAT32)
+    m.set("tokenizer.ggml.model", "gpt2", GT.STRING)
+    m.set("tokenizer.ggml.pre", "gpt-4o", GT.STRING)
+    m.set("tokenizer.ggml.tokens", tokens, GT.ARRAY, GT.STRING)
+    m.set("tokenizer.ggml.token_type", [int(t) for t in types], GT.ARRAY, GT.INT32)
+    m.set("tokenizer.ggml.merges", merges, GT.ARRAY, GT.STRING)
+    m.set("tokenizer.ggml.bos_token_id", ids["<|startoftext|>"], GT.UINT32)
+    m.set("tokenizer.ggml.eos_token_id", ids["<|return|>"], GT.UINT32)
+    m.set("tokenizer.ggml.padding_token_id", ids["<|endoftext|>"], GT.UINT32)
+    m.set("tokenizer.ggml.add_bos_token", False, GT.BOOL)
     if chat_template is not None:
-        writer.add_chat_template(chat_template)
+        m.set("tokenizer.chat_template", chat_template, GT.STRING)
 
     zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-    writer.add_tensor("token_embd.weight", emb)
-    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    writer.add_tensor("output.weight", out)
-    writer.add_tensor("blk.0.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    writer.add_tensor("blk.0.post_attention_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    writer.add_tensor("blk.0.attn_q.weight", zeros(HEAD_DIM, N_EMBD))
-    writer.add_tensor("blk.0.attn_q.bias", q_bias)
-    writer.add_tensor("blk.0.attn_k.weight", w_k)
-    writer.add_tensor("blk.0.attn_k.bias", zeros(HEAD_DIM))
-    writer.add_tensor("blk.0.attn_v.weight", w_v)
-    writer.add_tensor("blk.0.attn_v.bias", zeros(HEAD_DIM))
-    writer.add_tensor("blk.0.attn_output.weight", w_o)
-    writer.add_tensor("blk.0.attn_output.bias", -f)
-    writer.add_tensor("blk.0.attn_sinks.weight", zeros(1))
-    writer.add_tensor("blk.0.ffn_gate_inp.weight", zeros(N_EXPERT, N_EMBD))
-    writer.add_tensor("blk.0.ffn_gate_inp.bias", zeros(N_EXPERT))
-    writer.add_tensor("blk.0.ffn_gate_exps.weight", zeros(N_EXPERT, N_FF_EXP, N_EMBD))
-    writer.add_tensor("blk.0.ffn_gate_exps.bias", zeros(N_EXPERT, N_FF_EXP))
-    writer.add_tensor("blk.0.ffn_up_exps.weight", zeros(N_EXPERT, N_FF_EXP, N_EMBD))
-    writer.add_tensor("blk.0.ffn_up_exps.bias", zeros(N_EXPERT, N_FF_EXP))
+    t = m.tensors
+    t["token_embd.weight"] = emb
+    t["output_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    t["output.weight"] = out
+    t["blk.0.attn_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    t["blk.0.post_attention_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    t["blk.0.attn_q.weight"], t["blk.0.attn_q.bias"] = zeros(HEAD_DIM, N_EMBD), q_bias
+    t["blk.0.attn_k.weight"], t["blk.0.attn_k.bias"] = w_k, zeros(HEAD_DIM)
+    t["blk.0.attn_v.weight"], t["blk.0.attn_v.bias"] = w_v, zeros(HEAD_DIM)
+    t["blk.0.attn_output.weight"], t["blk.0.attn_output.bias"] = w_o, -f
+    t["blk.0.attn_sinks.weight"] = zeros(1)
+    t["blk.0.ffn_gate_inp.weight"], t["blk.0.ffn_gate_inp.bias"] = zeros(N_EXPERT, N_EMBD), zeros(N_EXPERT)
+    t["blk.0.ffn_gate_exps.weight"] = zeros(N_EXPERT, N_FF_EXP, N_EMBD)
+    t["blk.0.ffn_gate_exps.bias"] = zeros(N_EXPERT, N_FF_EXP)
+    t["blk.0.ffn_up_exps.weight"] = zeros(N_EXPERT, N_FF_EXP, N_EMBD)
+    t["blk.0.ffn_up_exps.bias"] = zeros(N_EXPERT, N_FF_EXP)
     # The experts write nothing back: the residual stream stays the embedding and the phase.
-    writer.add_tensor("blk.0.ffn_down_exps.weight", zeros(N_EXPERT, N_EMBD, N_FF_EXP))
-    writer.add_tensor("blk.0.ffn_down_exps.bias", zeros(N_EXPERT, N_EMBD))
+    t["blk.0.ffn_down_exps.weight"] = zeros(N_EXPERT, N_EMBD, N_FF_EXP)
+    t["blk.0.ffn_down_exps.bias"] = zeros(N_EXPERT, N_EMBD)
+    return m
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+
+def as_ollama_dialect(model: TinyModel) -> TinyModel:
+    """The same model as Ollama's converter wrote gpt-oss before v0.30 (the facts
+    store/dialect/gptoss.py undoes): architecture and key prefix ``gptoss``, no per-expert
+    feed-forward length, a generic pre-tokenizer, three tensors named otherwise."""
+    d = model.copy()
+    d.arch = "gptoss"
+    d.rename_keys("gpt-oss.", "gptoss.")
+    d.set("general.architecture", "gptoss", GT.STRING)
+    del d.kv["gptoss.expert_feed_forward_length"]
+    d.set("tokenizer.ggml.pre", "default", GT.STRING)
+    d.rename_tensors(lambda n: n.replace(".attn_output", ".attn_out").replace(".attn_sinks.weight", ".attn_sinks")
+                     .replace(".post_attention_norm", ".ffn_norm"))
+    return d
+
+
+def write_tiny_gptoss(path: Path, answer: list[str], flag: str | None = None, *,
+                      chat_template: str | None = JINJA) -> Path:
+    """:func:`tiny_gptoss` written as llama.cpp writes gpt-oss."""
+    return tiny_gptoss(answer, flag, chat_template=chat_template).write(path)
