@@ -23,12 +23,11 @@ from typing import Any
 
 from .tools import ToolCall
 
-__all__ = ["HarmonyParser", "FunctionNames", "uses_harmony", "MARKERS"]
+__all__ = ["HarmonyParser", "FunctionNames", "uses_harmony", "parse_header", "MARKERS", "DEFAULT_PREFIX"]
 
 START, END, CALL, RETURN = "<|start|>", "<|end|>", "<|call|>", "<|return|>"
 CHANNEL, MESSAGE, CONSTRAIN = "<|channel|>", "<|message|>", "<|constrain|>"
 MARKERS = (START, END, CALL, RETURN, CHANNEL, MESSAGE, CONSTRAIN)
-_ENDS = (END, CALL, RETURN)
 _FAMILIES = ("gpt-oss", "gptoss")
 # Tools gpt-oss was trained with under their own names; they keep them (and take no "functions.").
 BUILTIN_TOOLS = ("browser.search", "browser.open", "browser.find", "python")

@@ -23,7 +23,8 @@ _THINKING_SWITCHES = re.compile(r"\.Think\b|\.ThinkLevel\b|\.IsThinkSet\b|enable
 def thinking_tags_for(template_source: str | None) -> tuple[str, str] | None:
     """The (open, close) tags a template's model thinks in, or None for a model that does not.
 
-    Harmony templates (gpt-oss: ``<|channel|>``) think in channels, not tags: None here."""
+    Harmony templates (gpt-oss: ``<|channel|>``) think in channels, not tags: None here
+    (prompt/harmony.py reads them)."""
     if not template_source or "<|channel|>" in template_source:
         return None
     for tags in _KNOWN_TAGS:
