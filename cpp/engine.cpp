@@ -161,6 +161,11 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
     if (can_reuse_prefix_ && params_.prompt_cache_mb > 0) {
         prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20);
     }
+    // The compute threads are idle while tokens are picked: as many pick beside the engine's
+    // thread, up to 8 in all (beyond that a step's picks are too short to share out).
+    constexpr int kMaxPickers = 8;
+    const int pickers = params_.embeddings ? 1 : std::min({params_.n_parallel, n_threads, kMaxPickers});
+    pickers_ = std::make_unique<ParallelFor>(std::max(pickers - 1, 0));
 }
 
 Engine::~Engine() { close(); }
@@ -672,7 +677,7 @@ void Engine::after_decode() {
         Request & req = *slot->req;
         if (req.generating) {
             slot->cache.push_back(req.next_token);
-            sample_slot(*slot, out);
+            to_sample_.push_back(slot);
             continue;
         }
         // A prompt chunk went in.
@@ -705,19 +710,33 @@ void Engine::after_decode() {
             if (!is_media_placeholder(prompt[i])) req.sampler->accept_prompt_token(prompt[i]);
         }
         req.generating = true;
-        sample_slot(*slot, out);
+        to_sample_.push_back(slot);
         urgent = true;
     }
     in_batch_.clear();
+    // Every slot's token is picked side by side (its sampler is its own), then taken in order.
+    for (Slot * slot : to_sample_) slot->logits = llama_get_logits_ith(ctx_, slot->batch_from + slot->batch_count - 1);
+    pickers_->run(int(to_sample_.size()), [this](int i) { pick(*to_sample_[size_t(i)]); });
+    for (Slot * slot : to_sample_) take_pick(*slot, out);
+    to_sample_.clear();
     for (const Event & e : out) urgent = urgent || e.done;
     publish(out, urgent);
 }
 
-void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
+// On any of the pickers' threads: only this slot's own state is touched.
+void Engine::pick(Slot & slot) {
     Request & req = *slot.req;
-    const int idx = slot.batch_from + slot.batch_count - 1;
-    const float * logits = llama_get_logits_ith(ctx_, idx);
-    const llama_token token = req.sampler->sample(logits);
+    slot.picked = req.sampler->sample(slot.logits);
+    if (req.params.logprobs && !model_->is_eog(slot.picked)) {
+        slot.picked_logprob = TokenLogprob{slot.picked, 0.0f, {}};
+        Sampler::logprobs(slot.logits, model_->n_vocab(), slot.picked, req.params.top_logprobs,
+                          slot.picked_logprob.logprob, slot.picked_logprob.top);
+    }
+}
+
+void Engine::take_pick(Slot & slot, std::vector<Event> & out) {
+    Request & req = *slot.req;
+    const llama_token token = slot.picked;
 
     if (model_->is_eog(token)) {
         finish(slot, "stop", "", out);
@@ -726,11 +745,7 @@ void Engine::sample_slot(Slot & slot, std::vector<Event> & out) {
     Event & e = event_for(out, req.id);
     req.n_generated++;
     e.tokens.push_back(token);
-    if (req.params.logprobs) {
-        TokenLogprob lp{token, 0.0f, {}};
-        Sampler::logprobs(logits, model_->n_vocab(), token, req.params.top_logprobs, lp.logprob, lp.top);
-        e.logprobs.push_back(std::move(lp));
-    }
+    if (req.params.logprobs) e.logprobs.push_back(std::move(slot.picked_logprob));
     const bool hit_stop = req.text->push(model_->token_to_piece(token, false));
     e.text += req.text->take_ready();
     if (hit_stop) {

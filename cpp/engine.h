@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lora.h"
+#include "parallel.h"
 #include "model.h"
 #include "notifier.h"
 #include "prompt_cache.h"
@@ -106,6 +107,10 @@ struct Slot {
     uint64_t last_used = 0;
     int batch_from = 0;  // this step: where the slot's tokens start in the batch
     int batch_count = 0;
+    // This step's pick, made beside the other slots' (see Engine::after_decode).
+    const float * logits = nullptr;
+    llama_token picked = -1;
+    TokenLogprob picked_logprob;
 };
 
 struct EngineStats {
@@ -156,7 +161,8 @@ class Engine {
     void prefill_media(std::vector<Event> & out);
     int build_batch(int budget);
     void after_decode();
-    void sample_slot(Slot & slot, std::vector<Event> & out);
+    void pick(Slot & slot);
+    void take_pick(Slot & slot, std::vector<Event> & out);
     void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
     void forget(Slot & slot, size_t from);
     bool shift_context(Slot & slot);
@@ -177,6 +183,10 @@ class Engine {
     bool can_reuse_prefix_ = true;
     std::vector<Slot> slots_;
     std::unique_ptr<PromptCache> prompt_cache_;
+    // Picks the slots' tokens side by side: each slot's sampler is its own, and on a GPU the
+    // device waits while the host picks (64 slots over a 128k vocabulary: milliseconds a step).
+    std::unique_ptr<ParallelFor> pickers_;
+    std::vector<Slot *> to_sample_;
     std::mutex prompt_cache_mutex_;  // the inference thread's use of prompt_cache_ against release
     std::atomic<size_t> prompt_cache_bytes_{0};
     std::vector<Slot *> in_batch_;
