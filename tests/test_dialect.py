@@ -14,6 +14,7 @@ from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
 
 from tests.conftest import collect, context_params, greedy
+from a3s_power.store.blobs import TEMP_PREFIX as TEMP
 from tests import dialect_models
 
 PROMPT = "the cat sat on the mat and then"
@@ -121,3 +122,59 @@ def test_pull_translates_and_the_server_runs_the_dialect(tmp_path):
         client.delete(name)
         client.delete(f"{reg.host}/someone/oss:1")
         assert not folder.exists()
+
+
+def test_a_killed_translation_leaves_nothing_loadable_and_is_redone(tmp_path):
+    """kill -9 half way through writing the derived model: no ``complete.json``, so the next load
+    translates again; start-up pruning removes the temporary, and folders of blobs that are gone."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from a3s_power.store import ModelStore
+
+    upstream, ollama_form = dialect_models.gptoss_pair(n_embd=256, n_layer=8, n_ff_exp=512)
+    blob = ollama_form.write(tmp_path / "blob.gguf")
+    store = ModelStore(tmp_path / "models")
+    digest, _ = store.blobs.import_file(blob)
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        import importlib, time
+        from a3s_power.store import dialect as d
+        from a3s_power.store.gguf import read_gguf
+        w = importlib.import_module("a3s_power.store.dialect.write")
+        slow = w._copy_range
+        def crawl(*a):  # slow enough to be killed in the middle
+            time.sleep(0.05)
+            slow(*a)
+        w._copy_range = crawl
+        blob = Path({str(store.blobs.path(digest))!r})
+        t = d.detect(read_gguf(blob, max_array=0, check_size=False))
+        print("start", flush=True)
+        d.ensure(blob, {digest!r}, Path({str(store.root)!r}), t)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    folder = dialect.derived_dir(store.root, digest)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(TEMP in p.name for p in folder.glob("*")):
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (folder / "complete.json").exists() and not (folder / "model.gguf").exists()
+    assert any(TEMP in p.name for p in folder.iterdir())
+
+    with store.pinned([digest]):  # a blob some model uses
+        removed = store.prune(grace_s=0)
+    assert any(TEMP in r for r in removed) and not any(TEMP in p.name for p in folder.iterdir())
+    files = translate(store.blobs.path(digest), store.root)  # redone whole
+    assert greedy_tokens(files["model"]) == greedy_tokens(upstream.write(tmp_path / "upstream.gguf"))
+
+    stale = dialect.derived_root(store.root) / f"{folder.name.rpartition('.v')[0]}.v0"
+    stale.mkdir()
+    store.blobs.remove(digest)
+    store.prune(grace_s=0)
+    assert not folder.exists() and not stale.exists()

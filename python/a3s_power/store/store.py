@@ -327,9 +327,13 @@ class ModelStore:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             stem = entry.name.rpartition(".v")[0]
-            if dialect.is_current(entry.name) and (self.blobs.dir / stem).is_file():
-                continue
             if is_locked(root / f".{entry.name}.lock"):
+                continue  # being written
+            if dialect.is_current(entry.name) and (self.blobs.dir / stem).is_file():
+                for part in _entries(Path(entry.path)):  # what a killed translation left
+                    if TEMP_PREFIX in part.name:
+                        Path(part.path).unlink(missing_ok=True)
+                        removed.append(f"derived/{entry.name}/{part.name}")
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(f"derived/{entry.name}")
