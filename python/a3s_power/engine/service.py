@@ -138,7 +138,7 @@ class InferenceService:
         from ..prompt.harmony import FunctionNames, uses_harmony
 
         spec = runner.spec
-        parser = getattr(spec, "parser", "") or ""
+        parser = spec.parser
         families = (runner.model.model.architecture, str(spec.details.get("family") or ""))
         if not any(uses_harmony(family, template.source, parser) for family in families):
             return None

@@ -118,6 +118,7 @@ def prepare_create(store: ModelStore, body: dict[str, Any], *, allow_folders: bo
             plan.remote_host, plan.remote_model = remote_url(body["remote_host"]), source
         except ValueError:
             raise CreateError("bad remote") from None
+        source = None  # a model on that host: nothing to read or pull here
     elif source:
         if not isinstance(source, str):
             raise CreateError("'from' must be a model name")
