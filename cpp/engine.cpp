@@ -90,6 +90,9 @@ void l2_normalize(std::vector<float> & v) {
     }
 }
 
+// Lowers the calling thread's priority by `nice` (defined below, with why).
+void make_this_thread_background(int nice);
+
 }  // namespace
 
 Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters,
@@ -165,7 +168,8 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
     // thread, up to 8 in all (beyond that a step's picks are too short to share out).
     constexpr int kMaxPickers = 8;
     const int pickers = params_.embeddings ? 1 : std::min({params_.n_parallel, n_threads, kMaxPickers});
-    pickers_ = std::make_unique<ParallelFor>(std::max(pickers - 1, 0));
+    const int nice = params_.nice;
+    pickers_ = std::make_unique<ParallelFor>(std::max(pickers - 1, 0), [nice] { make_this_thread_background(nice); });
 }
 
 Engine::~Engine() { close(); }

@@ -2,8 +2,13 @@
 
 namespace a3s {
 
-ParallelFor::ParallelFor(int n_workers) {
-    for (int i = 0; i < n_workers; ++i) threads_.emplace_back([this] { work(); });
+ParallelFor::ParallelFor(int n_workers, std::function<void()> on_start) {
+    for (int i = 0; i < n_workers; ++i) {
+        threads_.emplace_back([this, on_start] {
+            if (on_start) on_start();
+            work();
+        });
+    }
 }
 
 ParallelFor::~ParallelFor() {

@@ -13,8 +13,9 @@ namespace a3s {
 
 class ParallelFor {
   public:
-    // n_workers threads besides the caller; 0 runs every loop on the caller alone.
-    explicit ParallelFor(int n_workers);
+    // n_workers threads besides the caller; 0 runs every loop on the caller alone. Each worker
+    // runs on_start first (the engine lowers their priority as it does its own thread's).
+    explicit ParallelFor(int n_workers, std::function<void()> on_start = {});
     ~ParallelFor();
     ParallelFor(const ParallelFor &) = delete;
     ParallelFor & operator=(const ParallelFor &) = delete;
