@@ -90,6 +90,21 @@ void l2_normalize(std::vector<float> & v) {
     }
 }
 
+// The position of the cell at cache index `i` (where the next token goes, for i = cache size).
+llama_pos pos_at(const Slot & slot, size_t i) {
+    size_t saved = 0;
+    for (const auto & [end, total] : slot.squeezed) {
+        if (end > i) break;
+        saved = total;
+    }
+    return llama_pos(i - saved);
+}
+
+// Drops what Slot::squeezed says of images past the end of the slot's cache.
+void trim_squeezed(Slot & slot) {
+    while (!slot.squeezed.empty() && slot.squeezed.back().first > slot.cache.size()) slot.squeezed.pop_back();
+}
+
 // Lowers the calling thread's priority by `nice` (defined below, with why).
 void make_this_thread_background(int nice);
 
@@ -161,7 +176,8 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
 
     slots_.resize(params_.n_parallel);
     for (int i = 0; i < params_.n_parallel; ++i) slots_[i].seq = i;
-    if (can_reuse_prefix_ && params_.prompt_cache_mb > 0) {
+    mrope_ = projector_ && projector_->mrope();
+    if (can_reuse_prefix_ && params_.prompt_cache_mb > 0 && !mrope_) {
         prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20);
     }
     // The compute threads are idle while tokens are picked: as many pick beside the engine's
@@ -508,7 +524,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         if (prompt_cache_ && slot.cache.size() >= common + kWorthKeeping) {
             prompt_cache_->save(ctx_, slot.seq, slot.cache);
         }
-        if (!llama_memory_seq_rm(mem_, slot.seq, llama_pos(common), -1)) common = 0;
+        if (!llama_memory_seq_rm(mem_, slot.seq, pos_at(slot, common), -1)) common = 0;
         slot.shared = std::min(slot.shared, common);
 
         // Another slot, or the host-memory cache, may hold a longer prefix (a shared system
@@ -516,7 +532,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         const Slot * donor = nullptr;
         size_t donor_common = common;
         for (const Slot & other : slots_) {
-            if (&other == &slot) continue;
+            if (&other == &slot || mrope_) continue;
             const size_t c = usable_prefix(common_prefix(other.cache, prompt), prompt);
             if (c > donor_common) {
                 donor = &other;
@@ -560,12 +576,36 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     }
     if (common == 0) forget(slot, 0);
     slot.cache.resize(common);
+    trim_squeezed(slot);
     req->prompt_done = common;
     req->timings.prompt_tokens = int64_t(prompt.size());
     req->timings.cached_tokens = int64_t(common);
     slot.req = std::move(req);
     slot.last_used = ++clock_;
     busy_++;
+}
+
+// One position per embedding, from the slot's next one on, in n_batch pieces.
+void Engine::decode_image(Slot & slot, const MediaSpan & span, const std::vector<float> & embd) {
+    const int n_embd = llama_model_n_embd_inp(model_->get());
+    llama_batch batch = llama_batch_init(n_batch_, n_embd, 1);
+    if (span.non_causal) llama_set_causal_attn(ctx_, false);
+    int rc = 0;
+    for (size_t i = 0; i < span.n_tokens && rc == 0; i += size_t(n_batch_)) {
+        const int n = int(std::min<size_t>(size_t(n_batch_), span.n_tokens - i));
+        std::memcpy(batch.embd, embd.data() + i * size_t(n_embd), sizeof(float) * size_t(n) * size_t(n_embd));
+        for (int k = 0; k < n; ++k) {
+            batch.pos[k] = llama_pos(slot.cache.size() + i + size_t(k));
+            batch.n_seq_id[k] = 1;
+            batch.seq_id[k][0] = slot.seq;
+            batch.logits[k] = false;
+        }
+        batch.n_tokens = n;
+        rc = llama_decode(ctx_, batch);
+    }
+    if (span.non_causal) llama_set_causal_attn(ctx_, true);
+    llama_batch_free(batch);
+    if (rc != 0) throw Error(ErrorKind::Inference, "decoding an image failed with code " + std::to_string(rc));
 }
 
 // Images are decoded outside the shared batch, one slot at a time: the vision encoder's output
@@ -582,26 +622,17 @@ void Engine::prefill_media(std::vector<Event> & out) {
                 req.t_prompt_start = clock_type::now();
             }
             try {
-                const std::vector<float> embd = projector_->encode(span);
-                const int n_embd = llama_model_n_embd_inp(model_->get());
-                llama_batch batch = llama_batch_init(n_batch_, n_embd, 1);
-                if (span.non_causal) llama_set_causal_attn(ctx_, false);
-                int rc = 0;
-                for (size_t i = 0; i < span.n_tokens && rc == 0; i += size_t(n_batch_)) {
-                    const int n = int(std::min<size_t>(size_t(n_batch_), span.n_tokens - i));
-                    std::memcpy(batch.embd, embd.data() + i * size_t(n_embd), sizeof(float) * size_t(n) * size_t(n_embd));
-                    for (int k = 0; k < n; ++k) {
-                        batch.pos[k] = llama_pos(slot.cache.size() + i + size_t(k));
-                        batch.n_seq_id[k] = 1;
-                        batch.seq_id[k][0] = slot.seq;
-                        batch.logits[k] = false;
-                    }
-                    batch.n_tokens = n;
-                    rc = llama_decode(ctx_, batch);
+                std::vector<float> embd = projector_->encode(span);
+                if (mrope_) {
+                    // Positions on the image's grid, laid out by mtmd: the image takes n_pos of them.
+                    const int rc = projector_->decode(span, embd, ctx_, pos_at(slot, slot.cache.size()), slot.seq,
+                                                      n_batch_);
+                    if (rc != 0) throw Error(ErrorKind::Inference, "decoding an image failed with code " + std::to_string(rc));
+                    const size_t saved = slot.squeezed.empty() ? 0 : slot.squeezed.back().second;
+                    slot.squeezed.emplace_back(slot.cache.size() + span.n_tokens, saved + span.n_tokens - span.n_pos);
+                } else {
+                    decode_image(slot, span, embd);
                 }
-                if (span.non_causal) llama_set_causal_attn(ctx_, true);
-                llama_batch_free(batch);
-                if (rc != 0) throw Error(ErrorKind::Inference, "decoding an image failed with code " + std::to_string(rc));
             } catch (const Error & e) {
                 forget(slot, slot.cache.size());
                 finish(slot, "error", e.what(), out);
@@ -632,7 +663,7 @@ int Engine::build_batch(int budget) {
         if (!slot.req || !slot.req->generating || budget - batch_.n_tokens < 1) continue;
         slot.batch_from = batch_.n_tokens;
         slot.batch_count = 1;
-        add(slot.req->next_token, llama_pos(slot.cache.size()), slot.seq, true);
+        add(slot.req->next_token, pos_at(slot, slot.cache.size()), slot.seq, true);
         in_batch_.push_back(&slot);
     }
     // Then prompt chunks, oldest request first, in what room is left.
@@ -667,7 +698,7 @@ int Engine::build_batch(int budget) {
         for (int k = 0; k < take; ++k) {
             const size_t at = req.prompt_done + size_t(k);
             const bool last = at + 1 == prompt.size();
-            add(prompt[at], llama_pos(at), slot->seq, req.embedding || last);
+            add(prompt[at], pos_at(*slot, at), slot->seq, req.embedding || last);  // the cache mirrors the prompt
         }
         in_batch_.push_back(slot);
     }
@@ -817,8 +848,9 @@ bool Engine::shift_context(Slot & slot) {
 
 // Drops the slot's KV cells from position `from` on.
 void Engine::forget(Slot & slot, size_t from) {
-    if (mem_) llama_memory_seq_rm(mem_, slot.seq, from == 0 ? -1 : llama_pos(from), -1);
+    if (mem_) llama_memory_seq_rm(mem_, slot.seq, from == 0 ? -1 : pos_at(slot, from), -1);
     slot.cache.resize(std::min(slot.cache.size(), from));
+    trim_squeezed(slot);
     slot.shared = std::min(slot.shared, slot.cache.size());
 }
 

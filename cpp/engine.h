@@ -107,6 +107,9 @@ struct Slot {
     uint64_t last_used = 0;
     int batch_from = 0;  // this step: where the slot's tokens start in the batch
     int batch_count = 0;
+    // Under M-RoPE an image takes fewer positions than cells: (cache index just past an image,
+    // positions saved by every image up to there), in order. Empty for every other model.
+    std::vector<std::pair<size_t, size_t>> squeezed;
     // This step's pick, made beside the other slots' (see Engine::after_decode).
     const float * logits = nullptr;
     llama_token picked = -1;
@@ -161,6 +164,7 @@ class Engine {
     void prefill_media(std::vector<Event> & out);
     int build_batch(int budget);
     void after_decode();
+    void decode_image(Slot & slot, const MediaSpan & span, const std::vector<float> & embd);
     void pick(Slot & slot);
     void take_pick(Slot & slot, std::vector<Event> & out);
     void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
@@ -181,6 +185,9 @@ class Engine {
     llama_batch batch_{};
     int n_batch_ = 0;
     bool can_reuse_prefix_ = true;
+    // The projector places images on M-RoPE's grid: positions are not cache indices past an image
+    // (Slot::squeezed), so a slot's cells are never copied to another slot or the prompt cache.
+    bool mrope_ = false;
     std::vector<Slot> slots_;
     std::unique_ptr<PromptCache> prompt_cache_;
     // Picks the slots' tokens side by side: each slot's sampler is its own, and on a GPU the

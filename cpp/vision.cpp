@@ -48,11 +48,7 @@ Projector::Projector(ModelPtr model, const std::string & path, int n_threads, bo
         ctx_ = nullptr;
         throw Error(ErrorKind::ModelLoad, "projector " + path + " has no vision encoder");
     }
-    if (mtmd_decode_use_mrope(ctx_)) {
-        mtmd_free(ctx_);
-        ctx_ = nullptr;
-        throw Error(ErrorKind::ModelLoad, "projector " + path + " needs M-RoPE positions, which A3S Power does not support yet");
-    }
+    mrope_ = mtmd_decode_use_mrope(ctx_);
 }
 
 Projector::~Projector() {
@@ -101,6 +97,7 @@ MultimodalPrompt Projector::tokenize(const std::string & text, const std::vector
         MediaSpan span;
         span.start = out.tokens.size();
         span.n_tokens = mtmd_input_chunk_get_n_tokens(chunk);
+        span.n_pos = size_t(mtmd_input_chunk_get_n_pos(chunk));
         span.chunk = std::shared_ptr<mtmd_input_chunk>(mtmd_input_chunk_copy(chunk), mtmd_input_chunk_free);
         span.non_causal = mtmd_decode_use_non_causal(ctx_, chunk);
         out.tokens.insert(out.tokens.end(), span.n_tokens, placeholder_for(mtmd_input_chunk_get_id(chunk)));
@@ -117,6 +114,13 @@ std::vector<float> Projector::encode(const MediaSpan & span) {
     const float * embd = mtmd_get_output_embd(ctx_);
     const size_t n = span.n_tokens * size_t(llama_model_n_embd_inp(model_->get()));
     return std::vector<float>(embd, embd + n);
+}
+
+int Projector::decode(const MediaSpan & span, std::vector<float> & embd, llama_context * lctx, llama_pos n_past,
+                      int seq, int n_batch) {
+    llama_pos new_n_past = 0;
+    return mtmd_helper_decode_image_chunk(ctx_, lctx, span.chunk.get(), embd.data(), n_past, seq, n_batch,
+                                          &new_n_past, nullptr, nullptr);
 }
 
 }  // namespace a3s

@@ -19,7 +19,8 @@ namespace a3s {
 
 struct MediaSpan {
     size_t start = 0;     // index of the first placeholder in the prompt
-    size_t n_tokens = 0;  // embeddings (= positions; M-RoPE models are refused)
+    size_t n_tokens = 0;  // embeddings: the KV cells the image takes
+    size_t n_pos = 0;     // positions it advances: n_tokens, or fewer under M-RoPE (one per row or column)
     std::shared_ptr<mtmd_input_chunk> chunk;
     bool non_causal = false;  // some projectors want bidirectional attention over an image
 };
@@ -49,10 +50,20 @@ class Projector {
     // Runs the vision encoder over one image; returns n_tokens x n_embd floats.
     std::vector<float> encode(const MediaSpan & span);
 
+    // Whether the model places image embeddings on a 2-D grid of positions (M-RoPE: Qwen2-VL and
+    // its successors): an image then takes fewer positions than cells.
+    bool mrope() const { return mrope_; }
+
+    // Decodes an encoded image into sequence `seq` from position n_past, with the positions the
+    // model wants (M-RoPE or not), in n_batch pieces; 0 on success, else llama_decode's code.
+    int decode(const MediaSpan & span, std::vector<float> & embd, llama_context * lctx, llama_pos n_past, int seq,
+               int n_batch);
+
   private:
     ModelPtr model_;
     std::string path_;
     mtmd_context * ctx_ = nullptr;
+    bool mrope_ = false;
 };
 
 using ProjectorPtr = std::shared_ptr<Projector>;

@@ -1,8 +1,8 @@
 """Qwen 3.5 in Ollama's dialect (store/dialect/qwen35.py): llama.cpp refuses the one blob; the
 translated text model (dense and MoE) gives the llama.cpp-shaped model's greedy tokens with the
 MTP head and vision tower hidden; the projector translation gives llama.cpp's mmproj tensor for
-tensor, and an image through it gives the same embeddings and logits in mtmd. The model shows no
-vision: our engine refuses M-RoPE projectors, so the projector is not offered yet."""
+tensor, and an image through it gives the same embeddings and logits in mtmd; the engine places the
+image on M-RoPE's grid as llama.cpp's own helper does (the same greedy tokens)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def test_llama_cpp_refuses_the_blob_and_the_translation_gives_the_same_tokens(tm
     ref, blob = text.write(tmp_path / "upstream.gguf"), blob.write(tmp_path / "ollama.gguf")
     assert dialect.detect(_header(ref)) is None  # llama.cpp's own file loads as it is
     translation = dialect.detect(_header(blob))
-    assert translation is not None and not translation.has_projector  # no vision offered (M-RoPE)
+    assert translation is not None and translation.has_projector
     with pytest.raises(Exception):  # three M-RoPE sections, per-layer KV heads, tensors it does not know
         greedy_tokens(blob)
     before = sha256(blob)
     out = translate(blob, tmp_path / "store")
-    assert sha256(blob) == before and set(out) == {"model"}
+    assert sha256(blob) == before and set(out) == {"model", "projector"}
     assert not any(t.name.startswith(("v.", "mm.", "mtp.")) for t in _header(out["model"]).tensors)
     expected = greedy_tokens(ref)
     assert len(expected) > 0
@@ -80,8 +80,10 @@ def test_projector_translation_matches_the_mmproj(tmp_path):
     assert encode(model, ours) == encode(ref, ref_clip)
 
 
-def encode(model_path, projector_path) -> tuple[bytes, bytes, int]:
-    """The image's embeddings and the logits after a prompt holding it, as raw bytes."""
+def encode(model_path, projector_path, n_greedy: int = 0) -> tuple[bytes, bytes, int] | list[int]:
+    """The image's embeddings and the logits after a prompt holding it, as raw bytes; with
+    ``n_greedy``, instead, that many greedy tokens after it (llama.cpp's own loop: its mtmd helper
+    lays the image out, then one token a step)."""
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0
@@ -117,10 +119,54 @@ def encode(model_path, projector_path) -> tuple[bytes, bytes, int]:
         assert mtmd_cpp.mtmd_helper_eval_chunks(ctx, lctx, chunks, 0, 0, 64, True, ctypes.byref(n_past)) == 0
         n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx, -1), shape=(n_vocab,)).copy()
-        return embd.tobytes(), logits.tobytes(), n_tokens
+        if not n_greedy:
+            return embd.tobytes(), logits.tobytes(), n_tokens
+        out = []
+        for _ in range(n_greedy):
+            token = int(np.argmax(logits))
+            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(model), token):
+                break
+            top = logits.astype(np.float64).max()
+            out.append((token, float(logits[token] - top - np.log(np.exp(logits - top).sum()))))
+            one = (llama_cpp.llama_token * 1)(token)
+            assert llama_cpp.llama_decode(lctx, llama_cpp.llama_batch_get_one(one, 1)) == 0
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lctx, -1), shape=(n_vocab,)).copy()
+        return out
     finally:
         mtmd_cpp.mtmd_input_chunks_free(chunks)
         mtmd_cpp.mtmd_bitmap_free(bitmap)
         mtmd_cpp.mtmd_free(ctx)
         llama_cpp.llama_free(lctx)
         llama_cpp.llama_model_free(model)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["qwen35", "qwen35moe"])
+def test_the_engine_places_an_image_on_the_mrope_grid_as_llama_cpp_does(tmp_path, moe):
+    """An image takes fewer positions than cells under M-RoPE: the text after it, and every token
+    generated, must sit where llama.cpp's own helper puts them, or the tokens differ."""
+    from a3s_power.core import _core
+    from tests.conftest import collect, context_params, greedy
+
+    _, _, blob = qwen35_pair(moe=moe)
+    out = translate(blob.write(tmp_path / "ollama.gguf"), tmp_path / "store")
+    expected = encode(out["model"], out["projector"], n_greedy=8)  # (token, its log-probability)
+    assert len(expected) > 0
+    params = _core.ModelParams()
+    params.n_gpu_layers = 0
+    model = _core.Model(str(out["model"]), params)
+    try:
+        projector = _core.Projector(model, str(out["projector"]), THREADS, False)
+        prompt = projector.tokenize(f"the cat sat on {projector.marker} the mat", [bmp_image(48, 40)], True)
+        engine = _core.Engine(model, context_params(n_ctx=256, n_batch=64), [], projector)
+        try:
+            for _ in range(2):  # the second time, the image is in the slot's cache already
+                rid = engine.submit_multimodal(prompt, greedy(), len(expected), [], True, 0)
+                result = collect(engine, [rid])[rid]
+                assert result.error == "" and result.tokens == [t for t, _ in expected]
+                # Log-probabilities see every position, even where the argmax would not change
+                # (text placed as if the image took one position per cell is off by 1e-2 here).
+                assert [lp.logprob for lp in result.logprobs] == pytest.approx([p for _, p in expected], abs=2e-3)
+        finally:
+            engine.close()
+    finally:
+        model.close()

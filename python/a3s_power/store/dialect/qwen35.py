@@ -11,9 +11,8 @@ vision tower with its merger (``v.*``). The MTP head is hidden: our engine never
 translating it would only cost disk. The vision tower becomes a ``qwen3vl_merger`` projector:
 Ollama split each block's fused QKV into ``attn_q/k/v`` (llama.cpp wants them fused again),
 flattened the Conv3D patch embedding's two input dimensions into one (llama.cpp wants one Conv2D
-kernel per temporal slice), and kept Hugging Face's names. That projector uses M-RoPE positions,
-which our engine refuses (cpp/vision.cpp), so it is not offered: the model shows no vision until
-the engine supports them, and ``projector`` below is then handed to the Dialect.
+kernel per temporal slice), and kept Hugging Face's names. That projector places an image on
+M-RoPE's grid of positions, which the engine follows (Slot::squeezed in cpp/engine.h).
 """
 
 from __future__ import annotations
@@ -135,6 +134,5 @@ def _split_patch_embedding(plan: Plan, channels: int) -> None:
         plan.add(plan.computed(name, [p1, p0, channels, out], frame(k), F32))
 
 
-# The vision projector is not offered yet (see the module's docstring); the text model runs.
-register(Dialect("qwen35", detect=_detect, text=_text))
-register(Dialect("qwen35moe", detect=_detect, text=_text))
+register(Dialect("qwen35", detect=_detect, text=_text, projector=projector))
+register(Dialect("qwen35moe", detect=_detect, text=_text, projector=projector))
