@@ -1,3 +1,5 @@
+# The package's version, in this one place: pyproject.toml's metadata reads it from this line
+# ([tool.scikit-build.metadata.version]), and `a3s-power --version` prints it.
 __version__ = "0.1.0"
 
 # The Ollama API this server implements, which /api/version reports: clients gate features on it
