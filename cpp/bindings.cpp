@@ -4,8 +4,6 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
-#include <cctype>
-#include <map>
 #include <poll.h>
 #include <random>
 #include <thread>
@@ -15,6 +13,7 @@
 #include "log.h"
 #include "lora.h"
 #include "notifier.h"
+#include "quantize.h"
 #include "vision.h"
 #include "model.h"
 
@@ -144,38 +143,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("supports_mmap", [] { return llama_supports_mmap(); });
     m.def("supports_mlock", [] { return llama_supports_mlock(); });
     m.def("max_devices", [] { return llama_max_devices(); });
-    m.def(
-        "quantize",
-        [](const std::string & src, const std::string & dst, const std::string & type, int n_threads) {
-            // Names as Ollama spells them (q4_K_M, Q8_0, ...), case-insensitively.
-            static const std::map<std::string, llama_ftype> types = {
-                {"q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},     {"q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},
-                {"q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},     {"q5_1", LLAMA_FTYPE_MOSTLY_Q5_1},
-                {"q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},     {"q2_k", LLAMA_FTYPE_MOSTLY_Q2_K},
-                {"q3_k_s", LLAMA_FTYPE_MOSTLY_Q3_K_S}, {"q3_k_m", LLAMA_FTYPE_MOSTLY_Q3_K_M},
-                {"q3_k_l", LLAMA_FTYPE_MOSTLY_Q3_K_L}, {"q4_k_s", LLAMA_FTYPE_MOSTLY_Q4_K_S},
-                {"q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M}, {"q5_k_s", LLAMA_FTYPE_MOSTLY_Q5_K_S},
-                {"q5_k_m", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"q6_k", LLAMA_FTYPE_MOSTLY_Q6_K},
-                {"f16", LLAMA_FTYPE_MOSTLY_F16},       {"bf16", LLAMA_FTYPE_MOSTLY_BF16},
-                {"f32", LLAMA_FTYPE_ALL_F32},
-            };
-            std::string key = type;
-            for (auto & c : key) c = char(std::tolower(static_cast<unsigned char>(c)));
-            auto it = types.find(key);
-            if (it == types.end()) throw Error(ErrorKind::InvalidOption, "unsupported quantization type " + type);
-            backend_init();
-            llama_model_quantize_params qp = llama_model_quantize_default_params();
-            qp.ftype = it->second;
-            qp.nthread = n_threads;
-            take_thread_log_errors();
-            const uint32_t rc = llama_model_quantize(src.c_str(), dst.c_str(), &qp);
-            if (rc != 0) {
-                const std::string why = take_thread_log_errors();
-                throw Error(ErrorKind::ModelLoad, "failed to quantize " + src + ": " + (why.empty() ? "llama.cpp error" : why));
-            }
-        },
-        py::arg("src"), py::arg("dst"), py::arg("type"), py::arg("n_threads") = 0, py::call_guard<py::gil_scoped_release>(),
-        "Quantizes a GGUF file to another type (q4_K_M, q8_0, ...) through llama.cpp.");
+    m.def("quantize", &quantize, py::arg("src"), py::arg("dst"), py::arg("type"), py::arg("n_threads") = 0,
+          py::call_guard<py::gil_scoped_release>(),
+          "Quantizes a GGUF file to another type (q4_K_M, q8_0, ...) through llama.cpp.");
 
     py::class_<ModelParams>(m, "ModelParams")
         .def(py::init<>())
