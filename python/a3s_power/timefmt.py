@@ -60,3 +60,20 @@ def parse_go_duration(text: str) -> float:
         raise ValueError(f'time: invalid duration "{text}"')
     total = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", s))
     return -total if match.group(1) == "-" else total
+
+
+FOREVER = -1.0  # a keep-alive that never ends
+
+
+def parse_keep_alive(value) -> float | None:
+    """Ollama's keep_alive: a number of seconds, or a Go duration string; negative = forever."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"invalid keep_alive {value!r}")
+    if isinstance(value, (int, float)):
+        return FOREVER if value < 0 else float(value)
+    if isinstance(value, str):
+        seconds = parse_go_duration(value)
+        return FOREVER if seconds < 0 else seconds
+    raise ValueError(f"invalid keep_alive {value!r}")

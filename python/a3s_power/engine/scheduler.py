@@ -23,15 +23,13 @@ from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
 from ..gpu import GpuInfo, gpu_stats
 from ..store import dialect
 from ..store.types import LocalModel
-from ..timefmt import parse_go_duration
+from ..timefmt import FOREVER, parse_keep_alive
 from .memory import Estimate
 from .options import LoadOptions
 from .placement import Placement, alongside, fewer_layers, place, promised, ran_out_of_memory
 from .runner import LoadedModel
 
 log = logging.getLogger(__name__)
-
-FOREVER = -1.0
 
 
 @dataclass(eq=False)
@@ -400,20 +398,6 @@ def cuda_devices() -> list[GpuInfo]:
     if not _core.supports_gpu_offload():
         return []
     return [g for g in gpu_stats() if g.kind == "cuda" and g.memory_total > 0]
-
-
-def parse_keep_alive(value) -> float | None:
-    """Ollama's keep_alive: a number of seconds, or a Go duration string; negative = forever."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"invalid keep_alive {value!r}")
-    if isinstance(value, (int, float)):
-        return FOREVER if value < 0 else float(value)
-    if isinstance(value, str):
-        seconds = parse_go_duration(value)
-        return FOREVER if seconds < 0 else seconds
-    raise ValueError(f"invalid keep_alive {value!r}")
 
 
 __all__ = ["FOREVER", "QueueFull", "Runner", "Scheduler", "parse_keep_alive"]
