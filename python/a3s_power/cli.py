@@ -22,7 +22,7 @@ def _fail(message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Large language model runner"""
-    from .config import get_config
+    from .config import get_config  # here, not above: --version answers without pydantic
 
     level = get_config().debug
     logging.basicConfig(level=logging.DEBUG if level else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -30,7 +30,21 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-@main.command()
+class _ServeCommand(click.Command):
+    """``serve --help`` lists the settings, as ``ollama serve --help`` lists its environment variables."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .config import SETTINGS
+        from .settings import help_rows
+
+        env_rows, toml_rows = help_rows(SETTINGS)
+        with formatter.section("Environment Variables"):
+            formatter.write_dl(env_rows)
+        with formatter.section("config.toml keys (in $A3S_POWER_HOME)"):
+            formatter.write_dl(toml_rows)
+
+
+@main.command(cls=_ServeCommand)
 @click.option("--host", help="Address to listen on (default from OLLAMA_HOST, 127.0.0.1)")
 @click.option("--port", type=int, help="Port to listen on (default from OLLAMA_HOST, 11434)")
 def serve(host: str | None, port: int | None) -> None:

@@ -1,7 +1,11 @@
-"""Settings read once from the environment (Ollama's variables) at start-up.
+"""Settings read once at start-up: config.toml under $A3S_POWER_HOME, then the environment (Ollama's
+variables where Ollama has one) on top of it.
 
-The TOML file under $A3S_POWER_HOME and CLI overrides build on this; every other module asks
-``get_config()`` rather than reading os.environ itself.
+Every setting is declared once, below, as a field of ``Config`` with its ``Setting`` (settings.py):
+its type, default, environment variable, config.toml key, range and meaning. The reading of both
+sources, ``a3s-power serve --help`` and README's table (``python -m a3s_power.config --markdown``)
+come from those declarations. Every other module asks ``get_config()`` rather than reading
+os.environ itself.
 """
 
 from __future__ import annotations
@@ -10,46 +14,18 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from .errors import InvalidOptionError
+from .settings import Setting, collect, env_text, markdown, parse_bool, parse_seconds, read_env, read_toml, spliced
+from .timefmt import parse_go_duration, parse_keep_alive
 
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    value = value.strip().strip("\"'")
-    return value or None
-
-
-def _env_bool(name: str) -> bool | None:
-    # Ollama: an unparseable value counts as true.
-    value = _env(name)
-    if value is None:
-        return None
-    return value.lower() not in ("0", "false", "f", "no", "off")
-
-
-def _env_int(name: str) -> int | None:
-    value = _env(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidOptionError(f"environment variable {name}: {value!r} is not an integer") from None
-
-
-def _env_float(name: str) -> float | None:
-    value = _env(name)
-    if value is None:
-        return None
-    try:
-        return float(value.removesuffix("s"))
-    except ValueError:
-        raise InvalidOptionError(f"environment variable {name}: {value!r} is not a number of seconds") from None
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
 
 
 def default_threads() -> int:
@@ -59,161 +35,38 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Config(BaseModel):
-    home: Path
-    host: str = "127.0.0.1:11434"
-    num_parallel: int = 4
-    context_length: int = 4096
-    flash_attention: bool | None = None  # None: llama.cpp decides (on where the device supports it), as Ollama
-    kv_cache_type: str = "f16"
-    debug: int = 0
-    keep_alive: float = 300.0  # seconds; negative = forever
-    max_loaded_models: int = 3
-    max_queue: int = 512
-    origins: tuple[str, ...] = ()
-    # Image URLs (OpenAI image_url, Anthropic url sources) may point at loopback, private, link-local
-    # and other non-public addresses (A3S_POWER_ALLOW_PRIVATE_IMAGE_URLS); off, the server refuses to
-    # fetch them, so a request cannot make it reach services on its own host or network.
-    allow_private_image_urls: bool = False
-    models_dir: Path | None = None
-    noprune: bool = False  # OLLAMA_NOPRUNE: keep unreferenced blobs (at start-up and on re-pull)
-    # Least time between two deliveries of a stream's tokens to Python (see ContextParams): 25
-    # frames a second. Each delivery wakes the server and its client, and on a machine whose
-    # cores all decode that costs decode speed (25 ms: 3-5 % slower in paired runs on two cores).
-    stream_interval_ms: int = 40
-    # How much lower the inference threads run than the server's own (ContextParams.nice), so the
-    # API answers at once while a decode takes every core; they also take long scheduler slices.
-    # On two cores: /api/version p99 under 8 streams 3-4 ms instead of 8, at no measured cost in
-    # decode speed (benchmarks/README.md). 0: the server's own priority and slices.
-    inference_nice: int = 10
-    # Host memory per loaded model for conversations pushed out of their slot: their next turn is
-    # restored from it instead of evaluated again (ContextParams.prompt_cache_mb). 0 keeps none.
-    prompt_cache_mb: int = 1024
-    # The largest JSON request body, in MiB (A3S_POWER_MAX_BODY_MB): room for long prompts and base64
-    # images; larger ones are answered 413. Blob uploads (POST /api/blobs) stream to disk, unbounded.
-    max_body_mb: int = 100
-    # How long a connection may take to send a request's line and headers, from when it opens or
-    # from the end of its previous response (A3S_POWER_HEADER_TIMEOUT, seconds): a client that sends
-    # half a request and stalls is dropped then. No request in progress is bounded by it: a body
-    # being read and a response being streamed take as long as they take.
-    header_timeout_s: float = 60.0
-
-    load_timeout: float = 300.0  # OLLAMA_LOAD_TIMEOUT seconds; 0 or negative waits forever
-    gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD bytes kept free on each GPU
-    sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: spread a model over every GPU
-    tmpdir: Path | None = None  # OLLAMA_TMPDIR: where temporary files go
-    # OLLAMA_MULTIUSER_CACHE: one KV buffer for every slot, so many users of one prompt prefix share
-    # its cells without copies; by default each slot has its own buffer and attends to it alone.
-    multiuser_cache: bool = False
-    remotes: tuple[str, ...] = ("ollama.com",)  # OLLAMA_REMOTES: hosts allowed for remote models
-    nohistory: bool = False  # OLLAMA_NOHISTORY: the interactive CLI keeps no history
-    # The ollama.com account API that /api/me, /api/signout and the signin link speak to (a mirror
-    # or a test server may stand in: A3S_POWER_CLOUD_URL); calls to it are signed with the key.
-    cloud_url: str = "https://ollama.com"
-    auth: bool = False  # OLLAMA_AUTH: the CLI signs its requests to the server, as Ollama's client does
-    no_cloud: bool = False  # OLLAMA_NO_CLOUD: no cloud models, web search or fetch (see cloud.py)
-    # Load-time defaults that config.toml's [gpu] table and OLLAMA_NUM_GPU set.
-    num_gpu: int = -1
-    main_gpu: int = -1  # -1: the scheduler places each model; a device number pins models to that GPU
-    use_mlock: bool = False
-    num_thread: int = 0
-    # What a million tokens cost, for /v1/usage and the cost metric: {"default": {...}, "<model>": {...}}
-    # with "input" and "output" prices in dollars. Local inference is free unless configured.
-    pricing: dict[str, dict[str, float]] = {}
-
-    @classmethod
-    def from_env(cls) -> "Config":
-        """config.toml under $A3S_POWER_HOME, then the environment on top of it."""
-        home = Path(_env("A3S_POWER_HOME") or Path.home() / ".a3s" / "power")
-        values: dict = {"home": home, **_read_toml(home / "config.toml")}
-        if (v := _env("OLLAMA_HOST")) is not None:
-            values["host"] = v
-        if (v := _env_int("OLLAMA_NUM_PARALLEL")) is not None and v > 0:
-            values["num_parallel"] = v
-        if (v := _env_int("OLLAMA_CONTEXT_LENGTH")) is not None and v > 0:
-            values["context_length"] = v
-        if (v := _env_bool("OLLAMA_FLASH_ATTENTION")) is not None:
-            values["flash_attention"] = v
-        if (v := _env("OLLAMA_KV_CACHE_TYPE")) is not None:
-            values["kv_cache_type"] = v.lower()
-        if (v := _env_int("A3S_POWER_STREAM_INTERVAL_MS")) is not None and v >= 0:
-            values["stream_interval_ms"] = v
-        if (v := _env_int("A3S_POWER_INFERENCE_NICE")) is not None and 0 <= v <= 19:
-            values["inference_nice"] = v
-        if (v := _env_int("A3S_POWER_PROMPT_CACHE_MB")) is not None and v >= 0:
-            values["prompt_cache_mb"] = v
-        if (v := _env_int("A3S_POWER_MAX_BODY_MB")) is not None and v > 0:
-            values["max_body_mb"] = v
-        if (v := _env_float("A3S_POWER_HEADER_TIMEOUT")) is not None:
-            if not v > 0:
-                raise InvalidOptionError(f"environment variable A3S_POWER_HEADER_TIMEOUT: {v:g} is not more than 0 "
-                                         "seconds")
-            values["header_timeout_s"] = v
-        if (v := _env("OLLAMA_KEEP_ALIVE")) is not None:
-            from .engine.scheduler import parse_keep_alive
-
-            try:
-                values["keep_alive"] = parse_keep_alive(float(v) if v.lstrip("-").replace(".", "", 1).isdigit() else v)
-            except ValueError as exc:
-                raise InvalidOptionError(f"environment variable OLLAMA_KEEP_ALIVE: {exc}") from None
-        if (v := _env_int("OLLAMA_MAX_LOADED_MODELS")) is not None and v > 0:
-            values["max_loaded_models"] = v
-        if (v := _env_int("OLLAMA_MAX_QUEUE")) is not None and v > 0:
-            values["max_queue"] = v
-        if (v := _env("OLLAMA_ORIGINS")) is not None:
-            values["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
-        if (v := _env_bool("A3S_POWER_ALLOW_PRIVATE_IMAGE_URLS")) is not None:
-            values["allow_private_image_urls"] = v
-        if (v := _env("OLLAMA_MODELS")) is not None:
-            values["models_dir"] = Path(v).expanduser()
-        if (v := _env_bool("OLLAMA_NOPRUNE")) is not None:
-            values["noprune"] = v
-        if (v := _env_int("OLLAMA_NUM_GPU")) is not None:
-            values["num_gpu"] = v
-        if (v := _env("OLLAMA_LOAD_TIMEOUT")) is not None:
-            from .timefmt import parse_go_duration
-
-            try:
-                values["load_timeout"] = float(v) if v.replace(".", "", 1).lstrip("-").isdigit() else parse_go_duration(v)
-            except ValueError as exc:
-                raise InvalidOptionError(f"environment variable OLLAMA_LOAD_TIMEOUT: {exc}") from None
-        if (v := _env_int("OLLAMA_GPU_OVERHEAD")) is not None and v >= 0:
-            values["gpu_overhead"] = v
-        if (v := _env_bool("OLLAMA_SCHED_SPREAD")) is not None:
-            values["sched_spread"] = v
-        if (v := _env("OLLAMA_TMPDIR")) is not None:
-            values["tmpdir"] = Path(v).expanduser()
-        if (v := _env_bool("OLLAMA_MULTIUSER_CACHE")) is not None:
-            values["multiuser_cache"] = v
-        if (v := _env("OLLAMA_REMOTES")) is not None:
-            values["remotes"] = tuple(h.strip() for h in v.split(",") if h.strip())
-        if (v := _env_bool("OLLAMA_NOHISTORY")) is not None:
-            values["nohistory"] = v
-        if (v := _env("A3S_POWER_CLOUD_URL")) is not None:
-            values["cloud_url"] = v.rstrip("/")
-        if (v := _env_bool("OLLAMA_AUTH")) is not None:
-            values["auth"] = v
-        if (v := _env_bool("OLLAMA_NO_CLOUD")) is not None:
-            values["no_cloud"] = v
-        if (v := _env("OLLAMA_DEBUG")) is not None:
-            values["debug"] = 2 if v == "2" else (1 if _env_bool("OLLAMA_DEBUG") else 0)
-        return cls(**values)
+def _number_or_text(value: str | int | float) -> str | float:
+    """Seconds written as text ("30", "-1") as a number; a duration ("5m") or a number as it is."""
+    if isinstance(value, str) and value.lstrip("-").replace(".", "", 1).isdigit():
+        return float(value)
+    return value
 
 
-    @property
-    def models_root(self) -> Path:
-        return self.models_dir or self.home / "models"
+def _seconds(value: str | int | float) -> float:
+    """Seconds, or a Go duration ("5m"): OLLAMA_LOAD_TIMEOUT."""
+    value = _number_or_text(value)
+    return parse_go_duration(value) if isinstance(value, str) else float(value)
 
 
-    def price(self, model: str) -> tuple[float, float]:
-        """Dollars per million input and output tokens for a model."""
-        entry = self.pricing.get(model) or self.pricing.get(model.split(":")[0]) or self.pricing.get("default") or {}
-        return float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
+def _keep_alive(value: str | int | float) -> float:
+    """Seconds, or a Go duration; negative is forever."""
+    seconds = parse_keep_alive(_number_or_text(value))
+    assert seconds is not None
+    return seconds
 
 
-class _Gpu(BaseModel, extra="forbid"):
-    gpu_layers: int = -1
-    main_gpu: int | None = None
+def _positive_seconds(text: str) -> float:
+    seconds = parse_seconds(text)
+    if not seconds > 0:
+        raise ValueError(f"{seconds:g} is not more than 0 seconds")
+    return seconds
+
+
+def _debug_level(text: str) -> int:
+    """OLLAMA_DEBUG: ``2`` is more than ``1``; any other true value is 1."""
+    if text == "2":
+        return 2
+    return 1 if parse_bool(text) else 0
 
 
 class _Price(BaseModel, extra="forbid"):
@@ -221,83 +74,206 @@ class _Price(BaseModel, extra="forbid"):
     output: float = 0.0
 
 
-class _TomlFile(BaseModel, extra="forbid"):
-    """config.toml as the spec defines it; unknown keys are errors that name the key."""
-
-    host: str | None = None
-    port: int | None = None
-    data_dir: Path | None = None
-    models_dir: Path | None = None
-    max_loaded_models: int | None = None
-    keep_alive: str | int | float | None = None
-    num_parallel: int | None = None
-    context_length: int | None = None
-    flash_attention: bool | None = None
-    kv_cache_type: str | None = None
-    use_mlock: bool | None = None
-    num_thread: int | None = None
-    max_queue: int | None = None
-    origins: list[str] | None = None
-    allow_private_image_urls: bool | None = None
-    stream_interval_ms: int | None = None
-    inference_nice: int | None = Field(default=None, ge=0, le=19)
-    prompt_cache_mb: int | None = Field(default=None, ge=0)
-    max_body_mb: int | None = Field(default=None, ge=1)
-    header_timeout_s: float | None = Field(default=None, gt=0)
-    gpu: _Gpu | None = None
-    pricing: dict[str, _Price] | None = None
+_BENCH = "(benchmarks/README.md)"
 
 
-def _read_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # the same parser, before it joined the standard library
-        import tomli as tomllib
+class Config(BaseModel):
+    """Every setting: a field, annotated with how it is read and what it means (``settings.Setting``)."""
 
-    from pydantic import ValidationError
+    # Where things are.
+    home: Annotated[Path, Setting(
+        "where A3S Power keeps its files", env="A3S_POWER_HOME", shown="`~/.a3s/power`")]
+    host: Annotated[str, Setting(
+        "where the server listens and the CLI connects", env="OLLAMA_HOST", toml=True,
+        more="in config.toml, `host` and `port`")] = "127.0.0.1:11434"
+    models_dir: Annotated[Path | None, Setting(
+        "the model store", env="OLLAMA_MODELS", toml=True, shown="`$A3S_POWER_HOME/models`")] = None
+    tmpdir: Annotated[Path | None, Setting(
+        "where temporary files go", env="OLLAMA_TMPDIR", shown="the system's")] = None
 
+    # Loaded models.
+    keep_alive: Annotated[float, Setting(
+        "how long an idle model stays loaded", env="OLLAMA_KEEP_ALIVE", toml=True, shown="`5m`",
+        more="a duration (`5m`, `1h30m`) or seconds; `0` unloads at once, negative never",
+        parse=str, clean=_keep_alive, toml_type=str | int | float)] = 300.0
+    load_timeout: Annotated[float, Setting(
+        "how long a model load may stall before it fails", env="OLLAMA_LOAD_TIMEOUT", shown="`5m`",
+        more="a duration or seconds; `0` or negative waits forever", parse=_seconds)] = 300.0
+    max_loaded_models: Annotated[int, Setting(
+        "models loaded at once", env="OLLAMA_MAX_LOADED_MODELS", toml=True, ge=0, env_ge=1,
+        more="the least recently used idle model makes room for another; `0` in config.toml: no limit")] = 3
+    max_queue: Annotated[int, Setting(
+        "requests that may wait for a slot", env="OLLAMA_MAX_QUEUE", toml=True, ge=0, env_ge=1,
+        more="more are answered 503")] = 512
+    num_parallel: Annotated[int, Setting(
+        "slots per loaded model", env="OLLAMA_NUM_PARALLEL", toml=True, ge=1)] = 4
+    context_length: Annotated[int, Setting(
+        "default `num_ctx`", env="OLLAMA_CONTEXT_LENGTH", toml=True, ge=1)] = 4096
+    flash_attention: Annotated[bool | None, Setting(
+        "flash attention: `1` on, `0` off", env="OLLAMA_FLASH_ATTENTION", toml=True, shown="auto",
+        more="unset lets llama.cpp use it wherever the device supports it (the CPU included), as Ollama does; "
+             f"on the CPU it speeds up prefill and short contexts but slows decode in long ones {_BENCH}")] = None
+    kv_cache_type: Annotated[str, Setting(
+        "KV cache type: f16, q8_0, q4_0", env="OLLAMA_KV_CACHE_TYPE", toml=True, clean=str.lower)] = "f16"
+    num_gpu: Annotated[int, Setting(
+        "layers to offload to GPUs", env="OLLAMA_NUM_GPU", toml="gpu.gpu_layers",
+        more="`-1` all, `0` none (the CPU only)")] = -1
+    main_gpu: Annotated[int, Setting(
+        "the GPU every model goes to", toml="gpu.main_gpu",
+        more="`-1`: the scheduler places each model by free memory")] = -1
+    gpu_overhead: Annotated[int, Setting(
+        "bytes kept free on each GPU", env="OLLAMA_GPU_OVERHEAD", ge=0)] = 0
+    sched_spread: Annotated[bool, Setting(
+        "spread every model over every GPU", env="OLLAMA_SCHED_SPREAD",
+        more="by default a model goes to the one GPU with the most room, and over several only when it fits "
+             "none alone")] = False
+    use_mlock: Annotated[bool, Setting(
+        "lock models' weights in memory", toml=True)] = False
+    num_thread: Annotated[int, Setting(
+        "inference threads", toml=True, ge=0,
+        more="`0`: one per core the server may run on")] = 0
+    multiuser_cache: Annotated[bool, Setting(
+        "one KV buffer shared by every slot", env="OLLAMA_MULTIUSER_CACHE",
+        more="a prompt prefix common to many users is shared without copies; by default each slot has a buffer "
+             "of its own, so a slot's attention never spans other slots' cached conversations")] = False
+    prompt_cache_mb: Annotated[int, Setting(
+        "host memory per loaded model, in MiB, for conversations pushed out of their slot",
+        env="A3S_POWER_PROMPT_CACHE_MB", toml=True, ge=0,
+        more="their next turn is restored from it instead of evaluated again; an upper bound, filled only while "
+             "the machine keeps 512 MiB free, and emptied before a model is evicted to make room for another "
+             "(`power_prompt_cache_bytes` in `/metrics`); `0` keeps none")] = 1024
+    stream_interval_ms: Annotated[int, Setting(
+        "least milliseconds between two deliveries of a fast stream's tokens to Python",
+        env="A3S_POWER_STREAM_INTERVAL_MS", toml=True, ge=0,
+        more="the first token and the end are never held. Each delivery wakes the server and its client, which "
+             f"costs decode speed on a machine whose cores all decode {_BENCH}")] = 40
+    inference_nice: Annotated[int, Setting(
+        "how much lower than the server's own threads the inference threads run (Linux)",
+        env="A3S_POWER_INFERENCE_NICE", toml=True, ge=0, le=19,
+        more="they also ask the kernel for long scheduler slices, so that a woken API thread preempts them at "
+             "once: the API answers promptly while every core decodes, at no measured cost in decode speed "
+             f"{_BENCH}, though decoding yields the CPU to other busy programs on the machine. `0`: the server's "
+             "own priority and slices")] = 10
+
+    # The HTTP server.
+    origins: Annotated[tuple[str, ...], Setting(
+        "extra CORS origins", env="OLLAMA_ORIGINS", toml=True, toml_type=list[str], clean=tuple,
+        more="comma-separated in the variable, a list in config.toml")] = ()
+    max_body_mb: Annotated[int, Setting(
+        "the largest JSON request body, in MiB", env="A3S_POWER_MAX_BODY_MB", toml=True, ge=1,
+        more="larger ones are answered 413 before they are read, and JSON nested more than 100 levels deep "
+             "400, in each API's error shape; blob uploads (`POST /api/blobs`) stream to disk and are exempt")] = 100
+    header_timeout_s: Annotated[float, Setting(
+        "seconds a connection may take to send a request's line and headers", env="A3S_POWER_HEADER_TIMEOUT",
+        toml=True, gt=0, parse=_positive_seconds,
+        more="from when it opens or from the end of its previous response; a client that stalls there is "
+             "dropped. Bodies being read and answers being streamed are not bounded by it")] = 60.0
+    allow_private_image_urls: Annotated[bool, Setting(
+        "let image URLs reach loopback, private, link-local and cloud-metadata addresses",
+        env="A3S_POWER_ALLOW_PRIVATE_IMAGE_URLS", toml=True,
+        more="by default they are refused, after DNS resolution and on every redirect, so that a request cannot "
+             "make the server reach services on its own host or network")] = False
+
+    # The store, remote models and ollama.com.
+    noprune: Annotated[bool, Setting(
+        "keep unreferenced blobs", env="OLLAMA_NOPRUNE",
+        more="at start-up and on a pull over an older version")] = False
+    remotes: Annotated[tuple[str, ...], Setting(
+        "hosts remote models may use (comma-separated)", env="OLLAMA_REMOTES")] = ("ollama.com",)
+    no_cloud: Annotated[bool, Setting(
+        "no cloud models, web search or web fetch", env="OLLAMA_NO_CLOUD",
+        more='also `{"disable_ollama_cloud": true}` in `~/.ollama/server.json`')] = False
+    cloud_url: Annotated[str, Setting(
+        "the account API behind `/api/me`, `/api/signout` and the sign-in link", env="A3S_POWER_CLOUD_URL",
+        clean=lambda url: url.rstrip("/"),
+        more="a mirror or a test server may stand in; calls to it are signed with the machine's key")] = \
+        "https://ollama.com"
+
+    # The CLI.
+    auth: Annotated[bool, Setting(
+        "the CLI signs each request to the server with the machine's key", env="OLLAMA_AUTH",
+        more="a `ts` query and an `Authorization` header, as Ollama's client does")] = False
+    nohistory: Annotated[bool, Setting(
+        "the interactive CLI keeps no history", env="OLLAMA_NOHISTORY")] = False
+    debug: Annotated[int, Setting(
+        "`1` logs debug output, llama.cpp's included", env="OLLAMA_DEBUG", parse=_debug_level,
+        more="`2` more of llama.cpp's")] = 0
+
+    # Accounting.
+    pricing: Annotated[dict[str, dict[str, float]], Setting(
+        "dollars per million input and output tokens, for `/v1/usage` and `power_cost_dollars`",
+        toml=True, toml_type=dict[str, _Price], shown="free",
+        more='`[pricing.default]` and `[pricing."<model>"]` tables of `input` and `output`')] = {}
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        """config.toml under $A3S_POWER_HOME, then the environment on top of it."""
+        home = Path(env_text("A3S_POWER_HOME") or Path.home() / ".a3s" / "power")
+        values: dict[str, Any] = {**_read_toml(home / "config.toml"), **read_env(SETTINGS)}
+        return cls(**{**values, "home": home})
+
+    @property
+    def models_root(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+    def price(self, model: str) -> tuple[float, float]:
+        """Dollars per million input and output tokens for a model."""
+        entry = self.pricing.get(model) or self.pricing.get(model.split(":")[0]) or self.pricing.get("default") or {}
+        return float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
+
+
+# Settings that are no field of Config: two keys of config.toml that make up other settings, and a
+# variable that the C++ core reads.
+SETTINGS: tuple[Setting, ...] = collect(Config, [
+    Setting("the port the server listens on, with `host`", toml="port", type=int, shown="`11434`", after="host"),
+    Setting("a folder whose `models` folder is the model store", toml="data_dir", type=Path, after="models_dir",
+            more="`models_dir` wins"),
+    Setting("`0`: the sampler ranks the whole vocabulary at every token, not a shortlist",
+            env="A3S_POWER_SAMPLER_SHORTLIST", type=bool, shown="`1`", after="inference_nice",
+            more="the shortlist holds the best logits and every token that logit bias or penalties touch, and "
+                 "makes the same pick several times faster; for checking and benchmarks (read by the C++ core)"),
+])
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        parsed = _TomlFile.model_validate(data)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidOptionError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidOptionError(f"{path}: {problems}") from None
-    values: dict = {}
-    if parsed.host is not None or parsed.port is not None:
-        values["host"] = f"{parsed.host or '127.0.0.1'}:{parsed.port or 11434}"
-    if parsed.data_dir is not None:
-        values["models_dir"] = parsed.data_dir.expanduser() / "models"
-    if parsed.models_dir is not None:
-        values["models_dir"] = parsed.models_dir.expanduser()
-    for key in ("max_loaded_models", "num_parallel", "context_length", "flash_attention", "kv_cache_type",
-                "use_mlock", "num_thread", "max_queue", "stream_interval_ms",
-                "inference_nice", "prompt_cache_mb", "max_body_mb", "header_timeout_s"):
-        if getattr(parsed, key) is not None:
-            values[key] = getattr(parsed, key)
-    if parsed.origins is not None:
-        values["origins"] = tuple(parsed.origins)
-    if parsed.allow_private_image_urls is not None:
-        values["allow_private_image_urls"] = parsed.allow_private_image_urls
-    if parsed.keep_alive is not None:
-        from .engine.scheduler import parse_keep_alive
-
-        try:
-            values["keep_alive"] = parse_keep_alive(parsed.keep_alive)
-        except ValueError as exc:
-            raise InvalidOptionError(f"{path}: keep_alive: {exc}") from None
-    if parsed.gpu is not None:
-        values["num_gpu"] = parsed.gpu.gpu_layers
-        if parsed.gpu.main_gpu is not None:
-            values["main_gpu"] = parsed.gpu.main_gpu
-    if parsed.pricing is not None:
-        values["pricing"] = {k: v.model_dump() for k, v in parsed.pricing.items()}
+    values = read_toml(SETTINGS, data, str(path))
+    # host and port make one setting; data_dir names the folder above models_dir.
+    host, port = values.pop("host", None), values.pop("port", None)
+    if host is not None or port is not None:
+        values["host"] = f"{host or '127.0.0.1'}:{port or 11434}"
+    data_dir = values.pop("data_dir", None)
+    if data_dir is not None and "models_dir" not in values:
+        values["models_dir"] = data_dir / "models"
     return values
 
 
 @lru_cache(maxsize=1)
 def get_config() -> Config:
     return Config.from_env()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m a3s_power.config --markdown``: README's table of settings."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m a3s_power.config", description=main.__doc__)
+    parser.add_argument("--markdown", action="store_true", help="print README's table of settings")
+    parser.add_argument("--update", metavar="README", help="write the table into this file, between its markers")
+    args = parser.parse_args(argv)
+    if args.update:
+        readme = Path(args.update)
+        readme.write_text(spliced(readme.read_text(encoding="utf-8"), markdown(SETTINGS)), encoding="utf-8")
+    elif args.markdown:
+        sys.stdout.write(markdown(SETTINGS))
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()
