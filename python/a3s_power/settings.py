@@ -168,9 +168,8 @@ def toml_model(settings: Iterable[Setting]) -> type[BaseModel]:
         if (key := s.toml_key) is None:
             continue
         table, _, name = key.rpartition(".")
-        constraints = {k: v for k, v in (("ge", s.ge), ("gt", s.gt), ("le", s.le)) if v is not None}
         kind = s.toml_type if s.toml_type is not None else s.type
-        tables.setdefault(table, {})[name] = (kind | None, Field(default=None, **constraints))
+        tables.setdefault(table, {})[name] = (kind | None, Field(default=None, ge=s.ge, gt=s.gt, le=s.le))
     strict = ConfigDict(extra="forbid")
     top = tables.pop("")
     for table, fields in tables.items():
