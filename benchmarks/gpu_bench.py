@@ -142,11 +142,7 @@ class Ours:
         return [first] + [self.rng.choice(self.normal) for _ in range(n - 1)]
 
     def sampling(self) -> _core.SamplingParams:
-        s = _core.SamplingParams()
-        s.temperature = 0.0
-        s.repeat_penalty = 1.0
-        s.logit_bias = self.ban
-        return s
+        return _core.SamplingParams(temperature=0.0, repeat_penalty=1.0, logit_bias=self.ban)
 
     def run(self, engine: _core.Engine, prompts: list[list[int]], n_predict: int,
             consumer: str = "block") -> tuple[list[dict], float]:
@@ -156,7 +152,8 @@ class Ours:
         drain(200), woken at every step; "poll" sleeps 50 ms between drain(0) calls (its wall
         times are coarse)."""
         t0 = time.perf_counter()
-        ids = [engine.submit(p, self.sampling(), n_predict) for p in prompts]
+        ids = [engine.submit(p, _core.GenerateParams(sampling=self.sampling(), num_predict=n_predict, shift=False))
+               for p in prompts]
         left = set(ids)
         timings: dict[int, dict] = {}
         counts = {i: 0 for i in ids}

@@ -33,24 +33,42 @@ py::dict timings_dict(const Timings & t) {
     return d;
 }
 
-GenerateParams generate_params(const SamplingParams & sampling, int num_predict, std::vector<std::string> stop,
-                               bool logprobs, int top_logprobs, bool shift, int num_keep) {
-    GenerateParams p;
-    p.sampling = sampling;
-    p.num_predict = num_predict;
-    p.stop = std::move(stop);
-    p.logprobs = logprobs;
-    p.top_logprobs = top_logprobs;
-    p.shift = shift;
-    p.num_keep = num_keep;
-    return p;
+// A parameter struct from keywords: the struct's own defaults, then each keyword set through the
+// attribute of that name, so that the defaults are written in the C++ struct alone.
+template <typename T>
+T from_keywords(const py::kwargs & keywords) {
+    py::object self = py::cast(T{});
+    for (const auto & [key, value] : keywords) {
+        const std::string name = py::str(key);
+        if (name.empty() || name[0] == '_' || !py::hasattr(py::type::of(self), key)) {
+            throw py::type_error(std::string(py::str(py::type::of(self).attr("__name__"))) + "() got an unexpected keyword '" +
+                                 name + "'");
+        }
+        try {
+            py::setattr(self, key, value);
+        } catch (py::error_already_set & e) {
+            if (!e.matches(PyExc_TypeError)) throw;
+            throw py::type_error(std::string(py::str(py::type::of(self).attr("__name__"))) + "(): " + name +
+                                 " cannot be " + std::string(py::repr(value)));
+        }
+    }
+    return self.cast<T>();
 }
 
-// The keyword arguments after the prompt, shared by submit() and submit_multimodal().
-#define SUBMIT_ARGS                                                                                          \
-    py::arg("sampling") = SamplingParams(), py::arg("num_predict") = -1,                                    \
-        py::arg("stop") = std::vector<std::string>(), py::arg("logprobs") = false, py::arg("top_logprobs") = 0, \
-        py::arg("shift") = false, py::arg("num_keep") = 4
+// "Name(field=value, ...)" over the struct's bound fields.
+std::string fields_repr(const py::object & self) {
+    const py::object type = py::type::of(self);
+    const py::object property = py::module_::import("builtins").attr("property");
+    std::string out = std::string(py::str(type.attr("__name__"))) + "(";
+    bool first = true;
+    for (const auto & name : py::module_::import("builtins").attr("dir")(type)) {
+        const std::string n = py::str(name);
+        if (n.empty() || n[0] == '_' || !py::isinstance(type.attr(name), property)) continue;
+        out += (first ? "" : ", ") + n + "=" + std::string(py::repr(self.attr(name)));
+        first = false;
+    }
+    return out + ")";
+}
 
 // Self-test of Notifier for tests/test_notifier.py, not an API: races a producer's "publish, then
 // signal()" against a consumer's "clear(), then take what is published", as Engine::publish and
@@ -220,7 +238,7 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("prompt_cache_mb", &ContextParams::prompt_cache_mb);
 
     py::class_<SamplingParams>(m, "SamplingParams")
-        .def(py::init<>())
+        .def(py::init(&from_keywords<SamplingParams>), "Sampling with the core's defaults, but for the fields given.")
         .def_readwrite("temperature", &SamplingParams::temperature)
         .def_readwrite("top_k", &SamplingParams::top_k)
         .def_readwrite("top_p", &SamplingParams::top_p)
@@ -236,7 +254,20 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("mirostat_eta", &SamplingParams::mirostat_eta)
         .def_readwrite("seed", &SamplingParams::seed)
         .def_readwrite("logit_bias", &SamplingParams::logit_bias)
-        .def_readwrite("grammar", &SamplingParams::grammar);
+        .def_readwrite("grammar", &SamplingParams::grammar)
+        .def("__repr__", &fields_repr);
+
+    py::class_<GenerateParams>(m, "GenerateParams")
+        .def(py::init(&from_keywords<GenerateParams>),
+             "One generation request's parameters, with the core's defaults but for the fields given.")
+        .def_readwrite("sampling", &GenerateParams::sampling)
+        .def_readwrite("num_predict", &GenerateParams::num_predict)
+        .def_readwrite("stop", &GenerateParams::stop)
+        .def_readwrite("logprobs", &GenerateParams::logprobs)
+        .def_readwrite("top_logprobs", &GenerateParams::top_logprobs)
+        .def_readwrite("shift", &GenerateParams::shift)
+        .def_readwrite("num_keep", &GenerateParams::num_keep)
+        .def("__repr__", &fields_repr);
 
     py::class_<TokenChoice>(m, "TokenChoice")
         .def_readonly("token", &TokenChoice::token)
@@ -297,26 +328,20 @@ PYBIND11_MODULE(_core, m) {
              py::arg("adapters") = std::vector<std::pair<LoraPtr, float>>(), py::arg("projector") = nullptr,
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
-             [](Engine & self, std::vector<llama_token> prompt, const SamplingParams & sampling, int num_predict,
-                std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
-                 GenerateParams p = generate_params(sampling, num_predict, std::move(stop), logprobs, top_logprobs,
-                                                    shift, num_keep);
-                 p.prompt = std::move(prompt);
+             [](Engine & self, std::vector<llama_token> prompt, GenerateParams params) {
+                 params.prompt = std::move(prompt);
                  py::gil_scoped_release release;
-                 return self.submit(std::move(p));
+                 return self.submit(std::move(params));
              },
-             py::arg("prompt"), SUBMIT_ARGS)
+             py::arg("prompt"), py::arg("params") = GenerateParams())
         .def("submit_multimodal",
-             [](Engine & self, const MultimodalPrompt & prompt, const SamplingParams & sampling, int num_predict,
-                std::vector<std::string> stop, bool logprobs, int top_logprobs, bool shift, int num_keep) {
-                 GenerateParams p = generate_params(sampling, num_predict, std::move(stop), logprobs, top_logprobs,
-                                                    shift, num_keep);
-                 p.prompt = prompt.tokens;
-                 p.media = prompt.media;
+             [](Engine & self, const MultimodalPrompt & prompt, GenerateParams params) {
+                 params.prompt = prompt.tokens;
+                 params.media = prompt.media;
                  py::gil_scoped_release release;
-                 return self.submit(std::move(p));
+                 return self.submit(std::move(params));
              },
-             py::arg("prompt"), SUBMIT_ARGS)
+             py::arg("prompt"), py::arg("params") = GenerateParams())
         .def("submit_embedding", &Engine::submit_embedding, py::arg("tokens"), py::arg("normalize") = true,
              py::call_guard<py::gil_scoped_release>())
         .def("cancel", &Engine::cancel, py::arg("id"), py::call_guard<py::gil_scoped_release>())

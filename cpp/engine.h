@@ -54,6 +54,8 @@ struct ContextParams {
     int prompt_cache_mb = 0;
 };
 
+// One generation request. Its defaults are the only ones: Python reads them from _core.GenerateParams()
+// (the prompt and media are submit()'s own arguments there).
 struct GenerateParams {
     std::vector<llama_token> prompt;  // with media placeholders where `media` says
     std::vector<MediaSpan> media;

@@ -10,20 +10,24 @@
 
 namespace a3s {
 
+// The one set of sampling defaults: Python's Options reads its own from here (_core.SamplingParams()),
+// so they are written nowhere else. They are Ollama's, but for repeat_penalty, which is 1.0 (off)
+// as it has always been for every request here. Fractions are doubles, as Python's floats are, so
+// that a value reads back as it was written; the sampler chain narrows them to float.
 struct SamplingParams {
-    float temperature = 0.8f;  // <= 0 is greedy
+    double temperature = 0.8;  // <= 0 is greedy
     int top_k = 40;            // <= 0 disables
-    float top_p = 0.9f;        // >= 1 disables
-    float min_p = 0.0f;        // <= 0 disables
-    float typical_p = 1.0f;    // >= 1 disables
+    double top_p = 0.9;        // >= 1 disables
+    double min_p = 0.0;        // <= 0 disables
+    double typical_p = 1.0;    // >= 1 disables
     int repeat_last_n = 64;    // -1 = the whole context
-    float repeat_penalty = 1.1f;
-    float presence_penalty = 0.0f;
-    float frequency_penalty = 0.0f;
+    double repeat_penalty = 1.0;
+    double presence_penalty = 0.0;
+    double frequency_penalty = 0.0;
     bool penalize_newline = true;
     int mirostat = 0;  // 0 off, 1 or 2
-    float mirostat_tau = 5.0f;
-    float mirostat_eta = 0.1f;
+    double mirostat_tau = 5.0;
+    double mirostat_eta = 0.1;
     int64_t seed = -1;  // < 0 = random
     std::vector<std::pair<int32_t, float>> logit_bias;
     std::string grammar;  // GBNF, root rule "root"; empty = none

@@ -74,12 +74,7 @@ def context_params(n_ctx: int = 1024, n_parallel: int = 1, **extra) -> _core.Con
 
 
 def greedy(**extra) -> _core.SamplingParams:
-    s = _core.SamplingParams()
-    s.temperature = 0.0
-    s.repeat_penalty = 1.0
-    for key, value in extra.items():
-        setattr(s, key, value)
-    return s
+    return _core.SamplingParams(**{"temperature": 0.0, "repeat_penalty": 1.0, **extra})
 
 
 class Result:
@@ -123,7 +118,10 @@ def collect(engine: _core.Engine, ids: list[int], timeout_s: float = 120.0) -> d
 
 def generate(engine: _core.Engine, prompt: list[int], sampling=None, num_predict: int = -1, stop=(),
              logprobs: bool = False, top_logprobs: int = 0) -> Result:
-    rid = engine.submit(prompt, sampling or greedy(), num_predict, list(stop), logprobs, top_logprobs)
+    # shift off: a full context ends the request with "length" instead of going on.
+    params = _core.GenerateParams(sampling=sampling or greedy(), num_predict=num_predict, stop=list(stop),
+                                  logprobs=logprobs, top_logprobs=top_logprobs, shift=False)
+    rid = engine.submit(prompt, params)
     return collect(engine, [rid])[rid]
 
 

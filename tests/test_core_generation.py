@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from a3s_power.core import _core
 from tests.answers import assert_same_greedy
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
 
@@ -96,8 +97,8 @@ def test_invalid_bytes_become_replacement_characters(tiny, make_engine):
 def test_cancel_stops_a_running_generation(smollm2, make_engine):
     engine = make_engine(smollm2)
     no_end = greedy(logit_bias=[(smollm2.eos_token, -100.0)])
-    rid = engine.submit(smollm2.tokenize("Write a very long story about dragons.", True, True), no_end, 100000, [],
-                        False, 0)
+    rid = engine.submit(smollm2.tokenize("Write a very long story about dragons.", True, True),
+                        _core.GenerateParams(sampling=no_end, num_predict=100000))
     first = []
     while not first:
         first = [e for e in engine.drain(1000) if e.id == rid]
@@ -114,8 +115,8 @@ def test_cancel_stops_a_running_generation(smollm2, make_engine):
 def test_cancel_while_queued(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=1)
     long_prompt = smollm2.tokenize("Tell me everything about the ocean.", True, True)
-    busy = engine.submit(long_prompt, greedy(), 200, [], False, 0)
-    queued = engine.submit(long_prompt, greedy(), 200, [], False, 0)
+    busy = engine.submit(long_prompt, _core.GenerateParams(sampling=greedy(), num_predict=200))
+    queued = engine.submit(long_prompt, _core.GenerateParams(sampling=greedy(), num_predict=200))
     engine.cancel(queued)
     results = collect(engine, [busy, queued])
     assert results[queued].done_reason == "cancel"
@@ -126,7 +127,8 @@ def test_cancel_while_queued(smollm2, make_engine):
 def test_more_requests_than_slots_all_finish(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=2)
     prompts = [f"Count from {i} to {i + 10}:" for i in range(5)]
-    ids = [engine.submit(smollm2.tokenize(p, True, True), greedy(), 12, [], False, 0) for p in prompts]
+    ids = [engine.submit(smollm2.tokenize(p, True, True), _core.GenerateParams(sampling=greedy(), num_predict=12))
+           for p in prompts]
     stats = engine.stats()
     assert stats["slots"] == 2
     results = collect(engine, ids)
@@ -141,7 +143,7 @@ def test_concurrent_streams_are_batched_together(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=4)
     prompt = smollm2.tokenize("List the planets of the solar system:", True, True)
     steps_before = engine.stats()["steps"]
-    ids = [engine.submit(prompt, no_end(smollm2), 20, [], False, 0) for _ in range(4)]
+    ids = [engine.submit(prompt, _core.GenerateParams(sampling=no_end(smollm2), num_predict=20)) for _ in range(4)]
     results = collect(engine, ids)
     assert all(len(results[i].tokens) == 20 for i in ids)
     steps = engine.stats()["steps"] - steps_before
@@ -199,7 +201,7 @@ def test_prompt_longer_than_context_is_refused(smollm2, make_engine):
 
     engine = make_engine(smollm2, n_ctx=16)
     with pytest.raises(InvalidOptionError, match="num_ctx 16"):
-        engine.submit(list(range(1, 40)), greedy(), 5, [], False, 0)
+        engine.submit(list(range(1, 40)), _core.GenerateParams(sampling=greedy(), num_predict=5))
 
 
 def test_bad_token_ids_are_refused(smollm2, make_engine):
@@ -207,19 +209,19 @@ def test_bad_token_ids_are_refused(smollm2, make_engine):
 
     engine = make_engine(smollm2)
     with pytest.raises(InvalidOptionError, match="outside the vocabulary"):
-        engine.submit([1, 2, 10_000_000], greedy(), 5, [], False, 0)
+        engine.submit([1, 2, 10_000_000], _core.GenerateParams(sampling=greedy(), num_predict=5))
     with pytest.raises(InvalidOptionError, match="no tokens"):
-        engine.submit([], greedy(), 5, [], False, 0)
+        engine.submit([], _core.GenerateParams(sampling=greedy(), num_predict=5))
 
 
 def test_context_shift_keeps_generating_past_a_full_context(smollm2, make_engine):
     engine = make_engine(smollm2, n_ctx=64)
     prompt = smollm2.tokenize("Write a long essay about the history of mathematics.", True, True)
     no_end = greedy(logit_bias=[(smollm2.eos_token, -100.0)])
-    rid = engine.submit(prompt, no_end, 150, [], False, 0, True, 4)
+    rid = engine.submit(prompt, _core.GenerateParams(sampling=no_end, num_predict=150, shift=True, num_keep=4))
     result = collect(engine, [rid])[rid]
     assert result.done_reason == "length" and len(result.tokens) == 150  # ended by num_predict, not the context
-    rid = engine.submit(prompt, no_end, 150, [], False, 0, False, 4)
+    rid = engine.submit(prompt, _core.GenerateParams(sampling=no_end, num_predict=150, shift=False, num_keep=4))
     assert len(collect(engine, [rid])[rid].tokens) < 64
 
 
@@ -232,12 +234,13 @@ def test_a_shared_system_prompt_is_copied_between_slots(smollm2, make_engine, kv
                              True, True)
     second = smollm2.tokenize(system + "<|im_start|>user\nCapital of Spain?<|im_end|>\n<|im_start|>assistant\n",
                               True, True)
-    busy = engine.submit(first, greedy(logit_bias=[(smollm2.eos_token, -100.0)]), 40, [], False, 0)
+    busy = engine.submit(first, _core.GenerateParams(sampling=greedy(logit_bias=[(smollm2.eos_token, -100.0)]),
+                                                     num_predict=40))
     while not any(e.id == busy for e in engine.drain(1000)):
         pass
     # The first slot is busy: the second request gets the other slot, and the system prompt's cells
     # come from the first slot instead of being evaluated again.
-    other = engine.submit(second, greedy(), 8, [], True, 2)
+    other = engine.submit(second, _core.GenerateParams(sampling=greedy(), num_predict=8, logprobs=True, top_logprobs=2))
     result = collect(engine, [busy, other])[other]
     shared = len(smollm2.tokenize(system, True, True)) - 2
     assert result.timings["cached_tokens"] >= shared

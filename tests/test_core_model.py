@@ -151,7 +151,7 @@ def test_embedding_engine_and_generation_engine_keep_to_their_kind(tiny):
         with pytest.raises(InvalidOptionError, match="embeddings"):
             gen.submit_embedding([1, 2, 3], True)
         with pytest.raises(InvalidOptionError, match="embeddings"):
-            emb.submit([1, 2, 3], _core.SamplingParams(), 5, [], False, 0)
+            emb.submit([1, 2, 3], _core.GenerateParams(sampling=_core.SamplingParams(), num_predict=5))
     finally:
         gen.close()
         emb.close()

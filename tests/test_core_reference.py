@@ -64,7 +64,7 @@ def check_same_tokens(path: str, flash_attn: str, kv_unified: bool) -> None:
             engine = _core.Engine(model, context_params(n_ctx=1024, n_parallel=4, flash_attn=flash_attn,
                                                         kv_unified=kv_unified))
             try:
-                rid = engine.submit(tokens, greedy(), N_TOKENS, [], False, 0)
+                rid = engine.submit(tokens, _core.GenerateParams(sampling=greedy(), num_predict=N_TOKENS))
                 result = collect(engine, [rid])[rid]
             finally:
                 engine.close()

@@ -126,7 +126,8 @@ def test_grammar_for_json_digits(smollm2, make_engine):
 def test_invalid_grammar_is_an_invalid_option(smollm2, make_engine):
     engine = make_engine(smollm2)
     with pytest.raises(InvalidOptionError, match="grammar"):
-        engine.submit(smollm2.tokenize("hi", True, True), greedy(grammar="root ::= ("), 5, [], False, 0)
+        engine.submit(smollm2.tokenize("hi", True, True),
+                      _core.GenerateParams(sampling=greedy(grammar="root ::= ("), num_predict=5))
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,8 @@ def test_invalid_grammar_is_an_invalid_option(smollm2, make_engine):
 def test_impossible_sampling_options(smollm2, make_engine, field, value, message):
     engine = make_engine(smollm2)
     with pytest.raises(InvalidOptionError, match=message):
-        engine.submit(smollm2.tokenize("hi", True, True), greedy(**{field: value}), 5, [], False, 0)
+        engine.submit(smollm2.tokenize("hi", True, True),
+                      _core.GenerateParams(sampling=greedy(**{field: value}), num_predict=5))
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ def greedy_tokens(path: Path, projector: Path | None = None) -> list[int]:
     try:
         engine = _core.Engine(model, context_params(n_ctx=256))
         try:
-            rid = engine.submit(model.tokenize(PROMPT, True, True), greedy(), N_TOKENS, [], False, 0)
+            rid = engine.submit(model.tokenize(PROMPT, True, True),
+                                _core.GenerateParams(sampling=greedy(), num_predict=N_TOKENS))
             return collect(engine, [rid])[rid].tokens
         finally:
             engine.close()

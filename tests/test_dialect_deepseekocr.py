@@ -83,7 +83,7 @@ def image_tokens(model_path: Path, projector_path: Path) -> tuple[list[int], int
         prompt = projector.tokenize(f"{projector.marker}\nFree OCR.", [bmp_image(24, 16, seed=3)], True)
         engine = _core.Engine(model, context_params(n_ctx=512), [], projector)
         try:
-            rid = engine.submit_multimodal(prompt, greedy(), N_TOKENS, [], False, 0)
+            rid = engine.submit_multimodal(prompt, _core.GenerateParams(sampling=greedy(), num_predict=N_TOKENS))
             result = collect(engine, [rid], timeout_s=300)[rid]
             assert result.error == ""
             return result.tokens, prompt.image_tokens[0]

@@ -44,7 +44,7 @@ def image_greedy_tokens(model_path: Path, projector_path: Path, image: bytes, te
         prompt = projector.tokenize(text.format(marker=projector.marker), [image], True)
         engine = _core.Engine(model, context_params(n_ctx=512), [], projector)
         try:
-            rid = engine.submit_multimodal(prompt, greedy(), N_TOKENS, [], False, 0)
+            rid = engine.submit_multimodal(prompt, _core.GenerateParams(sampling=greedy(), num_predict=N_TOKENS))
             return collect(engine, [rid])[rid].tokens, prompt
         finally:
             engine.close()

@@ -70,7 +70,7 @@ def image_tokens(model_path, projector_path) -> tuple[list[int], int]:
         prompt = projector.tokenize(IMAGE_PROMPT.format(marker=projector.marker), [bmp_image(40, 24)], True)
         engine = _core.Engine(model, context_params(n_ctx=512), [], projector)
         try:
-            rid = engine.submit_multimodal(prompt, greedy(), 8, [], False, 0)
+            rid = engine.submit_multimodal(prompt, _core.GenerateParams(sampling=greedy(), num_predict=8))
             result = collect(engine, [rid])[rid]
             assert result.error == ""
             return result.tokens, sum(prompt.image_tokens)

@@ -160,7 +160,8 @@ def test_the_engine_places_an_image_on_the_mrope_grid_as_llama_cpp_does(tmp_path
         engine = _core.Engine(model, context_params(n_ctx=256, n_batch=64), [], projector)
         try:
             for _ in range(2):  # the second time, the image is in the slot's cache already
-                rid = engine.submit_multimodal(prompt, greedy(), len(expected), [], True, 0)
+                rid = engine.submit_multimodal(
+                    prompt, _core.GenerateParams(sampling=greedy(), num_predict=len(expected), logprobs=True))
                 result = collect(engine, [rid])[rid]
                 assert result.error == "" and result.tokens == [t for t, _ in expected]
                 # Log-probabilities see every position, even where the argmax would not change

@@ -189,7 +189,7 @@ class LlamaGrammars:
         self.prompt = model.tokenize("hi", True, True)
 
     def check(self, grammar: str) -> None:
-        rid = self.engine.submit(self.prompt, greedy(grammar=grammar), 1, [], False, 0)
+        rid = self.engine.submit(self.prompt, _core.GenerateParams(sampling=greedy(grammar=grammar), num_predict=1))
         self.engine.cancel(rid)
         collect(self.engine, [rid])
 

@@ -9,6 +9,7 @@ import re
 import jsonschema
 import pytest
 
+from a3s_power.core import _core
 from a3s_power.errors import InvalidOptionError
 from a3s_power.prompt.json_schema import JSON_GRAMMAR, InvalidSchemaError, schema_to_gbnf
 from tests.conftest import collect, greedy
@@ -283,7 +284,8 @@ def test_true_schema_is_any_value():
 
 def llama_accepts(engine, model, grammar: str) -> None:
     """Submitting builds the grammar sampler, which parses the grammar (or raises)."""
-    rid = engine.submit(model.tokenize("hi", True, True), greedy(grammar=grammar), 1, [], False, 0)
+    rid = engine.submit(model.tokenize("hi", True, True),
+                        _core.GenerateParams(sampling=greedy(grammar=grammar), num_predict=1))
     engine.cancel(rid)
     collect(engine, [rid])
 
@@ -304,7 +306,7 @@ def chat(model, request: str) -> list[int]:
 
 def generate(engine, prompt: list[int], sampling, num_predict: int):
     # Constrained sampling can be slow on a busy two-core machine: allow more than the usual 120 s.
-    rid = engine.submit(prompt, sampling, num_predict, [], False, 0)
+    rid = engine.submit(prompt, _core.GenerateParams(sampling=sampling, num_predict=num_predict))
     return collect(engine, [rid], timeout_s=600)[rid]
 
 
@@ -336,8 +338,6 @@ def test_greedy_generation_follows_the_schema(smollm2, make_engine, request_text
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sampled_generation_follows_the_schema(smollm2, make_engine, seed):
-    from a3s_power.core import _core
-
     request_text, schema = GENERATION_CASES[1]
     sampling = _core.SamplingParams()
     sampling.temperature = 1.0

@@ -39,18 +39,20 @@ def test_plumbing_image_becomes_embeddings_in_the_prompt(smollm2, projector):
     assert sum(1 for t in prompt.tokens if t < 0) == image_token_count()
     engine = _core.Engine(smollm2, context_params(n_ctx=512), [], projector)
     try:
-        rid = engine.submit_multimodal(prompt, greedy(), 8, [], True, 2)
+        rid = engine.submit_multimodal(
+            prompt, _core.GenerateParams(sampling=greedy(), num_predict=8, logprobs=True, top_logprobs=2))
         result = collect(engine, [rid])[rid]
         assert result.done_reason in ("stop", "length") and result.error == ""
         assert result.timings["prompt_eval_count"] == len(prompt.tokens)
         # The same image again: its embeddings come from the cache, nothing is encoded again.
-        rid = engine.submit_multimodal(prompt, greedy(), 8, [], True, 2)
+        rid = engine.submit_multimodal(
+            prompt, _core.GenerateParams(sampling=greedy(), num_predict=8, logprobs=True, top_logprobs=2))
         again = collect(engine, [rid])[rid]
         assert again.timings["cached_tokens"] == len(prompt.tokens) - 1
         assert_same_greedy(again, result)
         # Another image at the same place: the cache stops where the images differ.
         other = projector.tokenize(CHAT.format(marker=projector.marker), [bmp_image(seed=9)], True)
-        rid = engine.submit_multimodal(other, greedy(), 8, [], False, 0)
+        rid = engine.submit_multimodal(other, _core.GenerateParams(sampling=greedy(), num_predict=8))
         third = collect(engine, [rid])[rid]
         first_image = next(i for i, t in enumerate(prompt.tokens) if t < 0)
         assert third.timings["cached_tokens"] == first_image
@@ -67,7 +69,7 @@ def test_plumbing_bad_images_and_markers(smollm2, projector):
     try:
         prompt = projector.tokenize(CHAT.format(marker=projector.marker), [bmp_image()], True)
         with pytest.raises(InvalidOptionError, match="no vision projector"):
-            engine.submit_multimodal(prompt, greedy(), 4, [], False, 0)
+            engine.submit_multimodal(prompt, _core.GenerateParams(sampling=greedy(), num_predict=4))
     finally:
         engine.close()
 

@@ -85,6 +85,8 @@ class ContextParams:
     def __init__(self) -> None: ...
 
 class SamplingParams:
+    """Sampling for one request. The defaults are the core's (cpp/sampling.h), the only ones."""
+
     temperature: float
     top_k: int
     top_p: float
@@ -101,7 +103,48 @@ class SamplingParams:
     seed: int
     logit_bias: list[tuple[int, float]]
     grammar: str
-    def __init__(self) -> None: ...
+    def __init__(
+        self,
+        *,
+        temperature: float = ...,
+        top_k: int = ...,
+        top_p: float = ...,
+        min_p: float = ...,
+        typical_p: float = ...,
+        repeat_last_n: int = ...,
+        repeat_penalty: float = ...,
+        presence_penalty: float = ...,
+        frequency_penalty: float = ...,
+        penalize_newline: bool = ...,
+        mirostat: int = ...,
+        mirostat_tau: float = ...,
+        mirostat_eta: float = ...,
+        seed: int = ...,
+        logit_bias: list[tuple[int, float]] = ...,
+        grammar: str = ...,
+    ) -> None: ...
+
+class GenerateParams:
+    """One generation request but its prompt. The defaults are the core's (cpp/engine.h), the only ones."""
+
+    sampling: SamplingParams
+    num_predict: int
+    stop: list[str]
+    logprobs: bool
+    top_logprobs: int
+    shift: bool
+    num_keep: int
+    def __init__(
+        self,
+        *,
+        sampling: SamplingParams = ...,
+        num_predict: int = ...,
+        stop: list[str] = ...,
+        logprobs: bool = ...,
+        top_logprobs: int = ...,
+        shift: bool = ...,
+        num_keep: int = ...,
+    ) -> None: ...
 
 class TokenChoice:
     @property
@@ -165,28 +208,8 @@ class Projector:
 class Engine:
     def __init__(self, model: Model, params: ContextParams = ..., adapters: list[tuple[LoraAdapter, float]] = ...,
                  projector: Optional[Projector] = None) -> None: ...
-    def submit(
-        self,
-        prompt: list[int],
-        sampling: SamplingParams = ...,
-        num_predict: int = -1,
-        stop: list[str] = ...,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        shift: bool = False,
-        num_keep: int = 4,
-    ) -> int: ...
-    def submit_multimodal(
-        self,
-        prompt: MultimodalPrompt,
-        sampling: SamplingParams = ...,
-        num_predict: int = -1,
-        stop: list[str] = ...,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        shift: bool = False,
-        num_keep: int = 4,
-    ) -> int: ...
+    def submit(self, prompt: list[int], params: GenerateParams = ...) -> int: ...
+    def submit_multimodal(self, prompt: MultimodalPrompt, params: GenerateParams = ...) -> int: ...
     def submit_embedding(self, tokens: list[int], normalize: bool = True) -> int: ...
     def cancel(self, id: int) -> None: ...
     def drain(self, timeout_ms: int = 0) -> list[Event]: ...

@@ -86,49 +86,58 @@ class LoadOptions:
         return (self.num_gpu, self.main_gpu, self.split_mode, self.tensor_split, self.use_mmap, self.use_mlock)
 
 
+# The core's defaults for one request (cpp/sampling.h, cpp/engine.h), the only place they are written.
+_SAMPLING = _core.SamplingParams()
+_GENERATE = _core.GenerateParams()
+
+
 @dataclass(frozen=True)
 class Options:
-    """Every option a request may carry, with Ollama's defaults."""
+    """Every option a request may carry. The defaults of those that shape generation are the C++
+    core's (``_core.SamplingParams()``, ``_core.GenerateParams()``): Ollama's, with repeat_penalty 1.0."""
 
     load: LoadOptions = field(default_factory=LoadOptions)
-    num_keep: int = 4  # tokens kept at the start when the context shifts
-    seed: int = -1
-    num_predict: int = -1
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_last_n: int = 64
-    temperature: float = 0.8
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalize_newline: bool = True
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
+    num_keep: int = _GENERATE.num_keep  # tokens kept at the start when the context shifts
+    seed: int = _SAMPLING.seed
+    num_predict: int = _GENERATE.num_predict
+    top_k: int = _SAMPLING.top_k
+    top_p: float = _SAMPLING.top_p
+    min_p: float = _SAMPLING.min_p
+    typical_p: float = _SAMPLING.typical_p
+    repeat_last_n: int = _SAMPLING.repeat_last_n
+    temperature: float = _SAMPLING.temperature
+    repeat_penalty: float = _SAMPLING.repeat_penalty
+    presence_penalty: float = _SAMPLING.presence_penalty
+    frequency_penalty: float = _SAMPLING.frequency_penalty
+    penalize_newline: bool = _SAMPLING.penalize_newline
+    mirostat: int = _SAMPLING.mirostat
+    mirostat_tau: float = _SAMPLING.mirostat_tau
+    mirostat_eta: float = _SAMPLING.mirostat_eta
     stop: tuple[str, ...] = ()
 
     def sampling_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None) -> _core.SamplingParams:
-        s = _core.SamplingParams()
-        s.temperature = self.temperature
-        s.top_k = self.top_k
-        s.top_p = self.top_p
-        s.min_p = self.min_p
-        s.typical_p = self.typical_p
-        s.repeat_last_n = self.repeat_last_n
-        s.repeat_penalty = self.repeat_penalty
-        s.presence_penalty = self.presence_penalty
-        s.frequency_penalty = self.frequency_penalty
-        s.penalize_newline = self.penalize_newline
-        s.mirostat = self.mirostat
-        s.mirostat_tau = self.mirostat_tau
-        s.mirostat_eta = self.mirostat_eta
-        s.seed = self.seed
-        if logit_bias:
-            s.logit_bias = [(int(k), float(v)) for k, v in logit_bias.items()]
-        s.grammar = grammar
-        return s
+        return _core.SamplingParams(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
+            typical_p=self.typical_p, repeat_last_n=self.repeat_last_n, repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            penalize_newline=self.penalize_newline, mirostat=self.mirostat, mirostat_tau=self.mirostat_tau,
+            mirostat_eta=self.mirostat_eta, seed=self.seed,
+            logit_bias=[(int(k), float(v)) for k, v in (logit_bias or {}).items()], grammar=grammar)
+
+    def generate_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None, *,
+                        logprobs: bool = False, top_logprobs: int = 0,
+                        shift: bool | None = None) -> _core.GenerateParams:
+        """What the engine needs for one request with these options; ``shift`` None keeps the core's
+        default. num_predict below 0 (-2, fill the context) is the core's -1; num_keep -1 keeps the
+        whole context."""
+        params = _core.GenerateParams(
+            sampling=self.sampling_params(grammar, logit_bias),
+            num_predict=self.num_predict if self.num_predict >= 0 else -1,
+            num_keep=self.num_keep if self.num_keep >= 0 else self.load.num_ctx,
+            stop=list(self.stop), logprobs=logprobs, top_logprobs=top_logprobs)
+        if shift is not None:
+            params.shift = shift
+        return params
 
 
 _LOAD_FIELDS = {f.name: f for f in fields(LoadOptions)}

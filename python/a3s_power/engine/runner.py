@@ -202,20 +202,18 @@ class LoadedModel:
         logit_bias: dict[int, float] | None = None,
         logprobs: bool = False,
         top_logprobs: int = 0,
-        shift: bool = True,
+        shift: bool | None = None,
     ) -> AsyncIterator[Chunk]:
         """Streams a completion of ``tokens``. Closing the iterator early cancels the request.
-        With ``shift``, a full context drops older tokens (keeping ``num_keep``) and goes on."""
+        With ``shift`` (the core's default when None: on), a full context drops older tokens
+        (keeping ``num_keep``) and goes on."""
         self._check_open()
         self._pump.attach(asyncio.get_running_loop())
-        num_predict = options.num_predict if options.num_predict >= 0 else -1
-        num_keep = options.num_keep if options.num_keep >= 0 else options.load.num_ctx
-        args = (options.sampling_params(grammar, logit_bias), num_predict, list(options.stop), logprobs, top_logprobs,
-                shift, num_keep)
+        params = options.generate_params(grammar, logit_bias, logprobs=logprobs, top_logprobs=top_logprobs, shift=shift)
         if isinstance(tokens, _core.MultimodalPrompt):
-            request_id = self.engine.submit_multimodal(tokens, *args)
+            request_id = self.engine.submit_multimodal(tokens, params)
         else:
-            request_id = self.engine.submit(list(tokens), *args)
+            request_id = self.engine.submit(list(tokens), params)
         inbox = self._pump.register(request_id)
         finished = False
         try:
