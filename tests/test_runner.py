@@ -202,6 +202,7 @@ def test_inference_threads_run_at_a_lower_priority_than_the_server(smollm2_path)
         started = {tid: nice for tid, nice in nice_of_threads().items() if tid not in before}
         slices = {_slice_of(tid) for tid in started}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before[threading.get_native_id()]
-    assert started and set(started.values()) == {5}  # the inference thread and the compute threads it started
+    # The inference thread and the compute threads it started, 5 below the process (which may run niced).
+    assert started and set(started.values()) == {min(before[threading.get_native_id()] + 5, 19)}
     if _custom_slices_supported():  # ... which also take long slices, so that woken threads preempt them
         assert slices == {20_000_000} and _slice_of(threading.get_native_id()) != 20_000_000
