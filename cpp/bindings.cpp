@@ -255,6 +255,7 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("seed", &SamplingParams::seed)
         .def_readwrite("logit_bias", &SamplingParams::logit_bias)
         .def_readwrite("grammar", &SamplingParams::grammar)
+        .def_readwrite("grammar_triggers", &SamplingParams::grammar_triggers)
         .def("__repr__", &fields_repr);
 
     py::class_<GenerateParams>(m, "GenerateParams")

@@ -103,7 +103,14 @@ Sampler::Sampler(const llama_model * model, const SamplingParams & p, int n_ctx)
 
     if (!p.grammar.empty()) {
         take_thread_log_errors();
-        grammar_ = llama_sampler_init_grammar(vocab_, p.grammar.c_str(), "root");
+        if (p.grammar_triggers.empty()) {
+            grammar_ = llama_sampler_init_grammar(vocab_, p.grammar.c_str(), "root");
+        } else {
+            std::vector<const char *> patterns;
+            for (const auto & t : p.grammar_triggers) patterns.push_back(t.c_str());
+            grammar_ = llama_sampler_init_grammar_lazy_patterns(vocab_, p.grammar.c_str(), "root", patterns.data(),
+                                                                patterns.size(), nullptr, 0);
+        }
         if (!grammar_) {
             std::string why = take_thread_log_errors();
             throw Error(ErrorKind::InvalidOption, "invalid grammar: " + (why.empty() ? "failed to parse" : why));

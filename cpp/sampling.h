@@ -31,6 +31,10 @@ struct SamplingParams {
     int64_t seed = -1;  // < 0 = random
     std::vector<std::pair<int32_t, float>> logit_bias;
     std::string grammar;  // GBNF, root rule "root"; empty = none
+    // Regular expressions over the output so far: with any, the grammar waits for the first
+    // match and applies from its first group on (gpt-oss thinks first, then answers in the
+    // format). Empty: the grammar applies from the first token.
+    std::vector<std::string> grammar_triggers;
 };
 
 struct TokenChoice {

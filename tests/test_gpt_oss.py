@@ -309,3 +309,18 @@ def test_pulled_in_ollamas_dialect_thinks_and_calls_in_every_api(server, tmp_pat
         model=name, max_tokens=64, messages=QUESTION, tools=[anthropic_tool()])
     assert [b.type for b in reply.content] == ["thinking", "tool_use"]
     assert reply.content[0].thinking == CALL_THOUGHT and reply.content[1].input == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("model", ANSWERING)
+def test_a_format_applies_after_the_reasoning(server, model):
+    """With ``format`` gpt-oss reasons first and answers in the format (the grammar waits for the
+    final channel), as Ollama and llama-server let it: thinking stays, and content is the JSON."""
+    schema = {"type": "object", "properties": {"capital": {"enum": ["Paris"]}}, "required": ["capital"]}
+    body = {"model": model, "messages": QUESTION, "stream": False, "format": schema}
+    message = post(server, "/api/chat", body).json()["message"]
+    assert message["thinking"] == THOUGHT
+    assert json.loads(message["content"]) == {"capital": "Paris"}
+    r = openai.OpenAI(base_url=server.url + "/v1", api_key="x").chat.completions.create(
+        model=model, messages=QUESTION, response_format={"type": "json_schema", "json_schema": {
+            "name": "answer", "schema": schema}})
+    assert json.loads(r.choices[0].message.content) == {"capital": "Paris"}

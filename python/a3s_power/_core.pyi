@@ -103,6 +103,7 @@ class SamplingParams:
     seed: int
     logit_bias: list[tuple[int, float]]
     grammar: str
+    grammar_triggers: list[str]  # regexes: the grammar waits for a match and applies from its first group
     def __init__(
         self,
         *,
@@ -122,6 +123,7 @@ class SamplingParams:
         seed: int = ...,
         logit_bias: list[tuple[int, float]] = ...,
         grammar: str = ...,
+        grammar_triggers: list[str] = ...,
     ) -> None: ...
 
 class GenerateParams:

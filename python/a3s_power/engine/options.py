@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Sequence
 
 from ..config import Config, default_threads, get_config
 from ..core import _core
@@ -115,23 +115,25 @@ class Options:
     mirostat_eta: float = _SAMPLING.mirostat_eta
     stop: tuple[str, ...] = ()
 
-    def sampling_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None) -> _core.SamplingParams:
+    def sampling_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None,
+                        grammar_triggers: Sequence[str] = ()) -> _core.SamplingParams:
         return _core.SamplingParams(
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
             typical_p=self.typical_p, repeat_last_n=self.repeat_last_n, repeat_penalty=self.repeat_penalty,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
             penalize_newline=self.penalize_newline, mirostat=self.mirostat, mirostat_tau=self.mirostat_tau,
             mirostat_eta=self.mirostat_eta, seed=self.seed,
-            logit_bias=[(int(k), float(v)) for k, v in (logit_bias or {}).items()], grammar=grammar)
+            logit_bias=[(int(k), float(v)) for k, v in (logit_bias or {}).items()], grammar=grammar,
+            grammar_triggers=list(grammar_triggers))
 
     def generate_params(self, grammar: str = "", logit_bias: dict[int, float] | None = None, *,
-                        logprobs: bool = False, top_logprobs: int = 0,
-                        shift: bool | None = None) -> _core.GenerateParams:
+                        logprobs: bool = False, top_logprobs: int = 0, shift: bool | None = None,
+                        grammar_triggers: Sequence[str] = ()) -> _core.GenerateParams:
         """What the engine needs for one request with these options; ``shift`` None keeps the core's
         default. num_predict below 0 (-2, fill the context) is the core's -1; num_keep -1 keeps the
         whole context."""
         params = _core.GenerateParams(
-            sampling=self.sampling_params(grammar, logit_bias),
+            sampling=self.sampling_params(grammar, logit_bias, grammar_triggers),
             num_predict=self.num_predict if self.num_predict >= 0 else -1,
             num_keep=self.num_keep if self.num_keep >= 0 else self.load.num_ctx,
             stop=list(self.stop), logprobs=logprobs, top_logprobs=top_logprobs)

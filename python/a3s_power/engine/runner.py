@@ -203,13 +203,15 @@ class LoadedModel:
         logprobs: bool = False,
         top_logprobs: int = 0,
         shift: bool | None = None,
+        grammar_triggers: Sequence[str] = (),
     ) -> AsyncIterator[Chunk]:
         """Streams a completion of ``tokens``. Closing the iterator early cancels the request.
         With ``shift`` (the core's default when None: on), a full context drops older tokens
         (keeping ``num_keep``) and goes on."""
         self._check_open()
         self._pump.attach(asyncio.get_running_loop())
-        params = options.generate_params(grammar, logit_bias, logprobs=logprobs, top_logprobs=top_logprobs, shift=shift)
+        params = options.generate_params(grammar, logit_bias, logprobs=logprobs, top_logprobs=top_logprobs, shift=shift,
+                                         grammar_triggers=grammar_triggers)
         if isinstance(tokens, _core.MultimodalPrompt):
             request_id = self.engine.submit_multimodal(tokens, params)
         else:

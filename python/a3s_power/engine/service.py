@@ -418,10 +418,14 @@ class InferenceService:
         model = runner.model
         thinker = None
         channels = None  # harmony: reasoning, answer and tool calls come apart by channel
+        triggers: list[str] = []
         if harmony is not None:
-            from ..prompt.harmony import HarmonyParser
+            from ..prompt.harmony import HarmonyParser, format_after_reasoning
 
-            channels = HarmonyParser(harmony, _harmony_prefix(model, tokens))
+            prefix = _harmony_prefix(model, tokens)
+            channels = HarmonyParser(harmony, prefix)
+            if grammar and not tool_format:  # a format: after the reasoning, on the final answer
+                grammar, triggers = format_after_reasoning(grammar, prefix)
         elif think_on and template is not None:
             from ..prompt.thinking import ThinkingParser, thinking_tags_for
 
@@ -455,7 +459,7 @@ class InferenceService:
         # The first piece says how long the prompt is: Anthropic's message_start reports it.
         prompt_count = {"prompt_eval_count": len(tokens.tokens if hasattr(tokens, "tokens") else tokens)}
         async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
-                                          top_logprobs=top_logprobs, shift=shift):
+                                          top_logprobs=top_logprobs, shift=shift, grammar_triggers=triggers):
             if chunk.tokens and not first_token_ns:
                 first_token_ns = time.perf_counter_ns() - started
             if collect is not None:

@@ -23,7 +23,8 @@ from typing import Any
 
 from .tools import ToolCall
 
-__all__ = ["HarmonyParser", "FunctionNames", "uses_harmony", "parse_header", "MARKERS", "DEFAULT_PREFIX"]
+__all__ = ["HarmonyParser", "FunctionNames", "uses_harmony", "parse_header", "format_after_reasoning", "MARKERS",
+           "DEFAULT_PREFIX"]
 
 START, END, CALL, RETURN = "<|start|>", "<|end|>", "<|call|>", "<|return|>"
 CHANNEL, MESSAGE, CONSTRAIN = "<|channel|>", "<|message|>", "<|constrain|>"
@@ -34,6 +35,21 @@ BUILTIN_TOOLS = ("browser.search", "browser.open", "browser.find", "python")
 # Recipients that are conversation roles, never tools.
 _ROLES = ("assistant", "user", "system", "developer")
 DEFAULT_PREFIX = START + "assistant"
+
+
+def format_after_reasoning(grammar: str, prefix: str) -> tuple[str, list[str]]:
+    """A format's grammar for a harmony answer, and the patterns that start it: the model reasons
+    first, and the grammar takes over at the final channel's header (llama.cpp's lazy grammar
+    replays the text from the pattern's group, so the grammar spells the header, then the format),
+    as Ollama and llama-server let gpt-oss do. ``prefix`` is the prompt's tail from its last
+    ``<|start|>``: when it already opens the final message, the format applies from the first
+    token."""
+    if re.fullmatch(r"<\|start\|>assistant\s*<\|channel\|>final[^<]*(<\|constrain\|>[^<]*)?<\|message\|>",
+                    prefix.strip()):
+        return grammar, []
+    renamed = re.sub(r"^root(\s*::=)", r"format-root\1", grammar, flags=re.M)
+    header = 'root ::= "<|channel|>final" [^<]* ("<|constrain|>" [^<]*)? "<|message|>" format-root\n'
+    return header + renamed, [r"[\s\S]*?(<\|channel\|>final)[\s\S]*"]
 
 
 def uses_harmony(architecture: str, template_source: str | None, parser: str = "") -> bool:
