@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 from typing import Any, AsyncIterator
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from .errors import A3SPowerError
+from .hosts import parse_host
 
-DEFAULT_PORT = 11434
 
 
 class ClientError(A3SPowerError):
@@ -24,19 +23,8 @@ class ClientError(A3SPowerError):
 
 
 def base_url(host: str) -> str:
-    """OLLAMA_HOST as Ollama reads it: scheme optional (http), port optional (11434)."""
-    host = host.strip() or f"127.0.0.1:{DEFAULT_PORT}"
-    if "://" not in host:
-        host = "http://" + host
-    parts = urlsplit(host)
-    hostname = parts.hostname or "127.0.0.1"
-    if hostname == "0.0.0.0":
-        hostname = "127.0.0.1"
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    port = parts.port or (DEFAULT_PORT if parts.scheme == "http" and not host.rstrip("/").endswith(":80") else
-                          (443 if parts.scheme == "https" else 80))
-    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+    """The server's URL from OLLAMA_HOST, read as Ollama reads it (hosts.py)."""
+    return parse_host(host).url(for_client=True)
 
 
 class Client:

@@ -7,12 +7,12 @@ import ipaddress
 import logging
 import signal
 import sys
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..config import Config
 from ..errors import InvalidOptionError
+from ..hosts import parse_host
 from ..engine.scheduler import Scheduler
 from .app import ServerState, create_app
 
@@ -27,13 +27,9 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
 
 
 def bind_address(host: str) -> tuple[str, int]:
-    """OLLAMA_HOST for listening: ``host[:port]`` or a URL; port 11434 unless given."""
-    value = host.strip() or "127.0.0.1:11434"
-    if "://" not in value:
-        value = "http://" + value
-    parts = urlsplit(value)
-    port = parts.port if parts.port is not None else (11434 if parts.scheme == "http" else 443)
-    return parts.hostname or "127.0.0.1", port
+    """Where to listen: OLLAMA_HOST read as Ollama reads it (hosts.py)."""
+    parsed = parse_host(host)
+    return parsed.host, parsed.port
 
 
 def is_loopback(host: str) -> bool:
