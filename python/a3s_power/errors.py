@@ -2,7 +2,10 @@
 
 
 class A3SPowerError(Exception):
-    """Base class of every error A3S Power raises on purpose."""
+    """Base class of every error A3S Power raises on purpose. ``http_status`` is what every API
+    answers when one reaches it (server/errors.py status_for): each class knows its own."""
+
+    http_status = 500
 
 
 class ModelLoadError(A3SPowerError):
@@ -11,6 +14,8 @@ class ModelLoadError(A3SPowerError):
 
 class InvalidOptionError(A3SPowerError, ValueError):
     """An option or input is impossible (num_ctx 0, a negative thread count, a bad grammar, ...)."""
+
+    http_status = 400
 
 
 class InferenceError(A3SPowerError):
@@ -24,3 +29,7 @@ class RemoteError(A3SPowerError):
         super().__init__(message)
         self.status = status
         self.signin_url = signin_url
+
+    @property
+    def http_status(self) -> int:  # the remote host's own status
+        return self.status

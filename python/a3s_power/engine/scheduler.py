@@ -70,6 +70,8 @@ def runner_key(name: str, load: LoadOptions) -> tuple[str, bool]:
 class QueueFull(A3SPowerError):
     """More requests wait than OLLAMA_MAX_QUEUE allows."""
 
+    http_status = 503
+
     def __init__(self) -> None:
         super().__init__("server busy, please try again.  maximum pending requests exceeded")
 

@@ -35,6 +35,8 @@ CHATML = (
 class TemplateError(A3SPowerError):
     """A chat template that cannot be parsed or that refused the conversation."""
 
+    http_status = 400
+
 
 def _raise_exception(message: str) -> None:
     raise TemplateError(f"chat template error: {message}")

@@ -8,6 +8,7 @@ here and answered with a plain 500.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from typing import Any
@@ -15,10 +16,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError, RemoteError
-from ..prompt.chat_template import TemplateError
-from ..engine.scheduler import QueueFull
-from ..store.types import InvalidModelName, ModelNotFound
+from ..errors import A3SPowerError, RemoteError
+from ..store.types import StoreFull, is_no_space
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +63,22 @@ def error_response(request: web.Request, status: int, message: str, kind: str | 
     return web.json_response(error_body(request.path, status, message, kind, param), status=status)
 
 
-def status_for(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and message for an exception the API layer lets through."""
+def status_for(exc: BaseException, store_root: Any = None) -> tuple[int, str]:
+    """The HTTP status and message for an exception the API layer lets through, on every route:
+    the package's errors carry their own status (``A3SPowerError.http_status``); a full disk is
+    507; other file system failures are the model store's."""
     if isinstance(exc, ApiError):
         return exc.status, exc.message
-    if isinstance(exc, ModelNotFound):
-        return 404, str(exc)
-    if isinstance(exc, (InvalidOptionError, InvalidModelName, TemplateError)):
-        return 400, str(exc)
-    if isinstance(exc, ModelLoadError):
-        return 500, str(exc)
-    if isinstance(exc, QueueFull):
-        return 503, str(exc)
-    if isinstance(exc, RemoteError):
-        return exc.status, str(exc)
+    if is_no_space(exc):
+        log.warning("model store full: %s", exc)
+        return StoreFull.http_status, str(StoreFull(store_root or "the model store"))
     if isinstance(exc, A3SPowerError):
-        return 500, str(exc)
+        return exc.http_status, str(exc)
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENAMETOOLONG:
+            return 400, "invalid model name"
+        log.warning("model store: %s", exc)
+        return 500, f"model store: {exc.strerror if exc.errno is not None else exc}"
     return 500, "internal server error"
 
 
@@ -87,7 +86,7 @@ def status_for(exc: BaseException) -> tuple[int, str]:
 async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:  # a raw request.read() past client_max_size
+    except web.HTTPRequestEntityTooLarge:  # a raw request.read() past client_max_size
         return error_response(request, 413, _too_large(None, request))
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.status != 405 and not exc.text:

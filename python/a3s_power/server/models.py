@@ -11,14 +11,13 @@ file system failure its reason alone (the details go to the log).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..errors import A3SPowerError, InvalidOptionError
+from ..errors import A3SPowerError
 from ..registry.builtin import BuiltinRegistry
 from ..registry.pull import is_url, pull_model
 from ..registry.push import push_model
@@ -32,9 +31,9 @@ from ..store.names import ModelName
 from ..store.show import show_model
 from ..store.store import ModelStore
 from ..timefmt import rfc3339
-from ..store.types import InvalidModelName, ModelNotFound, StoreFull, is_no_space
+from ..store.types import InvalidModelName, ModelNotFound
 from .app import state_of
-from .errors import ApiError, read_json
+from .errors import ApiError, read_json, status_for
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +79,10 @@ def _stream_flag(body: dict[str, Any]) -> bool:
 
 
 def _status_of(exc: BaseException, store: ModelStore | None = None) -> tuple[int, str]:
-    if isinstance(exc, ApiError):
-        return exc.status, exc.message
-    if is_no_space(exc):
-        log.warning("model store full: %s", exc)
-        return StoreFull.status, str(StoreFull(store.root if store is not None else "the model store"))
-    if isinstance(exc, CreateError):
-        return exc.status, str(exc)
-    if isinstance(exc, ModelNotFound):
-        return 404, str(exc)
-    if isinstance(exc, (InvalidModelName, InvalidOptionError, InvalidManifest)):
-        return 400, str(exc)
-    if isinstance(exc, OSError):
-        if exc.errno == errno.ENAMETOOLONG:
-            return 400, "invalid model name"
-        log.warning("model store: %s", exc)
-        return 500, f"model store: {exc.strerror if exc.errno is not None else exc}"
-    if isinstance(exc, A3SPowerError):
-        return 500, str(exc)
-    log.exception("unexpected failure", exc_info=exc)
-    return 500, "internal server error"
+    status, message = status_for(exc, store.root if store is not None else None)
+    if not isinstance(exc, (ApiError, A3SPowerError, OSError)):
+        log.exception("unexpected failure", exc_info=exc)
+    return status, message
 
 
 def _raise_store_error(exc: OSError, store: ModelStore) -> None:

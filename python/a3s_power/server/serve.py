@@ -11,7 +11,6 @@ import sys
 from aiohttp import web
 
 from ..config import Config
-from ..errors import InvalidOptionError
 from ..hosts import parse_host
 from ..engine.scheduler import Scheduler
 from .app import ServerState, create_app

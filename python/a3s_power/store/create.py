@@ -42,6 +42,10 @@ class CreateError(A3SPowerError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def http_status(self) -> int:
+        return self.status
+
 
 @dataclass
 class CreatePlan:

@@ -36,7 +36,7 @@ KNOWN_MEDIA_TYPES = frozenset({MODEL, TEMPLATE, LEGACY_PROMPT, SYSTEM, PARAMS, L
 
 
 class InvalidManifest(A3SPowerError, ValueError):
-    pass
+    http_status = 400
 
 
 @dataclass

@@ -13,13 +13,15 @@ from ..errors import A3SPowerError
 
 
 class ModelNotFound(A3SPowerError):
+    http_status = 404
+
     def __init__(self, name: str) -> None:
         super().__init__(f"model '{name}' not found")
         self.name = name
 
 
 class InvalidModelName(A3SPowerError, ValueError):
-    pass
+    http_status = 400
 
 
 # A full disk, or a full quota (EDQUOT): either way nothing more can be written to the store.
@@ -47,7 +49,7 @@ def describe(exc: BaseException) -> str:
 class StoreFull(A3SPowerError):
     """The model store's file system is full; the message names the store's folder, nothing deeper."""
 
-    status = 507  # Insufficient Storage
+    status = http_status = 507  # Insufficient Storage
 
     def __init__(self, root: os.PathLike | str) -> None:
         super().__init__(f"no space left on device: {shown_path(root)}")
