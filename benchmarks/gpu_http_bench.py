@@ -50,8 +50,6 @@ FILLER = ("The history of computing is a story of people finding ways to make ma
 
 
 async def _stream(session, url: str, body: dict, start_at: float) -> dict:
-    import aiohttp  # noqa: F401 - imported by the session's owner
-
     delay = start_at - time.time()
     if delay > 0:
         await asyncio.sleep(delay)

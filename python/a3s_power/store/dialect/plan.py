@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -153,8 +152,7 @@ class Plan:
         t = self.tensors.pop(old, None)
         if t is not None:
             t.name = new
-            self.tensors[new] = t
-            self._reorder()
+            self.tensors[new] = t  # at the end now: GGUF does not mind the order
 
     def rename_containing(self, needle: str, repl: str) -> None:
         """The first occurrence of ``needle`` in every tensor name becomes ``repl``."""
@@ -182,9 +180,6 @@ class Plan:
 
     def add(self, tensor: Tensor) -> None:
         self.tensors[tensor.name] = tensor
-
-    def _reorder(self) -> None:
-        pass  # insertion order is kept; a renamed tensor moves to the end, which GGUF does not mind
 
     # --- tensor data ---------------------------------------------------------------------------
 
@@ -293,7 +288,3 @@ def _as_float(raw: memoryview, type_: int) -> np.ndarray:
 
 def _bytes(data: bytes | np.ndarray) -> bytes:
     return data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-
-
-def source_path(plan: Plan) -> Path:
-    return Path(plan.src.path)

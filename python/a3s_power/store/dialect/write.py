@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..blobs import TEMP_PREFIX, fsync_dir
-from .plan import ARRAY, BOOL, KV, STRING, Plan
+from .plan import ARRAY, BOOL, STRING, Plan
 
 _SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                    12: "<d"}
