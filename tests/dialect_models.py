@@ -130,7 +130,13 @@ def gptoss_pair(n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_head_kv: 
         t[b + "ffn_gate_exps.bias"], t[b + "ffn_up_exps.bias"] = w(n_expert, n_ff_exp), w(n_expert, n_ff_exp)
         t[b + "ffn_down_exps.bias"] = w(n_expert, n_embd)
 
-    d = m.copy()
+    return m, gptoss_as_ollama_dialect(m)
+
+
+def gptoss_as_ollama_dialect(model: TinyModel) -> TinyModel:
+    """A llama.cpp-shaped gpt-oss as Ollama's converter wrote it before v0.30 (the facts
+    store/dialect/gptoss.py undoes)."""
+    d = model.copy()
     d.arch = "gptoss"
     d.rename_keys("gpt-oss.", "gptoss.")
     d.set("general.architecture", "gptoss", GT.STRING)
@@ -138,7 +144,7 @@ def gptoss_pair(n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_head_kv: 
     d.set("tokenizer.ggml.pre", "default", GT.STRING)
     d.rename_tensors(lambda n: n.replace(".attn_output", ".attn_out").replace(".attn_sinks.weight", ".attn_sinks")
                      .replace(".post_attention_norm", ".ffn_norm"))
-    return m, d
+    return d
 
 
 # --- lfm2 --------------------------------------------------------------------------------------

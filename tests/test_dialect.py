@@ -3,19 +3,25 @@ same greedy tokens as the same weights written as llama.cpp writes them; the blo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 
+import ollama
 import pytest
+import requests
 
 from a3s_power.core import _core
 from a3s_power.store import dialect
+from a3s_power.store.blobs import TEMP_PREFIX as TEMP
 from a3s_power.store.gguf import read_gguf
 
 from tests.conftest import collect, context_params, greedy
-from a3s_power.store.blobs import TEMP_PREFIX as TEMP
 from tests import dialect_models
+from tests.model_server import ServerThread
+from tests.registry_server import FakeRegistry
+from tests.tiny_projector import bmp_image
 
 PROMPT = "the cat sat on the mat and then"
 N_TOKENS = 12
@@ -39,6 +45,39 @@ def greedy_tokens(path: Path, projector: Path | None = None) -> list[int]:
 
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pull_and_chat_with_an_image(home: Path, repository: str, blob: bytes, family: str, template: str,
+                                image_positions: int) -> None:
+    """The whole path for a vision family: the registry serves Ollama's one blob (with a Go
+    TEMPLATE), the real server pulls it, keeps the blob as served, reports vision, and answers a
+    chat with an image through the translated projector, whose ``image_positions`` reach the prompt."""
+    config = {"model_format": "gguf", "model_family": family, "model_type": "tiny", "file_type": "F32"}
+    with FakeRegistry() as reg, ServerThread(home) as server:
+        reg.add_model(repository, "tiny", [("application/vnd.ollama.image.model", blob),
+                                           ("application/vnd.ollama.image.template", template.encode())],
+                      config=json.dumps(config).encode())
+        name = f"{reg.host}/{repository}:tiny"
+        r = requests.post(server.url + "/api/pull", json={"model": name, "insecure": True, "stream": False})
+        assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
+        assert sha256(server.store.resolve(name).model_path) == "sha256:" + hashlib.sha256(blob).hexdigest()
+
+        show = requests.post(server.url + "/api/show", json={"model": name}).json()
+        assert "vision" in show["capabilities"] and "completion" in show["capabilities"]
+
+        def chat(images):
+            message = {"role": "user", "content": "What is in this picture?", **({"images": images} if images else {})}
+            return requests.post(server.url + "/api/chat", json={
+                "model": name, "messages": [message], "stream": False,
+                "options": {"temperature": 0, "num_predict": 8}})
+
+        r = chat([base64.b64encode(bmp_image(40, 24)).decode()])
+        assert r.status_code == 200, r.text
+        with_image = r.json()
+        assert with_image["done"] is True and with_image["message"]["role"] == "assistant"
+        without = chat(None).json()
+        assert with_image["prompt_eval_count"] >= without["prompt_eval_count"] + image_positions
+        assert list(home.rglob("projector.gguf"))  # the derived projector is what ran
 
 
 def translate(path: Path, store_root: Path) -> dict[str, Path]:
@@ -92,11 +131,6 @@ def test_an_untranslatable_dialect_names_its_architecture(tmp_path):
 def test_pull_translates_and_the_server_runs_the_dialect(tmp_path):
     """Pulled from a registry as Ollama's library serves it: translated right after the pull (with
     progress), served, pushed back byte for byte, and the translation removed with the blob."""
-    import ollama
-
-    from tests.model_server import ServerThread
-    from tests.registry_server import FakeRegistry
-
     upstream, ollama_form = dialect_models.gptoss_pair()
     data = ollama_form.write(tmp_path / "blob.gguf").read_bytes()
     with FakeRegistry() as reg, ServerThread(tmp_path / "home") as server:

@@ -5,15 +5,11 @@ for a prompt with an image as llama.cpp's own mmproj."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from a3s_power.core import _core
 from a3s_power.store import dialect
@@ -22,9 +18,7 @@ from a3s_power.store.gguf import read_gguf
 from tests.conftest import collect, context_params, greedy
 from tests.dialect_models_gemma import (GEMMA4_VISIBLE, embeddinggemma_pair, gemma3_models, gemma3_pair, gemma4_models,
                                         gemma4_pair)
-from tests.model_server import ServerThread
-from tests.registry_server import FakeRegistry
-from tests.test_dialect import greedy_tokens, sha256, translate
+from tests.test_dialect import greedy_tokens, pull_and_chat_with_an_image, sha256, translate
 from tests.tiny_projector import bmp_image
 
 N_TOKENS = 12
@@ -133,35 +127,8 @@ def test_gemma3_blob_pulled_over_http_shows_vision_and_answers_with_an_image(tmp
     it, reports vision, and answers a chat with an image through the translated projector."""
     _, _, ollama = gemma3_models()
     blob = ollama.write(tmp_path / "ollama.gguf").read_bytes()
-    config = {"model_format": "gguf", "model_family": "gemma3", "model_type": "tiny", "file_type": "F32"}
-    with FakeRegistry() as reg, ServerThread(tmp_path / "home") as server:
-        reg.add_model("library/gemma3", "tiny", [("application/vnd.ollama.image.model", blob),
-                                                  ("application/vnd.ollama.image.template", GEMMA3_GO_TEMPLATE.encode())],
-                      config=json.dumps(config).encode())
-        name = f"{reg.host}/library/gemma3:tiny"
-        r = requests.post(server.url + "/api/pull", json={"model": name, "insecure": True, "stream": False})
-        assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
-        stored = server.store.resolve(name)
-        assert sha256(stored.model_path) == "sha256:" + hashlib.sha256(blob).hexdigest()
-
-        show = requests.post(server.url + "/api/show", json={"model": name}).json()
-        assert "vision" in show["capabilities"] and "completion" in show["capabilities"]
-
-        def chat(images):
-            message = {"role": "user", "content": "What is in this picture?", **({"images": images} if images else {})}
-            return requests.post(server.url + "/api/chat", json={
-                "model": name, "messages": [message], "stream": False,
-                "options": {"temperature": 0, "num_predict": 8}})
-
-        picture = base64.b64encode(bmp_image(40, 24)).decode()
-        r = chat([picture])
-        assert r.status_code == 200, r.text
-        with_image = r.json()
-        assert with_image["done"] is True and with_image["message"]["role"] == "assistant"
-        without = chat(None).json()
-        # 16 image embeddings and mtmd's <start_of_image>/<end_of_image> text went into the prompt
-        assert with_image["prompt_eval_count"] >= without["prompt_eval_count"] + 16
-        assert list((tmp_path / "home").rglob("projector.gguf"))  # the derived projector is what ran
+    # 16 image embeddings and mtmd's <start_of_image>/<end_of_image> text go into the prompt
+    pull_and_chat_with_an_image(tmp_path / "home", "library/gemma3", blob, "gemma3", GEMMA3_GO_TEMPLATE, 16)
 
 
 def embeddings(path: Path, texts: list[str]) -> np.ndarray:

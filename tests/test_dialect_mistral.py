@@ -5,14 +5,10 @@ through the real server after a pull."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 
 import gguf
 import numpy as np
 import pytest
-import requests
 
 from a3s_power.core import _core
 from a3s_power.store import dialect
@@ -20,9 +16,7 @@ from a3s_power.store.gguf import read_gguf
 
 from tests.conftest import THREADS, collect, context_params, greedy
 from tests.dialect_models_mistral import mistral3_pair
-from tests.model_server import ServerThread
-from tests.registry_server import FakeRegistry
-from tests.test_dialect import greedy_tokens, sha256, translate
+from tests.test_dialect import greedy_tokens, pull_and_chat_with_an_image, sha256, translate
 from tests.tiny_projector import bmp_image
 
 IMAGE_PROMPT = "the cat sat on {marker} the mat and then"
@@ -100,31 +94,6 @@ def test_mistral3_blob_pulled_over_http_shows_vision_and_answers_with_an_image(t
     it, reports vision, and answers a chat with an image through the translated projector."""
     _, _, ollama_form = mistral3_pair()
     blob = ollama_form.write(tmp_path / "ollama.gguf").read_bytes()
-    config = {"model_format": "gguf", "model_family": "mistral3", "model_type": "tiny", "file_type": "F32"}
     template = "{{ range .Messages }}[INST]{{ .Content }}[/INST]{{ end }}"
-    with FakeRegistry() as reg, ServerThread(tmp_path / "home") as server:
-        reg.add_model("library/mistral-small3.1", "tiny", [("application/vnd.ollama.image.model", blob),
-                                                            ("application/vnd.ollama.image.template", template.encode())],
-                      config=json.dumps(config).encode())
-        name = f"{reg.host}/library/mistral-small3.1:tiny"
-        r = requests.post(server.url + "/api/pull", json={"model": name, "insecure": True, "stream": False})
-        assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
-        assert sha256(server.store.resolve(name).model_path) == "sha256:" + hashlib.sha256(blob).hexdigest()
-
-        show = requests.post(server.url + "/api/show", json={"model": name}).json()
-        assert "vision" in show["capabilities"] and "completion" in show["capabilities"]
-
-        def chat(images):
-            message = {"role": "user", "content": "What is in this picture?", **({"images": images} if images else {})}
-            return requests.post(server.url + "/api/chat", json={
-                "model": name, "messages": [message], "stream": False,
-                "options": {"temperature": 0, "num_predict": 8}})
-
-        r = chat([base64.b64encode(bmp_image(40, 24)).decode()])
-        assert r.status_code == 200, r.text
-        with_image = r.json()
-        assert with_image["done"] is True and with_image["message"]["role"] == "assistant"
-        without = chat(None).json()
-        # 12 patch embeddings and 2 [IMG_BREAK] rows went into the prompt
-        assert with_image["prompt_eval_count"] >= without["prompt_eval_count"] + 14
-        assert list((tmp_path / "home").rglob("projector.gguf"))  # the derived projector is what ran
+    # 12 patch embeddings and 2 [IMG_BREAK] rows go into the prompt
+    pull_and_chat_with_an_image(tmp_path / "home", "library/mistral-small3.1", blob, "mistral3", template, 14)

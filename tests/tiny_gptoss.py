@@ -22,7 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tests.dialect_models import GT, TinyModel
+from tests.dialect_models import GT, TinyModel, gptoss_as_ollama_dialect
 from tests.gpt_oss_templates import JINJA
 from tests.tiny_models import _byte_symbols
 
@@ -155,19 +155,8 @@ def tiny_gptoss(answer: list[str], flag: str | None = None, *, chat_template: st
     return m
 
 
-def as_ollama_dialect(model: TinyModel) -> TinyModel:
-    """The same model as Ollama's converter wrote gpt-oss before v0.30 (the facts
-    store/dialect/gptoss.py undoes): architecture and key prefix ``gptoss``, no per-expert
-    feed-forward length, a generic pre-tokenizer, three tensors named otherwise."""
-    d = model.copy()
-    d.arch = "gptoss"
-    d.rename_keys("gpt-oss.", "gptoss.")
-    d.set("general.architecture", "gptoss", GT.STRING)
-    del d.kv["gptoss.expert_feed_forward_length"]
-    d.set("tokenizer.ggml.pre", "default", GT.STRING)
-    d.rename_tensors(lambda n: n.replace(".attn_output", ".attn_out").replace(".attn_sinks.weight", ".attn_sinks")
-                     .replace(".post_attention_norm", ".ffn_norm"))
-    return d
+# The same model as Ollama's converter wrote gpt-oss before v0.30.
+as_ollama_dialect = gptoss_as_ollama_dialect
 
 
 def write_tiny_gptoss(path: Path, answer: list[str], flag: str | None = None, *,
