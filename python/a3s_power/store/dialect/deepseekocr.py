@@ -79,10 +79,7 @@ def _projector(plan: Plan) -> None:
                      ("vision.patch_size", "patch_size"), ("sam.block_count", "sam.block_count"),
                      ("sam.embedding_length", "sam.embedding_length"), ("sam.head_count", "sam.head_count")):
         u32(src, dst)
-    plan.keep_keys("general.", "clip.")
-    plan.set_str("general.architecture", "clip")
-    plan.set_str("clip.projector_type", "deepseekocr")
-    plan.set_bool("clip.has_vision_encoder", True)
+    plan.become_clip("deepseekocr")
     plan.set_bool("clip.use_gelu", True)  # the SAM MLP's activation; CLIP's is fixed in the graph
     plan.default("clip.vision.attention.layer_norm_epsilon", FLOAT32, 1e-6)
     plan.default("clip.vision.window_size", UINT32, 14)  # SAM's local attention window

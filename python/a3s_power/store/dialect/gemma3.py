@@ -99,10 +99,7 @@ def _projector(plan: Plan) -> None:
     tokens = plan.get(A + "mm.tokens_per_image")
     for key in _VISION_KEYS:
         plan.copy_key(A + "vision." + key, "clip.vision." + key)
-    plan.keep_keys("general.", "clip.")
-    plan.set_str("general.architecture", "clip")
-    plan.set_str("clip.projector_type", "gemma3")
-    plan.set_bool("clip.has_vision_encoder", True)
+    plan.become_clip("gemma3")
     plan.set_bool("clip.use_gelu", True)  # SigLIP's tanh GELU, not CLIP's quick GELU
     if embd is not None:
         plan.set_u32("clip.vision.projection_dim", embd)

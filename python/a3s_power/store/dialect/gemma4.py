@@ -66,10 +66,7 @@ def _projector(plan: Plan) -> None:
     n_layer = int(plan.get(A + "vision.block_count", 0) or 0)
     for key in _VISION_KEYS:
         plan.copy_key(A + "vision." + key, "clip.vision." + key)
-    plan.keep_keys("general.", "clip.")
-    plan.set_str("general.architecture", "clip")
-    plan.set_str("clip.vision.projector_type", "gemma4v")
-    plan.set_bool("clip.has_vision_encoder", True)
+    plan.become_clip("gemma4v", "clip.vision.projector_type")
     plan.default("clip.vision.image_size", UINT32, 224)  # unused: images keep their aspect; the key is required
     if embd is not None:
         plan.set_u32("clip.vision.projection_dim", embd)

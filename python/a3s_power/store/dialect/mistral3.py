@@ -84,16 +84,13 @@ def _projector(plan: Plan) -> None:
         clip["clip.vision.spatial_merge_size"] = get(A + "spatial_merge_size")
     img_break = _img_break_row(plan)
 
-    plan.keep_keys("general.")
+    plan.become_clip("pixtral")
     for key, value in clip.items():
         plan.set_u32(key, int(value))
     plan.set_f32("clip.vision.attention.layer_norm_epsilon", 1e-5)  # Pixtral's, which Ollama left out
     plan.set_array("clip.vision.image_mean", FLOAT32, _IMAGE_MEAN)
     plan.set_array("clip.vision.image_std", FLOAT32, _IMAGE_STD)
-    plan.set_bool("clip.has_vision_encoder", True)
     plan.set_bool("clip.use_silu", True)  # Pixtral's feed-forward activation
-    plan.set_str("clip.projector_type", "pixtral")
-    plan.set_str("general.architecture", "clip")
 
     for i in range(n_layer):
         for part in ("attn_q", "attn_k"):

@@ -125,6 +125,15 @@ class Plan:
         """Only the keys under ``prefixes`` stay (a projector needs none of the text model's)."""
         self.kv = {k: v for k, v in self.kv.items() if k.startswith(prefixes)}
 
+    def become_clip(self, projector_type: str, type_key: str = "clip.projector_type") -> None:
+        """This plan as a projector file llama.cpp's mtmd loads: the general and ``clip.`` keys only
+        (none of the text model's), architecture ``clip``, a vision encoder of ``projector_type``.
+        Copy what the projector needs from the text model's keys into ``clip.`` ones first."""
+        self.keep_keys("general.", "clip.")
+        self.set_str("general.architecture", "clip")
+        self.set_str(type_key, projector_type)
+        self.set_bool("clip.has_vision_encoder", True)
+
     def truncate_array(self, key: str, n: int) -> None:
         kv = self.kv.get(key)
         if kv is not None and kv.type == ARRAY and len(kv.value) > n:

@@ -90,17 +90,14 @@ def projector(plan: Plan) -> None:
         "clip.vision.spatial_merge_size": get(a + "vision.spatial_merge_size") or 2,
     }
 
-    plan.keep_keys("general.")
+    plan.become_clip("qwen3vl_merger")
     for key, value in clip.items():
         plan.set_u32(key, int(value))
     plan.set_f32("clip.vision.attention.layer_norm_epsilon", float(eps))
     plan.set_array("clip.vision.image_mean", FLOAT32, mean)
     plan.set_array("clip.vision.image_std", FLOAT32, std)
     plan.set_array("clip.vision.is_deepstack_layers", BOOL, [i in deepstack for i in range(n_layer)])
-    plan.set_bool("clip.has_vision_encoder", True)
     plan.set_bool("clip.use_gelu", True)
-    plan.set_str("clip.projector_type", "qwen3vl_merger")
-    plan.set_str("general.architecture", "clip")
 
     for i in range(n_layer):  # Q, K and V fused again, weights and biases
         for part in ("weight", "bias"):
