@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-from .chat_template import TemplateError
+from ..chat_template import TemplateError
 
 __all__ = ["GoTemplate", "TemplateRecord", "TemplateList", "template_data", "go_json"]
 
