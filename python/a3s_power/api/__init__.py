@@ -1,0 +1,15 @@
+"""The types of A3S Power's requests and answers, free of the engine, the configuration and I/O.
+
+The engine (engine/service.py) takes and gives these; every wire API (server/) translates its own
+JSON to and from them; programs that run models in process (``a3s_power.Power``) use them directly.
+"""
+
+from .messages import Image, Message, Tool, ToolCall, ToolCallFunction, ToolFunction
+from .requests import (ChatRequest, EmbedRequest, Format, FunctionName, GenerateRequest, KeepAlive,
+                       NamedToolChoice, Options, Think, ToolChoice)
+from .responses import ChatResponse, Delta, EmbedResponse, GenerateResponse, Logprob, Metrics, TopLogprob
+
+__all__ = ["ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
+           "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "Message", "Metrics",
+           "NamedToolChoice", "Options", "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice",
+           "ToolFunction", "TopLogprob"]
