@@ -11,8 +11,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from a3s_power.prompt.chat_template import TemplateError
-from a3s_power.prompt import gotemplate
-from a3s_power.prompt.gotemplate import _BUILTINS, GoTemplate
+from a3s_power.prompt.gotemplate import GoTemplate, funcs
+from a3s_power.prompt.gotemplate.funcs import _BUILTINS
 from tests.fuzz_support import fuzz_settings, time_limit
 
 LIMIT_S = 10.0  # hard stop per example: a hang fails the test instead of stalling the suite
@@ -259,7 +259,7 @@ def test_chat_renders_or_raises_template_error(source, conversation, offered, th
 ])
 def test_a_growing_string_is_refused_before_it_exhausts_memory(source, monkeypatch):
     # Each step is one allocation no timeout can stop: 2**64 characters would be the last.
-    monkeypatch.setattr(gotemplate, "MAX_OUTPUT", 1 << 20)
+    monkeypatch.setattr(funcs, "MAX_OUTPUT", 1 << 20)
     with time_limit(LIMIT_S), pytest.raises(TemplateError, match="larger than a prompt"):
         GoTemplate(source).render({})
 

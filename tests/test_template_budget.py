@@ -96,8 +96,8 @@ def test_jinja_operations_that_no_timeout_could_stop_are_refused(source):
 
 @pytest.mark.parametrize("source", ['{{printf "%0999999999d" 1}}', "{{range 1000000000}}xxxxxxxxxxxxxxxx{{end}}"])
 def test_go_output_is_capped(source, monkeypatch):
-    from a3s_power.prompt import gotemplate
+    from a3s_power.prompt.gotemplate import funcs
 
-    monkeypatch.setattr(gotemplate, "MAX_OUTPUT", 1 << 20)
+    monkeypatch.setattr(funcs, "MAX_OUTPUT", 1 << 20)
     with pytest.raises(TemplateError):
         GoTemplate(source).render({})
