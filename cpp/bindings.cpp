@@ -235,7 +235,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("kv_unified", &ContextParams::kv_unified)
         .def_readwrite("stream_interval_ms", &ContextParams::stream_interval_ms)
         .def_readwrite("nice", &ContextParams::nice)
-        .def_readwrite("prompt_cache_mb", &ContextParams::prompt_cache_mb);
+        .def_readwrite("prompt_cache_mb", &ContextParams::prompt_cache_mb)
+        .def_readwrite("backend_sampling", &ContextParams::backend_sampling);
 
     py::class_<SamplingParams>(m, "SamplingParams")
         .def(py::init(&from_keywords<SamplingParams>), "Sampling with the core's defaults, but for the fields given.")
@@ -364,6 +365,7 @@ PYBIND11_MODULE(_core, m) {
                  d["decode_ns"] = s.decode_ns;
                  d["sample_ns"] = s.sample_ns;
                  d["other_ns"] = s.other_ns;
+                 d["device_picks"] = s.device_picks;
                  d["prompt_cache_bytes"] = s.prompt_cache_bytes;
                  return d;
              })

@@ -79,6 +79,9 @@ void validate(const ContextParams & p) {
     if (p.n_threads_batch < 0) {
         throw_invalid_option("num_thread_batch", "must not be negative, got " + std::to_string(p.n_threads_batch));
     }
+    if (p.backend_sampling != "auto" && p.backend_sampling != "on" && p.backend_sampling != "off") {
+        throw_invalid_option("backend_sampling", "'" + p.backend_sampling + "' is not one of auto, on, off");
+    }
 }
 
 void l2_normalize(std::vector<float> & v) {
@@ -147,6 +150,11 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
         cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.n_parallel);
         cp.n_batch = uint32_t(std::max(params_.n_batch, params_.n_parallel));
         cp.n_ubatch = uint32_t(std::min<int>(params_.n_ubatch, cp.n_batch));
+        backend_sampling_ = params_.backend_sampling == "on" ||
+                            (params_.backend_sampling == "auto" && model_->output_on_gpu());
+        // A step asks one output of each sequence (its last token), and a chain's buffers on the
+        // device are sized by this.
+        if (backend_sampling_) cp.n_outputs_max_per_seq = 1;
     }
 
     take_thread_log_errors();
@@ -209,6 +217,10 @@ void Engine::close() {
     llama_batch_free(batch_);
     llama_free(ctx_);
     ctx_ = nullptr;
+    for (Slot & slot : slots_) {  // after the context that ran them
+        if (slot.backend) llama_sampler_free(slot.backend);
+        slot.backend = nullptr;
+    }
     release_prompt_cache();  // its memory goes with the model, not with the last Python reference
 }
 
@@ -304,6 +316,7 @@ EngineStats Engine::stats() {
     s.decode_ns = decode_ns_.load();
     s.sample_ns = sample_ns_.load();
     s.other_ns = other_ns_.load();
+    s.device_picks = device_picks_.load();
     s.prompt_cache_bytes = prompt_cache_bytes_.load();
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
@@ -580,9 +593,37 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
     req->prompt_done = common;
     req->timings.prompt_tokens = int64_t(prompt.size());
     req->timings.cached_tokens = int64_t(common);
+    if (!req->embedding) attach_backend_chain(slot, *req);
     slot.req = std::move(req);
     slot.last_used = ++clock_;
     busy_++;
+}
+
+// Before the request's first token: its chain goes into the graph, or the host picks for it.
+void Engine::attach_backend_chain(Slot & slot, const Request & req) {
+    if (!backend_sampling_) return;
+    const auto & sp = req.params.sampling;
+    const std::string key = backend_chain_key(sp, req.params.logprobs);
+    // An equal chain is kept, but one with a seed starts its random numbers afresh.
+    if (!key.empty() && key == slot.backend_key && (sp.seed < 0 || sp.temperature <= 0.0)) return;
+    detach_backend_chain(slot);
+    if (key.empty()) return;
+    llama_sampler * chain = make_backend_chain(sp);
+    if (!llama_set_sampler(ctx_, slot.seq, chain)) {  // the backend cannot run it: the host picks
+        llama_set_sampler(ctx_, slot.seq, nullptr);
+        llama_sampler_free(chain);
+        return;
+    }
+    slot.backend = chain;
+    slot.backend_key = key;
+}
+
+void Engine::detach_backend_chain(Slot & slot) {
+    if (!slot.backend) return;
+    llama_set_sampler(ctx_, slot.seq, nullptr);
+    llama_sampler_free(slot.backend);
+    slot.backend = nullptr;
+    slot.backend_key.clear();
 }
 
 // One position per embedding, from the slot's next one on, in n_batch pieces.
@@ -750,9 +791,30 @@ void Engine::after_decode() {
     }
     in_batch_.clear();
     // Every slot's token is picked side by side (its sampler is its own), then taken in order.
-    for (Slot * slot : to_sample_) slot->logits = llama_get_logits_ith(ctx_, slot->batch_from + slot->batch_count - 1);
-    pickers_->run(int(to_sample_.size()), [this](int i) { pick(*to_sample_[size_t(i)]); });
-    for (Slot * slot : to_sample_) take_pick(*slot, out);
+    // A slot whose chain ran in the graph has its token already, and its logits never came back.
+    for (Slot * slot : to_sample_) {
+        const int i = slot->batch_from + slot->batch_count - 1;
+        slot->logits = nullptr;
+        slot->picked = LLAMA_TOKEN_NULL;
+        if (slot->backend) {
+            slot->picked = llama_get_sampled_token_ith(ctx_, i);
+            device_picks_++;
+            if (slot->picked == LLAMA_TOKEN_NULL) slot->picked = finish_backend_pick(ctx_, i, slot->backend);
+            if (slot->picked != LLAMA_TOKEN_NULL) llama_sampler_accept(slot->backend, slot->picked);
+        } else {
+            slot->logits = llama_get_logits_ith(ctx_, i);
+            host_picks_.push_back(slot);
+        }
+    }
+    pickers_->run(int(host_picks_.size()), [this](int i) { pick(*host_picks_[size_t(i)]); });
+    host_picks_.clear();
+    for (Slot * slot : to_sample_) {
+        if (slot->picked == LLAMA_TOKEN_NULL) {
+            finish(*slot, "error", "the device's sampler picked no token", out);
+        } else {
+            take_pick(*slot, out);
+        }
+    }
     to_sample_.clear();
     for (const Event & e : out) urgent = urgent || e.done;
     publish(out, urgent);

@@ -52,6 +52,9 @@ struct ContextParams {
     int nice = 0;
     // Host memory for conversations pushed out of their slot (PromptCache); 0 keeps none.
     int prompt_cache_mb = 0;
+    // Tokens picked inside the decode graph where a request's options allow (backend_chain_key):
+    // auto = where the logits live on a GPU (Model::output_on_gpu), on, off.
+    std::string backend_sampling = "auto";
 };
 
 // One generation request. Its defaults are the only ones: Python reads them from _core.GenerateParams()
@@ -116,6 +119,11 @@ struct Slot {
     const float * logits = nullptr;
     llama_token picked = -1;
     TokenLogprob picked_logprob;
+    // The chain llama.cpp runs for this sequence inside the decode graph, if any, and its key.
+    // It stays attached between requests that want the same one: attaching makes llama.cpp
+    // rebuild its graph reservation.
+    llama_sampler * backend = nullptr;
+    std::string backend_key;
 };
 
 struct EngineStats {
@@ -131,6 +139,7 @@ struct EngineStats {
     uint64_t decode_ns = 0;
     uint64_t sample_ns = 0;
     uint64_t other_ns = 0;
+    uint64_t device_picks = 0;  // tokens picked inside the decode graph (backend sampling)
 };
 
 class Engine {
@@ -167,6 +176,8 @@ class Engine {
     int build_batch(int budget);
     void after_decode();
     void decode_image(Slot & slot, const MediaSpan & span, const std::vector<float> & embd);
+    void attach_backend_chain(Slot & slot, const Request & req);
+    void detach_backend_chain(Slot & slot);
     void pick(Slot & slot);
     void take_pick(Slot & slot, std::vector<Event> & out);
     void finish(Slot & slot, const std::string & reason, const std::string & error, std::vector<Event> & out);
@@ -190,12 +201,14 @@ class Engine {
     // The projector places images on M-RoPE's grid: positions are not cache indices past an image
     // (Slot::squeezed), so a slot's cells are never copied to another slot or the prompt cache.
     bool mrope_ = false;
+    bool backend_sampling_ = false;  // ContextParams::backend_sampling, resolved
     std::vector<Slot> slots_;
     std::unique_ptr<PromptCache> prompt_cache_;
     // Picks the slots' tokens side by side: each slot's sampler is its own, and on a GPU the
     // device waits while the host picks (64 slots over a 128k vocabulary: milliseconds a step).
     std::unique_ptr<ParallelFor> pickers_;
     std::vector<Slot *> to_sample_;
+    std::vector<Slot *> host_picks_;  // of to_sample_, those whose chain runs here
     std::mutex prompt_cache_mutex_;  // the inference thread's use of prompt_cache_ against release
     std::atomic<size_t> prompt_cache_bytes_{0};
     std::vector<Slot *> in_batch_;
@@ -209,7 +222,7 @@ class Engine {
     std::atomic<bool> stopping_{false};
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0};
-    std::atomic<uint64_t> decode_ns_{0}, sample_ns_{0}, other_ns_{0};
+    std::atomic<uint64_t> decode_ns_{0}, sample_ns_{0}, other_ns_{0}, device_picks_{0};
 
     std::mutex out_mutex_;
     std::condition_variable out_cv_;

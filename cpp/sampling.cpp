@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -93,6 +94,11 @@ inline bool block_above(const float * p, float floor) {
 
 uint32_t seed_of(int64_t seed) { return seed < 0 ? LLAMA_DEFAULT_SEED : uint32_t(seed); }
 
+// The penalties' window in tokens (n_ctx for -1), and whether they change anything.
+bool penalizes(const SamplingParams & p) {
+    return p.repeat_last_n != 0 && (p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0);
+}
+
 }  // namespace
 
 Sampler::Sampler(const llama_model * model, const SamplingParams & p, int n_ctx)
@@ -134,9 +140,7 @@ Sampler::Sampler(const llama_model * model, const SamplingParams & p, int n_ctx)
     }
 
     const int last_n = p.repeat_last_n < 0 ? n_ctx : p.repeat_last_n;
-    const bool penalize =
-        last_n != 0 && (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
-    if (penalize) {
+    if (penalizes(p)) {
         llama_sampler * pen =
             llama_sampler_init_penalties(n_vocab_, last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
         const llama_token nl = llama_vocab_nl(vocab_);
@@ -276,6 +280,50 @@ llama_token Sampler::sample(const float * logits) {
 void Sampler::accept_prompt_token(llama_token token) {
     llama_sampler_accept(chain_, token);
     remember(token);
+}
+
+std::string backend_chain_key(const SamplingParams & p, bool logprobs) {
+    if (logprobs || !p.grammar.empty() || !p.logit_bias.empty() || penalizes(p)) return "";
+    if (p.temperature <= 0.0) return "greedy";
+    if (p.mirostat != 0 || (p.typical_p > 0.0 && p.typical_p < 1.0)) return "";
+    // Every parameter the chain is built from, so that an equal key is an equal chain.
+    char key[160];
+    std::snprintf(key, sizeof key, "k=%d p=%.9g m=%.9g t=%.9g seed=%lld", p.top_k, p.top_p, p.min_p, p.temperature,
+                  (long long) p.seed);
+    return key;
+}
+
+llama_sampler * make_backend_chain(const SamplingParams & p) {
+    auto cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    llama_sampler * chain = llama_sampler_chain_init(cp);
+    if (p.temperature <= 0.0) {
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+        return chain;
+    }
+    // The host chain's order (Sampler's constructor), without the links a key excludes.
+    if (p.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
+    if (p.top_p > 0.0 && p.top_p < 1.0) llama_sampler_chain_add(chain, llama_sampler_init_top_p(float(p.top_p), 1));
+    if (p.min_p > 0.0) llama_sampler_chain_add(chain, llama_sampler_init_min_p(float(p.min_p), 1));
+    llama_sampler_chain_add(chain, llama_sampler_init_temp(float(p.temperature)));
+    llama_sampler_chain_add(chain, llama_sampler_init_dist(seed_of(p.seed)));
+    return chain;
+}
+
+llama_token finish_backend_pick(llama_context * ctx, int32_t i, llama_sampler * chain) {
+    const float * probs = llama_get_sampled_probs_ith(ctx, i);
+    const float * logits = llama_get_sampled_logits_ith(ctx, i);
+    const llama_token * ids = llama_get_sampled_candidates_ith(ctx, i);
+    const uint32_t n = probs ? llama_get_sampled_probs_count_ith(ctx, i)
+                             : (logits ? llama_get_sampled_logits_count_ith(ctx, i) : 0);
+    if (n == 0) return LLAMA_TOKEN_NULL;
+    std::vector<llama_token_data> cur(n);
+    for (uint32_t j = 0; j < n; ++j) {
+        cur[j] = llama_token_data{ids ? ids[j] : llama_token(j), logits ? logits[j] : 0.0f, probs ? probs[j] : 0.0f};
+    }
+    llama_token_data_array arr{cur.data(), cur.size(), -1, false};
+    llama_sampler_apply(chain, &arr);  // a chain skips the links the device ran
+    return arr.selected >= 0 && size_t(arr.selected) < arr.size ? arr.data[arr.selected].id : LLAMA_TOKEN_NULL;
 }
 
 void Sampler::logprobs(const float * logits, int n_vocab, llama_token token, int top_n, float & chosen,

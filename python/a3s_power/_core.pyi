@@ -82,6 +82,7 @@ class ContextParams:
     stream_interval_ms: int
     nice: int
     prompt_cache_mb: int
+    backend_sampling: str  # auto | on | off
     def __init__(self) -> None: ...
 
 class SamplingParams:
@@ -227,6 +228,6 @@ class Engine:
     def embeddings(self) -> bool: ...
     @property
     def model(self) -> Model: ...
-    def stats(self) -> dict[str, int]: ...  # slots, slots_busy, queued, steps, prompt_cache_bytes, decode_ns, sample_ns, other_ns
+    def stats(self) -> dict[str, int]: ...  # slots, slots_busy, queued, steps, prompt_cache_bytes, decode_ns, sample_ns, other_ns, device_picks
     def release_prompt_cache(self) -> int: ...  # empties the host-memory prompt cache; the bytes freed
     def close(self) -> None: ...

@@ -142,6 +142,12 @@ class Config(BaseModel):
         more="their next turn is restored from it instead of evaluated again; an upper bound, filled only while "
              "the machine keeps 512 MiB free, and emptied before a model is evicted to make room for another "
              "(`power_prompt_cache_bytes` in `/metrics`); `0` keeps none")] = 1024
+    backend_sampling: Annotated[str, Setting(
+        "pick tokens inside the decode graph: auto, on, off", env="A3S_POWER_BACKEND_SAMPLING", toml=True,
+        clean=str.lower,
+        more="llama.cpp's backend sampling, for requests whose options allow it (greedy, or top_k/top_p/min_p and "
+             "temperature; no grammar, penalties, logit bias or logprobs): the logits never leave the GPU. "
+             f"`auto` uses it where every layer is on a GPU {_BENCH}")] = "auto"
     stream_interval_ms: Annotated[int, Setting(
         "least milliseconds between two deliveries of a fast stream's tokens to Python",
         env="A3S_POWER_STREAM_INTERVAL_MS", toml=True, ge=0,
@@ -154,6 +160,12 @@ class Config(BaseModel):
              "once: the API answers promptly while every core decodes, at no measured cost in decode speed "
              f"{_BENCH}, though decoding yields the CPU to other busy programs on the machine. `0`: the server's "
              "own priority and slices")] = 10
+    model_workers: Annotated[bool, Setting(
+        "`serve` runs each loaded model in a worker process of its own", env="A3S_POWER_MODEL_WORKERS", toml=True,
+        more="as Ollama runs a runner per model: a crash in llama.cpp (a model file truncated under a loaded "
+             "model, an abort on a malformed GGUF) ends that model's requests with an error, and the next request "
+             "loads it again; the server and other models go on. `0`: every model in the server's process. "
+             "Programs that use the engine from Python run it in their own process")] = True
 
     # The HTTP server.
     origins: Annotated[tuple[str, ...], Setting(

@@ -52,6 +52,7 @@ class LoadOptions:
     inference_nice: int = 10  # Config.inference_nice
     prompt_cache_mb: int = 0
     kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
+    backend_sampling: str = "auto"  # Config.backend_sampling
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
@@ -79,6 +80,7 @@ class LoadOptions:
         p.nice = self.inference_nice
         p.prompt_cache_mb = self.prompt_cache_mb
         p.kv_unified = self.kv_unified
+        p.backend_sampling = self.backend_sampling
         return p
 
     def model_key(self) -> tuple:
@@ -240,6 +242,7 @@ def defaults(config: Config | None = None) -> Options:
         inference_nice=config.inference_nice,
         prompt_cache_mb=config.prompt_cache_mb,
         kv_unified=config.multiuser_cache,
+        backend_sampling=config.backend_sampling,
     )
     return Options(load=load)
 

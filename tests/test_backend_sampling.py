@@ -1,0 +1,150 @@
+"""Tokens picked inside the decode graph (llama.cpp's backend sampling, ContextParams.backend_sampling).
+
+"auto" turns it on where the logits live on a GPU; "on" forces it here, on the CPU backend, so the
+path that GPU servers take is tested on every machine. The host's sampler is the reference: the
+same model, engine shape and prompt, on the same machine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from a3s_power.core import _core
+from a3s_power.config import Config
+from a3s_power.engine.options import LoadOptions, defaults
+from a3s_power.errors import InvalidOptionError
+from tests.conftest import CHATML_QUESTION, collect, generate, greedy
+
+STORY = "<|im_start|>user\nTell me a story about a cat.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def sampled(**extra) -> _core.SamplingParams:
+    return _core.SamplingParams(**{"temperature": 0.8, "top_k": 40, "top_p": 0.9, **extra})
+
+
+def device_picks(engine: _core.Engine) -> int:
+    return engine.stats()["device_picks"]
+
+
+def test_greedy_in_the_graph_picks_what_the_host_picks(smollm2, make_engine):
+    prompt = smollm2.tokenize(STORY, True, True)
+    host = make_engine(smollm2, backend_sampling="off")
+    device = make_engine(smollm2, backend_sampling="on")
+    a = generate(host, prompt, greedy(), num_predict=32)
+    b = generate(device, prompt, greedy(), num_predict=32)
+    assert (a.done_reason, b.done_reason) == ("length", "length")
+    assert b.tokens == a.tokens
+    assert device_picks(host) == 0
+    assert device_picks(device) == 32  # every token, the first (after the prompt) included
+
+
+def test_auto_stays_on_the_host_without_a_gpu(smollm2, make_engine):
+    if _core.system_info().count("CUDA") or _core.system_info().count("Metal"):
+        pytest.skip("this build has a GPU backend")
+    engine = make_engine(smollm2)  # ContextParams' default: auto
+    generate(engine, smollm2.tokenize(STORY, True, True), greedy(), num_predict=4)
+    assert device_picks(engine) == 0
+
+
+def test_a_seed_repeats_its_answer_and_another_seed_does_not(smollm2, make_engine):
+    prompt = smollm2.tokenize(STORY, True, True)
+    # Fresh engines: a prompt served from a slot's cache evaluates only its last token, whose logits
+    # may differ in the last bits, enough to move a random draw.
+    runs = [generate(make_engine(smollm2, backend_sampling="on"), prompt, sampled(seed=s), num_predict=24)
+            for s in (42, 42, 7)]
+    assert runs[0].tokens == runs[1].tokens
+    assert runs[0].tokens != runs[2].tokens
+
+
+def test_options_that_need_the_host_are_picked_there(smollm2, make_engine):
+    """Logprobs, penalties, logit bias, a grammar and mirostat need every logit on the host: those
+    requests never run a chain in the graph, and their answers are the host's."""
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    host = make_engine(smollm2, backend_sampling="off")
+    device = make_engine(smollm2, backend_sampling="on")
+    banned = smollm2.tokenize(" Paris", False, False)[0]
+    cases = [
+        dict(sampling=greedy(), logprobs=True, top_logprobs=2),
+        dict(sampling=greedy(repeat_penalty=1.3)),
+        dict(sampling=greedy(logit_bias=[(banned, -100.0)])),
+        dict(sampling=greedy(grammar='root ::= [0-9]+ "."')),
+        dict(sampling=sampled(seed=3, mirostat=2)),
+        dict(sampling=sampled(seed=3, typical_p=0.5)),
+    ]
+    for case in cases:
+        picks_before = device_picks(device)
+        a = generate(host, prompt, num_predict=12, **case)
+        b = generate(device, prompt, num_predict=12, **case)
+        assert device_picks(device) == picks_before, case
+        assert b.tokens == a.tokens, case
+        assert [lp.token for lp in b.logprobs] == [lp.token for lp in a.logprobs]
+    # And a plain greedy request after them goes back to the graph.
+    generate(device, prompt, greedy(), num_predict=3)
+    assert device_picks(device) > picks_before
+
+
+def test_slots_in_the_graph_and_on_the_host_share_steps(smollm2, make_engine):
+    """Four slots decode together: two pick in the graph, two on the host (logprobs, a penalty).
+    A step with both kinds still brings the logits back for the host's slots."""
+    prompts = [smollm2.tokenize(text, True, True) for text in (STORY, CHATML_QUESTION)]
+    kinds = [
+        dict(sampling=greedy()),
+        dict(sampling=greedy(), logprobs=True, top_logprobs=1),
+        dict(sampling=greedy(repeat_penalty=1.2)),
+        dict(sampling=sampled(seed=11)),
+    ]
+
+    def run_all(engine: _core.Engine) -> list:
+        ids = []
+        for i, kind in enumerate(kinds):
+            params = _core.GenerateParams(num_predict=20, shift=False, **kind)
+            ids.append(engine.submit(prompts[i % 2], params))
+        results = collect(engine, ids)
+        return [results[i] for i in ids]
+
+    host = run_all(make_engine(smollm2, n_parallel=4, backend_sampling="off"))
+    device_engine = make_engine(smollm2, n_parallel=4, backend_sampling="on")
+    device = run_all(device_engine)
+    # Every pick of the two graph slots, the end-of-generation token's included.
+    picks = sum(len(device[i].tokens) + (device[i].done_reason == "stop") for i in (0, 3))
+    assert device_picks(device_engine) == picks
+    for h, d in zip(host, device):
+        assert d.done_reason in ("stop", "length") and not d.error
+    # Greedy picks agree; the batch had the same shape on both sides.
+    for i in (0, 1, 2):
+        assert (device[i].tokens, device[i].done_reason) == (host[i].tokens, host[i].done_reason), i
+
+
+def test_requests_from_many_threads_in_the_graph(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=4, backend_sampling="on")
+    prompt = smollm2.tokenize(STORY, True, True)
+    reference = generate(make_engine(smollm2, n_parallel=4, backend_sampling="off"), prompt, greedy(),
+                         num_predict=16).tokens
+    ids: list[int] = []
+
+    def submit() -> None:  # submissions race each other; one consumer drains them all
+        ids.append(engine.submit(prompt, _core.GenerateParams(sampling=greedy(), num_predict=16, shift=False)))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = list(collect(engine, ids).values())
+    assert len(results) == 6
+    assert all(r.done_reason == "length" and len(r.tokens) == 16 for r in results)
+    assert device_picks(engine) == 6 * 16
+    # With a KV buffer per slot and flash attention off, copied prefixes and busy neighbours leave
+    # the logits bit for bit as they were (tests/answers.py), so greedy picks are the reference's.
+    assert all(r.tokens == reference for r in results)
+
+
+def test_the_setting_reaches_the_engine(smollm2, make_engine, monkeypatch):
+    assert LoadOptions().context_params().backend_sampling == "auto"
+    assert LoadOptions(backend_sampling="off").context_params().backend_sampling == "off"
+    monkeypatch.setenv("A3S_POWER_BACKEND_SAMPLING", "on")
+    assert defaults(Config.from_env()).load.backend_sampling == "on"
+    with pytest.raises(InvalidOptionError, match="backend_sampling"):
+        make_engine(smollm2, backend_sampling="sometimes")
