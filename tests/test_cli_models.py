@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from a3s_power import cli_models
+from a3s_power.cli import models as cli_models
 from a3s_power.config import get_config
 from a3s_power.registry import TransferSettings
 from tests.model_server import ServerThread

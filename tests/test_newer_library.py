@@ -23,7 +23,7 @@ import ollama
 import pytest
 import requests
 
-from a3s_power.cli_models import render_show
+from a3s_power.cli.models import render_show
 from a3s_power.registry import TransferSettings
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry

@@ -18,7 +18,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from a3s_power import cli_models
+from a3s_power.cli import models as cli_models
 from a3s_power.config import Config, get_config
 from a3s_power.core import _core
 from a3s_power.engine import memory

@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from .errors import A3SPowerError
-from .version import __version__
+from ..errors import A3SPowerError
+from ..version import __version__
 
 
 def _fail(message: str) -> None:
@@ -22,7 +22,7 @@ def _fail(message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Large language model runner"""
-    from .config import get_config  # here, not above: --version answers without pydantic
+    from ..config import get_config  # here, not above: --version answers without pydantic
 
     level = get_config().debug
     logging.basicConfig(level=logging.DEBUG if level else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -34,8 +34,8 @@ class _ServeCommand(click.Command):
     """``serve --help`` lists the settings, as ``ollama serve --help`` lists its environment variables."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from .config import SETTINGS
-        from .settings import help_rows
+        from ..config import SETTINGS
+        from ..settings import help_rows
 
         env_rows, toml_rows = help_rows(SETTINGS)
         with formatter.section("Environment Variables"):
@@ -49,8 +49,8 @@ class _ServeCommand(click.Command):
 @click.option("--port", type=int, help="Port to listen on (default from OLLAMA_HOST, 11434)")
 def serve(host: str | None, port: int | None) -> None:
     """Start the server"""
-    from .config import get_config
-    from .server.serve import serve as run_server
+    from ..config import get_config
+    from ..server.serve import serve as run_server
 
     try:
         asyncio.run(run_server(get_config(), host, port))
@@ -79,7 +79,7 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
         keepalive: str | None, insecure: bool, nowordwrap: bool, fmt: str | None, think: str | None,
         hidethinking: bool, dimensions: int | None, truncate: bool | None) -> None:
     """Run a model"""
-    from .cli_run import run_model
+    from .run import run_model
 
     text = prompt_option if prompt_option is not None else " ".join(prompt)
     if not text and not sys.stdin.isatty():
@@ -89,8 +89,8 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
         asyncio.run(run_model(model, text, system, verbose, keepalive, insecure, fmt, think_value, hidethinking,
                               not nowordwrap, dimensions, truncate))
     except A3SPowerError as e:
-        from .cli_models import say_sign_in
-        from .client import ClientError
+        from ..client import ClientError
+        from .models import say_sign_in
 
         if isinstance(e, ClientError) and e.status == 401:  # a cloud model, and this machine not signed in
             say_sign_in("Ollama to run Cloud models", e.signin_url)
@@ -101,9 +101,9 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
 
 
 def _register_commands() -> None:
-    from . import cli_models
+    from . import models
 
-    cli_models.register(main)
+    models.register(main)
 
 
 _register_commands()

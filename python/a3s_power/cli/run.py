@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,10 +20,12 @@ from typing import Any, AsyncIterator
 
 import click
 
-from .client import Client, ClientError
-from .config import get_config
-from .errors import A3SPowerError
-from .timefmt import go_duration
+from ..client import Client, ClientError
+from ..config import get_config
+from ..errors import A3SPowerError
+from ..timefmt import go_duration
+from .connect import ensure_server, new_client, stream_progress
+from .models import render_show
 
 IMAGE_PATH = re.compile(r"""(?:^|\s)((?:~|\.{0,2}/|[A-Za-z]:\\)?[^\s'"]+\.(?:png|jpe?g|webp|bmp|gif))\b""", re.I)
 DIM, RESET = "\033[2m", "\033[0m"
@@ -36,8 +37,8 @@ class LocalChat:
     capabilities = ["completion"]
 
     def __init__(self, path: Path) -> None:
-        from .engine.options import defaults, replace_load
-        from .engine.runner import LoadedModel
+        from ..engine.options import defaults, replace_load
+        from ..engine.runner import LoadedModel
 
         self.name = str(path)
         self.options = replace_load(defaults(), num_parallel=1)
@@ -46,8 +47,8 @@ class LocalChat:
         self.load_ns = time.perf_counter_ns() - started
 
     async def stream(self, messages: list[dict], options: dict[str, Any], **_: Any) -> AsyncIterator[dict]:
-        from .engine.options import parse_options
-        from .prompt.build import chat_prompt
+        from ..engine.options import parse_options
+        from ..prompt.build import chat_prompt
 
         opts = parse_options(options, self.options)
         tokens = self.model.tokenize_prompt(chat_prompt(self.model, messages))
@@ -92,22 +93,6 @@ class RemoteChat:
 
     async def close(self) -> None:
         await self.client.__aexit__(None, None, None)
-
-
-async def ensure_server(client: Client) -> None:
-    """Starts ``a3s-power serve`` in the background when nothing answers at OLLAMA_HOST."""
-    if await client.heartbeat():
-        return
-    log_dir = get_config().home
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "server.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "a3s_power", "serve"], stdout=log, stderr=log,
-                         stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
-    for _ in range(200):
-        await asyncio.sleep(0.1)
-        if await client.heartbeat():
-            return
-    raise A3SPowerError(f"could not start the server; see {log_dir / 'server.log'}")
 
 
 def print_timings(total_ns: int, metrics: dict) -> None:
@@ -319,7 +304,7 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
             raise A3SPowerError(f"model '{model}' not found")
         chat = LocalChat(path)
     else:
-        client = Client(get_config().host, sign=get_config().auth)
+        client = new_client()
         await client.__aenter__()
         await ensure_server(client)
         try:
@@ -327,9 +312,7 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
         except ClientError as exc:
             if exc.status != 404:
                 raise
-            from .cli_models import _stream
-
-            await _stream(client, "/api/pull", {"model": model, "insecure": insecure})
+            await stream_progress(client, "/api/pull", {"model": model, "insecure": insecure})
             info = await client.request("POST", "/api/show", {"model": model})
         chat = RemoteChat(client, model, keep_alive, info)
         if "embedding" in chat.capabilities:
@@ -506,8 +489,6 @@ async def show_command(session: Session, what: str) -> None:
         click.echo("/show needs a model served by the server")
         return
     info = await session.chat.client.request("POST", "/api/show", {"model": session.chat.name})
-    from .cli_models import render_show
-
     if what in ("", "info"):
         click.echo(render_show(info))
     elif what in ("license", "modelfile", "parameters", "system", "template"):

@@ -8,208 +8,17 @@ quietly (exit status 130), never with a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import math
-import re
-import shutil
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-import aiohttp
 import click
 
-from .client import Client, ClientError
-from .errors import A3SPowerError
-
-# --- formatting as Ollama's format package does ---------------------------------------------------
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            value = n / size
-            if value >= 10 or value == math.trunc(value):
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def human_duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600 / 24 / 365)} years"
-
-
-def human_time(when: datetime | None, zero: str = "Never") -> str:
-    if when is None:
-        return zero
-    delta = (datetime.now(timezone.utc) - when).total_seconds()
-    if delta < 0:
-        return human_duration(-delta) + " from now"
-    return human_duration(delta) + " ago"
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        # Go writes up to nine fractional digits; Python reads six.
-        head, dot, rest = text.partition(".")
-        if dot:
-            digits = re.match(r"\d*", rest).group(0)
-            zone = rest[len(digits):]
-            text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def table(rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell and three spaces apart, as Ollama's tables are."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
-
-
-# --- progress -------------------------------------------------------------------------------------
-
-
-class ProgressPrinter:
-    """Renders a progress stream: a bar per status that has a total, a line for the others."""
-
-    def __init__(self, out=None) -> None:
-        self.out = out or sys.stderr
-        self.tty = self.out.isatty()
-        self.current: str | None = None  # the status whose bar is on the last line
-        self.started: dict[str, tuple[float, int]] = {}
-        self.last_line = ""
-
-    def _bar(self, status: str, total: int, completed: int) -> str:
-        pct = int(100 * completed / total) if total else 100
-        width = 20 if not self.tty else max(10, min(50, shutil.get_terminal_size().columns - len(status) - 45))
-        filled = int(width * completed / total) if total else width
-        bar = "▕" + "█" * filled + " " * (width - filled) + "▏"
-        if completed >= total:
-            return f"{status}: {pct:3d}% {bar} {human_bytes(total)}"
-        t0, c0 = self.started.setdefault(status, (time.monotonic(), completed))
-        elapsed = time.monotonic() - t0
-        rate = (completed - c0) / elapsed if elapsed > 0.5 else 0
-        stats = f"{human_bytes(completed)}/{human_bytes(total)}"
-        if rate > 0:
-            eta = (total - completed) / rate
-            stats += f"  {human_bytes(rate)}/s  {int(eta // 60)}m{int(eta % 60)}s" if eta >= 60 else \
-                f"  {human_bytes(rate)}/s  {int(eta)}s"
-        return f"{status}: {pct:3d}% {bar} {stats}"
-
-    def _write(self, text: str, final: bool) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[K" + text + ("\n" if final else ""))
-        elif final:
-            self.out.write(text + "\n")
-        self.out.flush()
-
-    def update(self, item: dict[str, Any]) -> None:
-        status = item.get("status", "")
-        total = item.get("total") or 0
-        if status != self.current and self.current is not None:
-            self._write(self.last_line, final=True)  # the previous bar stays where it was
-            self.current = None
-        if total:
-            self.current = status
-            self.last_line = self._bar(status, total, item.get("completed") or 0)
-            self._write(self.last_line, final=False)
-        elif status:
-            self._write(status, final=True)
-
-    def finish(self) -> None:
-        if self.current is not None:
-            self._write(self.last_line, final=True)
-            self.current = None
-
-
-# --- plumbing -------------------------------------------------------------------------------------
-
-
-def _client() -> Client:
-    from .config import get_config
-
-    config = get_config()
-    return Client(config.host, sign=config.auth)
-
-
-def _run(work: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        from .cli_run import ensure_server
-
-        async with _client() as client:
-            await ensure_server(client)
-            await work(client)
-
-    try:
-        asyncio.run(main())
-    except A3SPowerError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-        click.echo(f"Error: {connection_error(exc)}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-def connection_error(exc: BaseException) -> str:
-    """What Ollama's CLI says when the connection to the server fails or breaks off."""
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
-        return "unexpected EOF"  # the server went away in the middle of an answer
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"could not connect to the server at {exc.host}:{exc.port}, is it running?"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out waiting for the server"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _quietly_on_interrupt(work: Callable[[], Any]) -> Any:
-    """Runs local work (reading, hashing files) so that Ctrl-C ends the command as Ollama's does:
-    no traceback and no "Aborted!", exit status 130."""
-    try:
-        return work()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-async def _stream(client: Client, path: str, body: dict) -> None:
-    printer = ProgressPrinter()
-    try:
-        async for item in client.stream("POST", path, body):
-            printer.update(item)
-    finally:
-        printer.finish()
-
+from ..client import Client, ClientError
+from ..errors import A3SPowerError
+from .connect import quietly_on_interrupt, stream_progress, with_server
+from .format import ProgressPrinter, human_bytes, human_duration, human_time, parse_time, table
 
 # --- commands -------------------------------------------------------------------------------------
 
@@ -219,7 +28,7 @@ async def _stream(client: Client, path: str, body: dict) -> None:
 @click.option("--insecure", is_flag=True, help="Use an insecure registry")
 def pull(model: str, insecure: bool) -> None:
     """Pull a model from a registry"""
-    _run(lambda c: _stream(c, "/api/pull", {"model": model, "insecure": insecure}))
+    with_server(lambda c: stream_progress(c, "/api/pull", {"model": model, "insecure": insecure}))
 
 
 def say_sign_in(reason: str, signin_url: str | None) -> None:
@@ -245,7 +54,7 @@ async def _whoami(client: Client, reason: str) -> dict | None:
 @click.option("--insecure", is_flag=True, help="Use an insecure registry")
 def push(model: str, insecure: bool) -> None:
     """Push a model to a registry"""
-    from .store.names import parse_name
+    from ..store.names import parse_name
 
     async def work(client: Client) -> None:
         try:
@@ -254,9 +63,9 @@ def push(model: str, insecure: bool) -> None:
             host = ""  # the server reports the bad name
         if host.endswith((".ollama.ai", ".ollama.com")) and await _whoami(client, "push models to ollama.com") is None:
             return
-        await _stream(client, "/api/push", {"model": model, "insecure": insecure})
+        await stream_progress(client, "/api/push", {"model": model, "insecure": insecure})
 
-    _run(work)
+    with_server(work)
 
 
 @click.command()
@@ -268,7 +77,7 @@ def signin() -> None:
         if user and user.get("name"):
             click.echo(f"You are already signed in as user '{user['name']}'\n")
 
-    _run(work)
+    with_server(work)
 
 
 @click.command()
@@ -285,7 +94,7 @@ def signout() -> None:
             return
         click.echo("You have signed out of ollama.com\n")
 
-    _run(work)
+    with_server(work)
 
 
 @click.command("list")
@@ -300,7 +109,7 @@ def list_models() -> None:
                          human_time(parse_time(m.get("modified_at")))])
         click.echo(table(rows))
 
-    _run(work)
+    with_server(work)
 
 
 @click.command()
@@ -313,7 +122,7 @@ def rm(models: tuple[str, ...]) -> None:
             await client.request("DELETE", "/api/delete", {"model": name})
             click.echo(f"deleted '{name}'")
 
-    _run(work)
+    with_server(work)
 
 
 @click.command()
@@ -326,7 +135,7 @@ def cp(source: str, destination: str) -> None:
         await client.request("POST", "/api/copy", {"source": source, "destination": destination})
         click.echo(f"copied '{source}' to '{destination}'")
 
-    _run(work)
+    with_server(work)
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
@@ -351,7 +160,7 @@ def render_show(info: dict[str, Any]) -> str:
     if proj := info.get("projector_info"):
         prows = [["architecture", str(proj.get("general.architecture", ""))]]
         if (count := proj.get("general.parameter_count")) is not None:
-            from .store.details import human_number
+            from ..store.details import human_number
 
             prows.append(["parameters", human_number(int(count))])
         sections.append("  Projector\n" + _indent(table(prows)))
@@ -410,7 +219,7 @@ def show(model: str, show_license: bool, modelfile: bool, parameters: bool, temp
         if verbose:
             click.echo("\n" + render_verbose(info), nl=False)
 
-    _run(work)
+    with_server(work)
 
 
 async def _upload(client: Client, digest: str, path: Path, printer: ProgressPrinter) -> None:
@@ -444,17 +253,17 @@ async def _upload(client: Client, digest: str, path: Path, printer: ProgressPrin
 @click.option("-q", "--quantize", default=None, help="Quantize model to this level (e.g. q4_K_M)")
 def create(model: str, modelfile: str, quantize: str | None) -> None:
     """Create a model from a Modelfile"""
-    from .store.modelfile import ModelfileError, create_plan, parse_modelfile
+    from ..store.modelfile import ModelfileError, create_plan, parse_modelfile
 
     path = Path(modelfile).expanduser()
     try:
-        text = _quietly_on_interrupt(lambda: path.read_text(encoding="utf-8"))
+        text = quietly_on_interrupt(lambda: path.read_text(encoding="utf-8"))
     except OSError as exc:
         click.echo(f"Error: {exc.strerror}: {path}", err=True)
         sys.exit(1)
     try:
         click.echo("gathering model components", err=True)
-        plan = _quietly_on_interrupt(lambda: create_plan(parse_modelfile(text), path.resolve().parent))
+        plan = quietly_on_interrupt(lambda: create_plan(parse_modelfile(text), path.resolve().parent))
     except (ModelfileError, A3SPowerError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
@@ -475,7 +284,7 @@ def create(model: str, modelfile: str, quantize: str | None) -> None:
         finally:
             printer.finish()
 
-    _run(work)
+    with_server(work)
 
 
 def _processor(size: int, vram: int) -> str:
@@ -515,7 +324,7 @@ def ps() -> None:
                          _until(m.get("expires_at"))])
         click.echo(table(rows))
 
-    _run(work)
+    with_server(work)
 
 
 @click.command()
@@ -531,7 +340,7 @@ def stop(model: str) -> None:
                 raise A3SPowerError(f'couldn\'t find model "{model}" to stop') from None
             raise
 
-    _run(work)
+    with_server(work)
 
 
 def register(main: click.Group) -> None:
