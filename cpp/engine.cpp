@@ -608,7 +608,7 @@ void Engine::attach_backend_chain(Slot & slot, const Request & req) {
     if (!key.empty() && key == slot.backend_key && (sp.seed < 0 || sp.temperature <= 0.0)) return;
     detach_backend_chain(slot);
     if (key.empty()) return;
-    llama_sampler * chain = make_backend_chain(sp);
+    llama_sampler * chain = make_backend_chain(sp, model_->n_vocab());
     if (!llama_set_sampler(ctx_, slot.seq, chain)) {  // the backend cannot run it: the host picks
         llama_set_sampler(ctx_, slot.seq, nullptr);
         llama_sampler_free(chain);

@@ -283,20 +283,30 @@ void Sampler::accept_prompt_token(llama_token token) {
 }
 
 std::string backend_chain_key(const SamplingParams & p, bool logprobs) {
-    if (logprobs || !p.grammar.empty() || !p.logit_bias.empty() || penalizes(p)) return "";
-    if (p.temperature <= 0.0) return "greedy";
-    if (p.mirostat != 0 || (p.typical_p > 0.0 && p.typical_p < 1.0)) return "";
+    if (logprobs || !p.grammar.empty() || penalizes(p)) return "";
+    if (p.temperature > 0.0 && (p.mirostat != 0 || (p.typical_p > 0.0 && p.typical_p < 1.0))) return "";
     // Every parameter the chain is built from, so that an equal key is an equal chain.
-    char key[160];
-    std::snprintf(key, sizeof key, "k=%d p=%.9g m=%.9g t=%.9g seed=%lld", p.top_k, p.top_p, p.min_p, p.temperature,
+    std::string key;
+    char part[160];
+    for (const auto & [tok, bias] : p.logit_bias) {
+        std::snprintf(part, sizeof part, "%d:%.9g,", tok, double(bias));
+        key += part;
+    }
+    if (p.temperature <= 0.0) return key + "greedy";
+    std::snprintf(part, sizeof part, "k=%d p=%.9g m=%.9g t=%.9g seed=%lld", p.top_k, p.top_p, p.min_p, p.temperature,
                   (long long) p.seed);
-    return key;
+    return key + part;
 }
 
-llama_sampler * make_backend_chain(const SamplingParams & p) {
+llama_sampler * make_backend_chain(const SamplingParams & p, int32_t n_vocab) {
     auto cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     llama_sampler * chain = llama_sampler_chain_init(cp);
+    if (!p.logit_bias.empty()) {  // checked against the vocabulary by the request's host Sampler
+        std::vector<llama_logit_bias> bias;
+        for (const auto & [tok, b] : p.logit_bias) bias.push_back({tok, b});
+        llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(n_vocab, int32_t(bias.size()), bias.data()));
+    }
     if (p.temperature <= 0.0) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());
         return chain;

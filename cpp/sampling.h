@@ -40,11 +40,11 @@ struct SamplingParams {
 // Sampling inside the decode graph (llama.cpp's backend sampling): the device that holds the
 // logits picks the token, so neither 128k logits per slot nor a scan of them per step cross to
 // the host. Only for what every backend has: greedy, or top_k / top_p / min_p, temperature and a
-// random pick. A request that needs the host (grammar, penalties, logit bias, mirostat,
+// random pick, after a logit bias. A request that needs the host (grammar, penalties, mirostat,
 // typical_p, logprobs over the raw logits) has an empty key.
 std::string backend_chain_key(const SamplingParams & p, bool logprobs);
 // The chain for a non-empty key; its owner frees it (llama_sampler_free) once detached.
-llama_sampler * make_backend_chain(const SamplingParams & p);
+llama_sampler * make_backend_chain(const SamplingParams & p, int32_t n_vocab);
 // A chain may run only its first links on the device (those the backend supports): the rest runs
 // here over the candidates the device left. LLAMA_TOKEN_NULL when the device left none.
 llama_token finish_backend_pick(llama_context * ctx, int32_t i, llama_sampler * chain);

@@ -58,17 +58,31 @@ def test_a_seed_repeats_its_answer_and_another_seed_does_not(smollm2, make_engin
     assert runs[0].tokens != runs[2].tokens
 
 
+def test_a_logit_bias_applies_in_the_graph(smollm2, make_engine):
+    """The bias is the chain's first link on the device: a banned token never comes, a favoured one
+    always does, exactly as on the host."""
+    prompt = smollm2.tokenize(STORY, True, True)
+    first = generate(make_engine(smollm2, backend_sampling="off"), prompt, greedy(), num_predict=8).tokens
+    ban = greedy(logit_bias=[(t, -100.0) for t in set(first)])
+    # Fresh engines on both sides: each evaluates the prompt whole, in the same batch shapes.
+    a = generate(make_engine(smollm2, backend_sampling="off"), prompt, ban, num_predict=8)
+    device = make_engine(smollm2, backend_sampling="on")
+    b = generate(device, prompt, ban, num_predict=8)
+    assert device_picks(device) == 8
+    assert b.tokens == a.tokens and not set(b.tokens) & set(first)
+    favour = sampled(seed=5, logit_bias=[(first[0], 100.0)])
+    assert generate(device, prompt, favour, num_predict=4).tokens == [first[0]] * 4
+
+
 def test_options_that_need_the_host_are_picked_there(smollm2, make_engine):
-    """Logprobs, penalties, logit bias, a grammar and mirostat need every logit on the host: those
+    """Logprobs, penalties, a grammar, mirostat and typical_p need every logit on the host: those
     requests never run a chain in the graph, and their answers are the host's."""
     prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
     host = make_engine(smollm2, backend_sampling="off")
     device = make_engine(smollm2, backend_sampling="on")
-    banned = smollm2.tokenize(" Paris", False, False)[0]
     cases = [
         dict(sampling=greedy(), logprobs=True, top_logprobs=2),
         dict(sampling=greedy(repeat_penalty=1.3)),
-        dict(sampling=greedy(logit_bias=[(banned, -100.0)])),
         dict(sampling=greedy(grammar='root ::= [0-9]+ "."')),
         dict(sampling=sampled(seed=3, mirostat=2)),
         dict(sampling=sampled(seed=3, typical_p=0.5)),

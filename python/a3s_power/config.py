@@ -146,7 +146,7 @@ class Config(BaseModel):
         "pick tokens inside the decode graph: auto, on, off", env="A3S_POWER_BACKEND_SAMPLING", toml=True,
         clean=str.lower,
         more="llama.cpp's backend sampling, for requests whose options allow it (greedy, or top_k/top_p/min_p and "
-             "temperature; no grammar, penalties, logit bias or logprobs): the logits never leave the GPU. "
+             "temperature, with a logit bias; no grammar, penalties or logprobs): the logits never leave the GPU. "
              f"`auto` uses it where every layer is on a GPU {_BENCH}")] = "auto"
     stream_interval_ms: Annotated[int, Setting(
         "least milliseconds between two deliveries of a fast stream's tokens to Python",
