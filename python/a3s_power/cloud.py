@@ -9,6 +9,8 @@ from pathlib import Path
 
 from . import auth
 from .config import Config
+from .hosts import remote_url
+from .store.details import details_from_config
 from .store.types import LocalModel
 
 
@@ -37,9 +39,6 @@ def cloud_model(config: Config, name: str) -> LocalModel | None:
         remote = f"{base}:{tag[:-len('-cloud')]}"
     else:
         return None
-    from .engine.remote import remote_url
-    from .store.details import details_from_config
-
     host = remote_url(config.cloud_url)
     return LocalModel(name=name, model_path=Path(), remote_host=host, remote_model=remote,
                       capabilities=["completion", "tools", "thinking"],

@@ -4,12 +4,15 @@ every client (the CLI, the in-process client) connects to it.
 Rules: no scheme means http and port 11434; ``http://`` without a port means 80 and ``https://``
 443; ``ollama.com`` alone means https on 443; a host without a port keeps the default; a bad
 port falls back to the default; anything after the first ``/`` is a path prefix.
+
+:func:`remote_url` is the other host this package names: a remote model's, as Ollama stores it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_PORT = 11434
 
@@ -81,3 +84,13 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def remote_url(host: str) -> str:
+    """``scheme://host:port`` as Ollama stores it (https and port 443 when left out)."""
+    parts = urlsplit(host if "://" in host else "https://" + host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad remote host {host!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{hostname}:{port}"

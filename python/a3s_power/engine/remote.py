@@ -26,16 +26,6 @@ METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_
            "eval_duration")
 
 
-def remote_url(host: str) -> str:
-    """``scheme://host:port`` as Ollama stores it (https and port 443 when left out)."""
-    parts = urlsplit(host if "://" in host else "https://" + host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"bad remote host {host!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{hostname}:{port}"
-
-
 async def stream(config: Config, spec: LocalModel, path: str, body: dict[str, Any]) -> AsyncIterator[dict]:
     """The remote host's NDJSON answer to ``body`` on ``path``, line by line."""
     host = urlsplit(spec.remote_host).hostname or ""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ..errors import A3SPowerError, InvalidOptionError
+from ..hosts import remote_url
 from . import convert, digests, manifest as mf
 from .details import config_for, remote_config_for
 from .gguf import GGUFError, GGUFFile, read_gguf
@@ -114,8 +115,6 @@ def prepare_create(store: ModelStore, body: dict[str, Any], *, allow_folders: bo
     for filename, digest in (body.get("adapters") or {}).items():
         plan.adapters.append(_blob_digest(store, digest, filename))
     if source and body.get("remote_host"):
-        from ..engine.remote import remote_url
-
         if not isinstance(source, str) or not isinstance(body["remote_host"], str):
             raise CreateError("'from' and 'remote_host' must be strings")
         try:
