@@ -8,19 +8,16 @@ clients still send them.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
 from ..config import Config, default_threads, get_config
 from ..core import _core
 from ..errors import InvalidOptionError
+from ..option_kinds import IGNORED_OPTIONS
+from ..option_kinds import coerce as _coerce
 
 log = logging.getLogger(__name__)
-
-# Accepted for compatibility; they change nothing here.
-IGNORED_OPTIONS = frozenset({"tfs_z", "low_vram", "f16_kv", "logits_all", "vocab_only", "num_gqa", "rope_frequency_base",
-                             "rope_frequency_scale"})
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16")
 # How a model spans GPUs: auto lets the scheduler choose (one GPU when the model fits, else layers
@@ -146,46 +143,6 @@ class Options:
 
 _LOAD_FIELDS = {f.name: f for f in fields(LoadOptions)}
 _REQUEST_FIELDS = {f.name: f for f in fields(Options) if f.name != "load"}
-
-
-def _coerce(name: str, kind: Any, value: Any) -> Any:
-    """Types a value as Ollama's api.FormatParams would, naming the option when it cannot."""
-    if kind in (bool, "bool"):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        raise InvalidOptionError(f"invalid option {name}: expected a boolean, got {value!r}")
-    if kind in (int, "int"):
-        if isinstance(value, bool):
-            raise InvalidOptionError(f"invalid option {name}: expected an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise InvalidOptionError(f"invalid option {name}: expected an integer, got {value!r}")
-    if kind in (float, "float"):
-        if isinstance(value, bool):
-            raise InvalidOptionError(f"invalid option {name}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidOptionError(f"invalid option {name}: expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise InvalidOptionError(f"invalid option {name}: must be finite, got {value!r}")
-        return number
-    if kind in (str, "str"):
-        if not isinstance(value, str):
-            raise InvalidOptionError(f"invalid option {name}: expected a string, got {value!r}")
-        return value
-    return value
 
 
 def _tensor_split(value: Any) -> tuple[float, ...]:

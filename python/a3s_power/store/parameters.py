@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..errors import A3SPowerError, InvalidOptionError
+from ..option_kinds import IGNORED_OPTIONS, LOAD_OPTIONS, REQUEST_OPTIONS, coerce
 
 
 class UnknownParameter(A3SPowerError, ValueError):
@@ -17,10 +18,7 @@ class UnknownParameter(A3SPowerError, ValueError):
 
 
 def _option_kinds() -> dict[str, str]:
-    # Imported late: the options module loads the C++ core, which the store itself never needs.
-    from ..engine.options import _LOAD_FIELDS, _REQUEST_FIELDS, IGNORED_OPTIONS
-
-    kinds = {name: str(f.type) for name, f in {**_LOAD_FIELDS, **_REQUEST_FIELDS}.items()}
+    kinds = {**LOAD_OPTIONS, **REQUEST_OPTIONS}
     kinds.update({name: "any" for name in IGNORED_OPTIONS})
     kinds["stop"] = "list"
     return kinds
@@ -35,8 +33,6 @@ def _kind(kind: str) -> str:
 
 def format_params(raw: dict[str, list[str]]) -> dict[str, Any]:
     """Types PARAMETER values (strings, several per name allowed); raises UnknownParameter."""
-    from ..engine.options import _coerce
-
     kinds = _option_kinds()
     out: dict[str, Any] = {}
     for name, values in raw.items():
@@ -49,7 +45,7 @@ def format_params(raw: dict[str, list[str]]) -> dict[str, Any]:
         typed = []
         for value in values:
             try:
-                typed.append(_coerce(name, kind, value) if kind in ("bool", "int", "float", "str") else value)
+                typed.append(coerce(name, kind, value) if kind in ("bool", "int", "float", "str") else value)
             except InvalidOptionError as exc:
                 raise InvalidOptionError(f"invalid parameter {name!r}: {exc}") from None
         out[name] = typed[0] if len(typed) == 1 else typed
