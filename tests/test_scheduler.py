@@ -11,6 +11,7 @@ import pytest
 from a3s_power.engine import memory
 from a3s_power.engine.options import LoadOptions, parse_options
 from a3s_power.engine.scheduler import Scheduler
+from a3s_power.api import EmbedRequest, GenerateRequest
 from a3s_power.engine.service import InferenceService
 from a3s_power.errors import ModelLoadError
 from a3s_power.store.types import LocalModel
@@ -96,7 +97,8 @@ def test_prompt_caches_give_way_before_a_model_is_evicted(smollm2_path, tiny_pat
     async def main():
         # Two conversations through the only slot: the first is kept in host memory.
         for prompt in ("Tell me about the sea. " * 20, "Something else entirely."):
-            async for _ in service.generate("b", prompt, options={"num_ctx": 512, "num_predict": 2}, raw=True):
+            async for _ in service.generate(GenerateRequest(model="b", prompt=prompt, raw=True,
+                                                               options={"num_ctx": 512, "num_predict": 2})):
                 pass
         runner = next(iter(scheduler.running()))
         held = runner.model.engine.stats()["prompt_cache_bytes"]
@@ -122,7 +124,8 @@ def test_keep_alive_zero_unloads_and_new_load_options_reload(tiny_path):
         same = await scheduler.load(specs["a"], parse_options({"num_ctx": 256}).load, 60)
         other = await scheduler.load(specs["a"], parse_options({"num_ctx": 512}).load, 60)
         reloaded = other is not first and same is first
-        async for _ in service.generate("a", "hi", options={"num_ctx": 512, "num_predict": 2}, keep_alive=0):
+        async for _ in service.generate(GenerateRequest(model="a", prompt="hi", keep_alive=0,
+                                                           options={"num_ctx": 512, "num_predict": 2})):
             pass
         await asyncio.sleep(0.2)
         left = [r.name for r in scheduler.running()]
@@ -195,9 +198,10 @@ def test_embeddings_and_generation_on_one_model_never_reload_it(smollm2_path, ti
 
     async def main():
         for _ in range(3):
-            deltas = [d async for d in service.generate("b", "Hello", options={"num_predict": 2, "num_ctx": 256})]
+            deltas = [d async for d in service.generate(GenerateRequest(
+                model="b", prompt="Hello", options={"num_predict": 2, "num_ctx": 256}))]
             assert deltas[-1].done
-            vectors = await service.embed("b", ["Hello", "world"], options={"num_ctx": 256})
+            vectors = await service.embed(EmbedRequest(model="b", input=["Hello", "world"], options={"num_ctx": 256}))
             assert len(vectors.embeddings) == 2
         kinds = sorted((r.name, r.load_options.embedding) for r in scheduler.running())
         bases = len(scheduler._bases)

@@ -53,6 +53,15 @@ class Delta(BaseModel):
     remote_host: str = ""
 
 
+    @classmethod
+    def merge(cls, deltas: Iterable["Delta"]) -> "Delta":
+        """A whole answer as one delta: the text, thinking, tool calls and log probabilities of
+        every piece, and the last piece's ending (what Ollama's ``stream: false`` answers)."""
+        content, thinking, calls, logprobs, last = _gather(deltas)
+        return last.model_copy(update={"content": content, "thinking": thinking, "tool_calls": calls,
+                                       "logprobs": logprobs})
+
+
 class _Whole(BaseModel):
     model: str = ""
     done_reason: str = ""

@@ -1,53 +1,41 @@
 """Chat, generate and embed as Ollama defines them, independent of HTTP.
 
-The HTTP routes (native, OpenAI, Anthropic) are thin translations over this module, and programs
-that embed A3S Power call it directly: resolve the model, merge options (defaults, Modelfile
-parameters, request), hold the model through the scheduler, build the prompt, run the engine and
-turn its text into content, thinking and tool calls.
+Every wire API (server/: native, OpenAI, Responses, Anthropic) translates its JSON into the request
+types of ``a3s_power.api`` and the answers back, and programs that embed A3S Power (``a3s_power.Power``)
+call this service directly: resolve the model, merge options (defaults, Modelfile parameters,
+request), hold the model through the scheduler, build the prompt (engine/prompt_fit.py), run the
+engine and read its text as content, thinking and tool calls (engine/answer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
+from ..api import ChatRequest, Delta, EmbedRequest, EmbedResponse, GenerateRequest, Metrics, ToolChoice
+from ..api import Options as RequestOptions
 from ..errors import InvalidOptionError
 from ..prompt.bounded import run_bounded
 from ..prompt.render import PromptTemplate
 from ..store.types import LocalModel, ModelNotFound
+from .answer import AnswerReader, api_tool_calls, harmony_prefix, logprobs_of, prompt_opens_thinking
 from .options import Options, defaults, parse_options, replace_load
+from .prompt_fit import PROMPT_TOO_LONG, cut_to_context, fit_tokens, render_conversation
 from .scheduler import Runner, Scheduler, parse_keep_alive
+
+__all__ = ["CapabilityError", "Delta", "EmbedResult", "InferenceService", "MAX_IMAGE_BYTES", "PROMPT_TOO_LONG",
+           "decode_images", "grammar_for_format"]
+
+EmbedResult = EmbedResponse  # the name before a3s_power.api
 
 
 class CapabilityError(InvalidOptionError):
     """The model cannot do what the request asks (chat on an embedding model, thinking, ...)."""
-
-
-@dataclass
-class Delta:
-    """A piece of an answer; the last one has ``done`` and the metrics."""
-
-    content: str = ""
-    thinking: str = ""
-    tool_calls: list = field(default_factory=list)
-    logprobs: list[dict] = field(default_factory=list)
-    done: bool = False
-    done_reason: str = ""
-    metrics: dict[str, int] = field(default_factory=dict)
-    context: list[int] | None = None
-    stop_sequence: str = ""
-    remote_model: str = ""  # set when a remote model's host answered (engine/remote.py)
-    remote_host: str = ""
-
-
-@dataclass
-class EmbedResult:
-    embeddings: list[list[float]]
-    prompt_eval_count: int
-    metrics: dict[str, int]
 
 
 def _keep_alive(value: Any) -> float | None:
@@ -80,6 +68,30 @@ def grammar_for_format(fmt: Any) -> str:
     raise InvalidOptionError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
 
 
+@dataclass
+class _Run:
+    """How one run decodes and how its answer is read."""
+
+    tokens: Any  # token ids, or a multimodal prompt
+    template: PromptTemplate | None = None
+    grammar: str = ""
+    tools: list[dict] | None = None
+    tool_format: str | None = None  # "json": a call forced by a grammar, bare JSON from the first token
+    think_on: bool | None = None
+    harmony: Any = None  # prompt.harmony.FunctionNames for a model that answers in harmony
+    collect: list[int] | None = None  # generate: the answer's tokens, for ``context``
+
+
+@dataclass
+class _Clock:
+    started: int  # perf_counter_ns when the request arrived
+    loaded_ns: int = 0  # how long holding the model took
+
+
+# Fields of a request that only this engine reads; a remote model's host is not sent them.
+_LOCAL_ONLY = {"model", "options", "logprobs", "top_logprobs", "logit_bias", "tool_choice", "think_if_able"}
+
+
 class InferenceService:
     def __init__(self, scheduler: Scheduler, observer: Any = None) -> None:
         """``observer``, if given, hears of every finished request through
@@ -106,11 +118,9 @@ class InferenceService:
             raise CapabilityError(spec.unsupported)
         return spec
 
-    def options_for(self, spec: LocalModel, raw: dict[str, Any] | None) -> Options:
-        if raw is not None and not isinstance(raw, dict):
-            raise InvalidOptionError("options must be an object")
+    def options_for(self, spec: LocalModel, options: RequestOptions | None) -> Options:
         base = parse_options(spec.parameters or {}, defaults(self.scheduler.config))
-        return parse_options(raw or {}, base)
+        return parse_options(options.as_dict() if options is not None else {}, base)
 
     def template_for(self, runner: Runner, override: str | None = None) -> PromptTemplate:
         go_source = override if override else runner.spec.template
@@ -138,9 +148,8 @@ class InferenceService:
         from ..prompt.harmony import FunctionNames, uses_harmony
 
         spec = runner.spec
-        parser = spec.parser
         families = (runner.model.model.architecture, str(spec.details.get("family") or ""))
-        if not any(uses_harmony(family, template.source, parser) for family in families):
+        if not any(uses_harmony(family, template.source, spec.parser) for family in families):
             return None
         return FunctionNames(tools)
 
@@ -148,95 +157,85 @@ class InferenceService:
     def _can(spec: LocalModel, capability: str) -> bool:
         return not spec.capabilities or capability in spec.capabilities
 
-    @staticmethod
-    def _cut_to_context(runner: Runner, text: str, options: Options, shift: bool) -> str:
-        """A prompt's text cut before tokenizing to what _fit_prompt can keep of it (see
-        LoadedModel.text_for_context); refused at once, untokenized, when it cannot fit and
-        truncation is off."""
-        cut = runner.model.text_for_context(text, options.load.num_ctx)
-        if cut is not text and not shift:
-            raise InvalidOptionError(PROMPT_TOO_LONG)
-        return cut
+    def _thinking(self, spec: LocalModel, request: ChatRequest | GenerateRequest) -> tuple[bool | None, str]:
+        """Whether the model thinks, and at which level; Ollama: a thinking model thinks unless told not to."""
+        think_on, level = _think_level(request.think)
+        if think_on and not self._can(spec, "thinking"):
+            if not getattr(request, "think_if_able", False):
+                raise CapabilityError(f'"{request.model}" does not support thinking')
+            think_on = None
+        if think_on is None and "thinking" in spec.capabilities:
+            think_on = True
+        return think_on, level
 
-    def _fit_prompt(self, runner: Runner, tokens: list[int], options: Options, shift: bool) -> list[int]:
-        """Ollama's context-shift truncation of a prompt that does not fit: keep num_keep tokens
-        from the start and as much of the end as leaves room to answer."""
-        n_ctx = options.load.num_ctx
-        if len(tokens) < n_ctx:
-            return tokens
-        if not shift:
-            raise InvalidOptionError(PROMPT_TOO_LONG)
-        keep = 4
-        limit = n_ctx - max((n_ctx - keep) // 2, 1)
-        return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
+    @staticmethod
+    def _history(spec: LocalModel, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The model's MESSAGE history, then the request's, with its SYSTEM first unless one leads."""
+        history = list(spec.messages) + messages
+        if spec.system and (not history or history[0].get("role") != "system"):
+            history.insert(0, {"role": "system", "content": spec.system})
+        return history
 
     # --- chat ------------------------------------------------------------------------------
 
-    async def chat(self, model: str, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
-                   think: Any = None, format: Any = None, options: dict | None = None, keep_alive: Any = None,
-                   truncate: bool | None = None, shift: bool | None = None, logprobs: bool = False,
-                   top_logprobs: int = 0, tool_choice: Any = None, relax_thinking: bool = False,
-                   logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
-        started = time.perf_counter_ns()
-        spec = self.resolve(model)
+    async def chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        clock = _Clock(time.perf_counter_ns())
+        spec = self.resolve(request.model)
         if spec.remote_host:
-            body = {"messages": self._with_system(spec, messages), "tools": tools, "think": think, "format": format,
-                    "keep_alive": keep_alive, "truncate": truncate, "shift": shift}
-            async for delta in self._remote(spec, "/api/chat", body, options, logprobs, top_logprobs, started):
+            async for delta in self._remote(spec, "/api/chat", request, clock):
                 yield delta
             return
+        name = request.model
         if not self._can(spec, "completion"):
-            raise CapabilityError(f'"{model}" does not support chat')
-        if tools and not self._can(spec, "tools"):
-            raise CapabilityError(f'"{model}" does not support tools')
-        if any(m.get("images") for m in messages) and not self._can(spec, "vision"):
+            raise CapabilityError(f'"{name}" does not support chat')
+        if request.tools and not self._can(spec, "tools"):
+            raise CapabilityError(f'"{name}" does not support tools')
+        if any(m.images for m in request.messages) and not self._can(spec, "vision"):
             raise CapabilityError("this model is missing data required for image input")
-        opts = self.options_for(spec, options)
-        alive = _keep_alive(keep_alive)
-        think_on, level = _think_level(think)
-        if think_on and not self._can(spec, "thinking"):
-            if not relax_thinking:
-                raise CapabilityError(f'"{model}" does not support thinking')
-            think_on = None
-        if think_on is None and "thinking" in spec.capabilities:
-            think_on = True  # Ollama: a thinking model thinks unless told not to
-        grammar = grammar_for_format(format)
-        _check_logprobs(top_logprobs)
-
-        if not messages:
-            yield await self._load_only(spec, opts, alive, started)
+        opts = self.options_for(spec, request.options)
+        alive = _keep_alive(request.keep_alive)
+        think = self._thinking(spec, request)
+        grammar = grammar_for_format(request.format)
+        if not request.messages:
+            yield await self._load_only(spec, opts, alive, clock)
             return
 
-        history = self._with_system(spec, messages)
-
+        history = self._history(spec, [m.for_prompt() for m in request.messages])
         async with self.scheduler.use(spec, opts.load, alive) as runner:
-            loaded_ns = time.perf_counter_ns() - started
+            clock.loaded_ns = time.perf_counter_ns() - clock.started
             template = self.template_for(runner)
-            tool_grammar, tools = _apply_tool_choice(tools, tool_choice)
+            tools = [t.for_prompt() for t in request.tools] if request.tools else None
+            tool_grammar, tools = _apply_tool_choice(tools, request.tool_choice)
             # A call forced by a grammar is bare JSON from the first token, never harmony.
             harmony = None if tool_grammar else self._harmony(runner, template, tools)
             prompt_tools = harmony.for_prompt() if harmony else tools
             if any(m.get("images") for m in history):
                 marked, images = _with_image_markers(history, runner.model.image_marker or "")
-                prompt_tokens = runner.model.tokenize_multimodal(await run_bounded(
-                    lambda: template.render_chat(marked, tools=prompt_tools, think=think_on, think_level=level)),
-                    images)
+                text = await run_bounded(lambda: template.render_chat(marked, tools=prompt_tools, think=think[0],
+                                                                      think_level=think[1]))
+                tokens = runner.model.tokenize_multimodal(text, images)
             else:
                 # Templates are programs: rendering runs off the event loop, bounded (prompt/bounded.py).
-                prompt_tokens = await run_bounded(self._chat_tokens, runner, template, history, prompt_tools,
-                                                  think_on, level, opts, truncate is not False, shift is not False)
-            async for delta in self._run(runner, template, prompt_tokens, opts, grammar or tool_grammar, tools,
-                                         think_on, logprobs, top_logprobs, logit_bias, started, loaded_ns,
-                                         tool_format="json" if tool_grammar else None, shift=shift is not False,
-                                         harmony=harmony):
+                tokens = await run_bounded(self._chat_tokens, runner, template, history, prompt_tools, think, opts,
+                                           request)
+            run = _Run(tokens, template, grammar or tool_grammar, tools, "json" if tool_grammar else None,
+                       think[0], harmony)
+            async for delta in self._run(runner, run, opts, request, clock):
                 yield delta
 
-    async def count_chat_tokens(self, model: str, messages: list[dict[str, Any]], *,
-                                tools: list[dict] | None = None) -> int:
+    @staticmethod
+    def _chat_tokens(runner: Runner, template: PromptTemplate, history: list[dict], tools: list[dict] | None,
+                     think: tuple[bool | None, str], opts: Options, request: ChatRequest) -> list[int]:
+        _, tokens = render_conversation(runner.model, template, history, tools, think, opts,
+                                        request.truncate is not False)
+        return fit_tokens(tokens, opts, request.shift is not False)
+
+    async def count_chat_tokens(self, request: ChatRequest) -> int:
         """How many tokens the rendered conversation takes (loads the model for its tokenizer)."""
-        spec = self.resolve(model)
+        spec = self.resolve(request.model)
         opts = self.options_for(spec, None)
-        history = self._with_system(spec, messages)
+        history = self._history(spec, [m.for_prompt() for m in request.messages])
+        tools = [t.for_prompt() for t in request.tools] if request.tools else None
         async with self.scheduler.use(spec, opts.load, None) as runner:
             template = self.template_for(runner)
             harmony = self._harmony(runner, template, tools)
@@ -244,156 +243,111 @@ class InferenceService:
             return len(await run_bounded(lambda: runner.model.tokenize_prompt(template.render_chat(
                 history, tools=prompt_tools))))
 
-    def _chat_tokens(self, runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
-                     opts: Options, truncate: bool, shift: bool) -> list[int]:
-        _, tokens = self._chat_prompt(runner, template, history, tools, think_on, level, opts, truncate)
-        return self._fit_prompt(runner, tokens, opts, shift)
-
-    @staticmethod
-    def _chat_prompt(runner: Runner, template: PromptTemplate, history: list[dict], tools, think_on, level,
-                     opts: Options, truncate: bool) -> tuple[str, list[int]]:
-        """The rendered conversation and its tokens, the oldest messages dropped until it fits."""
-        model = runner.model
-        text = template.render_chat(history, tools=tools, think=think_on, think_level=level)
-        tokens = model.tokenize_prompt(InferenceService._cut_to_context(runner, text, opts, truncate))
-        n_ctx = opts.load.num_ctx
-        if len(tokens) >= n_ctx and truncate:
-            # Drop the oldest messages that are not system messages, keeping the last one.
-            kept = list(history)
-            while len(tokens) >= n_ctx:
-                droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
-                if not droppable:
-                    break
-                del kept[droppable[0]]
-                text = template.render_chat(kept, tools=tools, think=think_on, think_level=level)
-                tokens = model.tokenize_prompt(InferenceService._cut_to_context(runner, text, opts, truncate))
-        elif len(tokens) >= n_ctx:
-            raise InvalidOptionError("the prompt is longer than the context length currently available to the "
-                                     "model (truncate is off); use a model with a longer context or shorten it")
-        return text, tokens
-
-    async def render_chat(self, model: str, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
-                          think: Any = None, options: dict | None = None, keep_alive: Any = None,
-                          truncate: bool | None = None) -> tuple[str, int]:
+    async def render_chat(self, request: ChatRequest) -> tuple[str, int]:
         """What chat would give the model, without running it (Ollama's ``_debug_render_only``):
         the rendered prompt and how many images it carries."""
-        spec = self.resolve(model)
-        opts = self.options_for(spec, options)
-        think_on, level = _think_level(think)
+        spec = self.resolve(request.model)
+        opts = self.options_for(spec, request.options)
+        think_on, level = _think_level(request.think)
         if think_on is None and "thinking" in spec.capabilities:
             think_on = True
-        history = self._with_system(spec, messages)
-        async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
+        history = self._history(spec, [m.for_prompt() for m in request.messages])
+        tools = [t.for_prompt() for t in request.tools] if request.tools else None
+        async with self.scheduler.use(spec, opts.load, _keep_alive(request.keep_alive)) as runner:
             template = self.template_for(runner)
             harmony = self._harmony(runner, template, tools)
             marked, images = _with_image_markers(history, runner.model.image_marker or "")
-            text, _ = await run_bounded(self._chat_prompt, runner, template, marked,
-                                        harmony.for_prompt() if harmony else tools, think_on, level, opts,
-                                        truncate is not False)
+            text, _ = await run_bounded(render_conversation, runner.model, template, marked,
+                                        harmony.for_prompt() if harmony else tools, (think_on, level), opts,
+                                        request.truncate is not False)
             return text, len(images)
 
     # --- generate --------------------------------------------------------------------------
 
-    async def generate(self, model: str, prompt: str = "", *, suffix: str = "", system: str | None = None,
-                       template: str | None = None, context: list[int] | None = None, raw: bool = False,
-                       format: Any = None, images: list | None = None, options: dict | None = None,
-                       keep_alive: Any = None, think: Any = None, truncate: bool | None = None,
-                       shift: bool | None = None, logprobs: bool = False, top_logprobs: int = 0,
-                       logit_bias: dict[int, float] | None = None) -> AsyncIterator[Delta]:
-        started = time.perf_counter_ns()
-        spec = self.resolve(model)
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        clock = _Clock(time.perf_counter_ns())
+        spec = self.resolve(request.model)
         if spec.remote_host:
-            body = {"prompt": prompt, "suffix": suffix or None, "system": system if system is not None else spec.system,
-                    "template": template, "context": context, "raw": raw or None, "format": format, "images": images,
-                    "keep_alive": keep_alive, "think": think, "truncate": truncate, "shift": shift}
-            async for delta in self._remote(spec, "/api/generate", body, options, logprobs, top_logprobs, started):
+            async for delta in self._remote(spec, "/api/generate", request, clock):
                 yield delta
             return
-        if raw and (template or system or context):
+        if request.raw and (request.template or request.system or request.context):
             raise InvalidOptionError("raw mode does not support template, system, or context")
         if not self._can(spec, "completion"):
-            raise CapabilityError(f'"{model}" does not support generate')
-        if images and not self._can(spec, "vision"):
+            raise CapabilityError(f'"{request.model}" does not support generate')
+        if request.images and not self._can(spec, "vision"):
             raise CapabilityError("this model is missing data required for image input")
-        image_bytes = decode_images(images)
-        opts = self.options_for(spec, options)
-        alive = _keep_alive(keep_alive)
-        think_on, level = _think_level(think)
-        if think_on and not self._can(spec, "thinking"):
-            raise CapabilityError(f'"{model}" does not support thinking')
-        if think_on is None and "thinking" in spec.capabilities:
-            think_on = True
-        grammar = grammar_for_format(format)
-        _check_logprobs(top_logprobs)
-
-        if not prompt and not suffix and not context:
-            yield await self._load_only(spec, opts, alive, started)
+        images = decode_images(request.images)
+        opts = self.options_for(spec, request.options)
+        alive = _keep_alive(request.keep_alive)
+        think_on, level = self._thinking(spec, request)
+        grammar = grammar_for_format(request.format)
+        if not request.prompt and not request.suffix and not request.context:
+            yield await self._load_only(spec, opts, alive, clock)
             return
+        if images and (request.suffix or request.context):
+            raise InvalidOptionError("images cannot be combined with suffix or context")
 
+        shift = request.shift is not False
         async with self.scheduler.use(spec, opts.load, alive) as runner:
-            loaded_ns = time.perf_counter_ns() - started
-            model_ = runner.model
-            tmpl = None
-            if image_bytes and (suffix or context):
-                raise InvalidOptionError("images cannot be combined with suffix or context")
-            if image_bytes:
-                prompt = (model_.image_marker or "") * len(image_bytes) + prompt
-            if suffix:
-                tokens = await run_bounded(self._fill_in_middle, runner, spec, prompt, suffix, template)
+            clock.loaded_ns = time.perf_counter_ns() - clock.started
+            model = runner.model
+            template = None
+            prompt = (model.image_marker or "") * len(images) + request.prompt
+            if request.suffix:
+                tokens = await run_bounded(self._fill_in_middle, runner, prompt, request.suffix, request.template)
             else:
-                if raw:
+                if request.raw:
                     text = prompt
                 else:
-                    tmpl = self.template_for(runner, template)
-                    sys_text = system if system is not None else (spec.system or "")
-                    text = await run_bounded(lambda: tmpl.render_generate(prompt, system=sys_text, think=think_on,
-                                                                          think_level=level))
-                if image_bytes:
-                    tokens = model_.tokenize_multimodal(text, image_bytes)
+                    template = self.template_for(runner, request.template)
+                    system = request.system if request.system is not None else (spec.system or "")
+                    text = await run_bounded(lambda: template.render_generate(prompt, system=system, think=think_on,
+                                                                              think_level=level))
+                if images:
+                    tokens = model.tokenize_multimodal(text, images)
                 else:
-                    text = self._cut_to_context(runner, text, opts, shift is not False)
+                    text = cut_to_context(model, text, opts, shift)
                     tokens = await asyncio.to_thread(
-                        lambda: model_.tokenize(text, True, True) if raw else model_.tokenize_prompt(text))
-            if context:
-                tokens = list(context) + [t for t in tokens if t != model_.model.bos_token or not model_.model.add_bos]
-            if not image_bytes:
-                tokens = self._fit_prompt(runner, tokens, opts, shift is not False)
-            generated: list[int] = []
+                        lambda: model.tokenize(text, True, True) if request.raw else model.tokenize_prompt(text))
+            if request.context:
+                bos = model.model.bos_token if model.model.add_bos else None
+                tokens = list(request.context) + [t for t in tokens if t != bos]
+            if not images:
+                tokens = fit_tokens(tokens, opts, shift)
             # Ollama turns generated text into tool calls only with a model's own built-in parser:
             # here harmony (gpt-oss), which offers no tools on generate, so none become calls; text
             # that looks like a call (LiteLLM asks for one with format "json") stays text.
-            async for delta in self._run(runner, tmpl, tokens, opts, grammar, None, think_on, logprobs,
-                                         top_logprobs, logit_bias, started, loaded_ns, collect=generated,
-                                         shift=shift is not False, harmony=self._harmony(runner, tmpl, None)):
-                if delta.done and not raw:
-                    delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + generated
+            run = _Run(tokens, template, grammar, None, None, think_on, self._harmony(runner, template, None),
+                       collect=[])
+            async for delta in self._run(runner, run, opts, request, clock):
+                if delta.done and not request.raw:
+                    delta.context = list(tokens.tokens if hasattr(tokens, "tokens") else tokens) + run.collect
                 yield delta
 
-    async def render_generate(self, model: str, prompt: str = "", *, suffix: str = "", system: str | None = None,
-                              template: str | None = None, raw: bool = False, images: list | None = None,
-                              options: dict | None = None, keep_alive: Any = None,
-                              think: Any = None) -> tuple[str, int]:
+    async def render_generate(self, request: GenerateRequest) -> tuple[str, int]:
         """What generate would give the model, without running it (``_debug_render_only``)."""
-        spec = self.resolve(model)
-        opts = self.options_for(spec, options)
-        think_on, level = _think_level(think)
+        spec = self.resolve(request.model)
+        opts = self.options_for(spec, request.options)
+        think_on, level = _think_level(request.think)
         if think_on is None and "thinking" in spec.capabilities:
             think_on = True
-        n_images = len(images or [])
-        async with self.scheduler.use(spec, opts.load, _keep_alive(keep_alive)) as runner:
+        n_images = len(request.images or [])
+        async with self.scheduler.use(spec, opts.load, _keep_alive(request.keep_alive)) as runner:
             marker = (runner.model.image_marker or "") * n_images
-            if suffix:
-                tokens = await run_bounded(self._fill_in_middle, runner, spec, prompt, suffix, template)
+            if request.suffix:
+                tokens = await run_bounded(self._fill_in_middle, runner, request.prompt, request.suffix,
+                                           request.template)
                 return runner.model.detokenize(tokens), n_images
-            if raw:
-                return marker + prompt, n_images
-            sys_text = system if system is not None else (spec.system or "")
-            tmpl = self.template_for(runner, template)
-            return await run_bounded(lambda: tmpl.render_generate(marker + prompt, system=sys_text, think=think_on,
-                                                                  think_level=level)), n_images
+            if request.raw:
+                return marker + request.prompt, n_images
+            system = request.system if request.system is not None else (spec.system or "")
+            template = self.template_for(runner, request.template)
+            return await run_bounded(lambda: template.render_generate(marker + request.prompt, system=system,
+                                                                      think=think_on, think_level=level)), n_images
 
-    def _fill_in_middle(self, runner: Runner, spec: LocalModel, prompt: str, suffix: str,
-                        template: str | None) -> list[int]:
+    def _fill_in_middle(self, runner: Runner, prompt: str, suffix: str, template: str | None) -> list[int]:
+        spec = runner.spec
         go = template or spec.template
         if go and ".Suffix" in go:
             return runner.model.tokenize_prompt(self.template_for(runner, template).render_generate(prompt,
@@ -410,160 +364,137 @@ class InferenceService:
 
     # --- the run itself --------------------------------------------------------------------
 
-    async def _run(self, runner: Runner, template: PromptTemplate | None, tokens: list[int], opts: Options,
-                   grammar: str, tools: list[dict] | None, think_on: bool | None, logprobs: bool, top_logprobs: int,
-                   logit_bias: dict[int, float] | None, started: int, loaded_ns: int,
-                   collect: list[int] | None = None, tool_format: str | None = None,
-                   shift: bool = True, harmony: Any = None) -> AsyncIterator[Delta]:
+    def _reader(self, runner: Runner, run: _Run) -> tuple[AnswerReader, str, list[str]]:
+        """How the answer is read, and the grammar (and what sets it off) that shapes it."""
         model = runner.model
-        thinker = None
-        channels = None  # harmony: reasoning, answer and tool calls come apart by channel
-        triggers: list[str] = []
-        if harmony is not None:
+        grammar, triggers = run.grammar, []
+        if run.harmony is not None:
             from ..prompt.harmony import HarmonyParser, format_after_reasoning
 
-            prefix = _harmony_prefix(model, tokens)
-            channels = HarmonyParser(harmony, prefix)
-            if grammar and not tool_format:  # a format: after the reasoning, on the final answer
+            prefix = harmony_prefix(model, run.tokens)
+            if grammar and not run.tool_format:  # a format: after the reasoning, on the final answer
                 grammar, triggers = format_after_reasoning(grammar, prefix)
-        elif think_on and template is not None:
+            return AnswerReader(channels=HarmonyParser(run.harmony, prefix)), grammar, triggers
+        thinker = tool_parser = None
+        if run.think_on and run.template is not None:
             from ..prompt.thinking import ThinkingParser, thinking_tags_for
 
-            tags = thinking_tags_for(template.source)
+            tags = thinking_tags_for(run.template.source)
             if tags:
-                thinker = ThinkingParser(tags[0], tags[1], starts_in_thinking=_prompt_opens_thinking(model, tokens,
-                                                                                                  tags[0]))
-        tool_parser = None
-        if channels is None and (tools or tool_format):
+                opens = prompt_opens_thinking(model, run.tokens, tags[0])
+                thinker = ThinkingParser(tags[0], tags[1], starts_in_thinking=opens)
+        if run.tools or run.tool_format:
             from ..prompt.tools import ToolCallParser, tool_format_for
 
-            fmt = tool_format or tool_format_for(template.source if template else None)
-            names = {t.get("function", {}).get("name", "") for t in tools} if tools else None
+            fmt = run.tool_format or tool_format_for(run.template.source if run.template else None)
+            names = {t.get("function", {}).get("name", "") for t in run.tools} if run.tools else None
             tool_parser = ToolCallParser(fmt, names)
-        num_predict = opts.num_predict
-        if num_predict < 0:
+        return AnswerReader(thinker=thinker, tool_parser=tool_parser), grammar, triggers
+
+    async def _run(self, runner: Runner, run: _Run, opts: Options, request: ChatRequest | GenerateRequest,
+                   clock: _Clock) -> AsyncIterator[Delta]:
+        model = runner.model
+        reader, grammar, triggers = self._reader(runner, run)
+        if opts.num_predict < 0:
             opts = replace(opts, num_predict=10 * opts.load.num_ctx)  # Ollama's bound on open-ended runs
-
-        def split(text: str) -> tuple[str, str, list]:
-            if channels is not None:
-                return channels.feed(text)
-            thinking = ""
-            if thinker is not None:
-                thinking, text = thinker.feed(text)
-            calls: list = []
-            if tool_parser is not None:
-                text, calls = tool_parser.feed(text)
-            return thinking, text, calls
-
         first_token_ns = 0
         # The first piece says how long the prompt is: Anthropic's message_start reports it.
-        prompt_count = {"prompt_eval_count": len(tokens.tokens if hasattr(tokens, "tokens") else tokens)}
-        async for chunk in model.generate(tokens, opts, grammar=grammar, logit_bias=logit_bias, logprobs=logprobs,
-                                          top_logprobs=top_logprobs, shift=shift, grammar_triggers=triggers):
+        n_prompt = len(run.tokens.tokens if hasattr(run.tokens, "tokens") else run.tokens)
+        first_metrics: Metrics | None = Metrics(prompt_eval_count=n_prompt)
+        async for chunk in model.generate(run.tokens, opts, grammar=grammar, logit_bias=request.logit_bias,
+                                          logprobs=request.logprobs, top_logprobs=request.top_logprobs,
+                                          shift=request.shift is not False, grammar_triggers=triggers):
             if chunk.tokens and not first_token_ns:
-                first_token_ns = time.perf_counter_ns() - started
-            if collect is not None:
-                collect.extend(chunk.tokens)
-            thinking, content, calls = split(chunk.text)
-            lp = _logprobs(model, chunk.logprobs) if logprobs else []
+                first_token_ns = time.perf_counter_ns() - clock.started
+            if run.collect is not None:
+                run.collect.extend(chunk.tokens)
+            thinking, content, calls = reader.feed(chunk.text)
+            logprobs = logprobs_of(model, chunk.logprobs) if request.logprobs else []
             if chunk.done:
-                if channels is not None:
-                    t1, c1, more = channels.finish()
-                    thinking, content, calls = thinking + t1, content + c1, calls + more
-                if thinker is not None:
-                    t2, c2 = thinker.finish()
-                    thinking += t2
-                    if tool_parser is not None:
-                        c2, more = tool_parser.feed(c2)
-                        calls += more
-                    content += c2
-                if tool_parser is not None:
-                    c3, more = tool_parser.finish()
-                    content += c3
-                    calls += more
-                timings = chunk.timings
-                metrics = {
-                    "total_duration": time.perf_counter_ns() - started,
-                    "load_duration": loaded_ns,
-                    "prompt_eval_count": timings.get("prompt_tokens", 0),
-                    "prompt_eval_duration": timings.get("prompt_eval_duration", 0),
-                    "eval_count": timings.get("eval_count", 0),
-                    "eval_duration": timings.get("eval_duration", 0),
-                }
-                reason = chunk.done_reason if chunk.done_reason in ("stop", "length") else "stop"
+                more_thinking, more_content, more_calls = reader.finish()
+                metrics = self._metrics(chunk.timings, clock)
                 if self.observer is not None:
-                    self.observer.on_request(runner.name, "generate" if collect is not None else "chat",
-                                             metrics["prompt_eval_count"], metrics["eval_count"], first_token_ns,
-                                             metrics["total_duration"])
-                yield Delta(content, thinking, calls, lp, True, reason, metrics, stop_sequence=chunk.stop_sequence)
+                    self.observer.on_request(runner.name, "generate" if run.collect is not None else "chat",
+                                             metrics.prompt_eval_count, metrics.eval_count, first_token_ns,
+                                             metrics.total_duration)
+                yield Delta(content=content + more_content, thinking=thinking + more_thinking,
+                            tool_calls=calls + more_calls, logprobs=logprobs, done=True,
+                            done_reason=chunk.done_reason if chunk.done_reason in ("stop", "length") else "stop",
+                            metrics=metrics, stop_sequence=chunk.stop_sequence)
                 return
-            if content or thinking or calls or lp:
-                yield Delta(content, thinking, calls, lp, metrics=prompt_count)
-                prompt_count = {}
+            if content or thinking or calls or logprobs:
+                yield Delta(content=content, thinking=thinking, tool_calls=calls, logprobs=logprobs,
+                            metrics=first_metrics or Metrics())
+                first_metrics = None
 
     @staticmethod
-    def _with_system(spec: LocalModel, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The model's MESSAGE history, then the request's, with its SYSTEM first unless one leads."""
-        history = list(spec.messages) + list(messages)
-        if spec.system and (not history or history[0].get("role") != "system"):
-            history.insert(0, {"role": "system", "content": spec.system})
-        return history
+    def _metrics(timings: dict[str, int], clock: _Clock) -> Metrics:
+        return Metrics(total_duration=time.perf_counter_ns() - clock.started, load_duration=clock.loaded_ns,
+                       prompt_eval_count=timings.get("prompt_tokens", 0),
+                       prompt_eval_duration=timings.get("prompt_eval_duration", 0),
+                       eval_count=timings.get("eval_count", 0), eval_duration=timings.get("eval_duration", 0))
 
-    async def _remote(self, spec: LocalModel, path: str, body: dict[str, Any], options: dict | None,
-                      logprobs: bool, top_logprobs: int, started: int) -> AsyncIterator[Delta]:
-        """A remote model's answer from its host (engine/remote.py), as this service's Deltas."""
+    async def _remote(self, spec: LocalModel, path: str, request: ChatRequest | GenerateRequest,
+                      clock: _Clock) -> AsyncIterator[Delta]:
+        """A remote model's answer from its host (engine/remote.py): the request in Ollama's own
+        wire form, which is these types' JSON, to that host's native API."""
         from . import remote
 
-        body = {k: v for k, v in body.items() if v is not None}
+        body = request.model_dump(mode="json", exclude_none=True, exclude=_LOCAL_ONLY)
+        if isinstance(request, ChatRequest):
+            body["messages"] = self._history(spec, [m.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+                                                    for m in request.messages])
+            if request.tools:
+                body["tools"] = [t.for_prompt() for t in request.tools]
+        else:
+            if request.system is None and spec.system is not None:
+                body["system"] = spec.system
+            for unset in ("suffix", "raw"):  # Ollama's zero values: left out, as before
+                if not body.get(unset):
+                    body.pop(unset, None)
         body["model"] = spec.remote_model
-        body["options"] = {**spec.parameters, **(options or {})}
-        if logprobs:
-            body.update(logprobs=True, top_logprobs=top_logprobs)
+        body["options"] = {**spec.parameters, **(request.options.as_dict() if request.options else {})}
+        if request.logprobs:
+            body.update(logprobs=True, top_logprobs=request.top_logprobs)
         first_ns = 0
         async for line in remote.stream(self.scheduler.config, spec, path, body):
             message = line.get("message") or {}
             delta = Delta(content=message.get("content") or line.get("response") or "",
                           thinking=message.get("thinking") or line.get("thinking") or "",
-                          tool_calls=remote.tool_calls_of(message if message else line),
+                          tool_calls=api_tool_calls(remote.tool_calls_of(message if message else line)),
                           logprobs=line.get("logprobs") or [], done=bool(line.get("done")),
                           remote_model=spec.remote_model, remote_host=spec.remote_host)
-            first_ns = first_ns or time.perf_counter_ns() - started
+            first_ns = first_ns or time.perf_counter_ns() - clock.started
             if delta.done:
                 delta.done_reason = line.get("done_reason") or "stop"
-                delta.metrics = remote.metrics_of(line)
+                delta.metrics = Metrics(**remote.metrics_of(line))
                 if isinstance(line.get("context"), list):
                     delta.context = line["context"]
                 if self.observer is not None:
                     self.observer.on_request(spec.name, "chat" if path == "/api/chat" else "generate",
-                                             delta.metrics.get("prompt_eval_count", 0),
-                                             delta.metrics.get("eval_count", 0), first_ns,
-                                             time.perf_counter_ns() - started)
+                                             delta.metrics.prompt_eval_count, delta.metrics.eval_count, first_ns,
+                                             time.perf_counter_ns() - clock.started)
             yield delta
 
-    async def _load_only(self, spec: LocalModel, opts: Options, alive: float | None, started: int) -> Delta:
+    async def _load_only(self, spec: LocalModel, opts: Options, alive: float | None, clock: _Clock) -> Delta:
         if alive == 0:
             await self.scheduler.unload(spec.name)
             return Delta(done=True, done_reason="unload")
         await self.scheduler.load(spec, opts.load, alive)
-        return Delta(done=True, done_reason="load",
-                     metrics={"total_duration": time.perf_counter_ns() - started,
-                              "load_duration": time.perf_counter_ns() - started})
+        took = time.perf_counter_ns() - clock.started
+        return Delta(done=True, done_reason="load", metrics=Metrics(total_duration=took, load_duration=took))
 
     # --- embeddings ------------------------------------------------------------------------
 
-    async def embed(self, model: str, inputs: list[str], *, truncate: bool | None = None,
-                    dimensions: int | None = None, options: dict | None = None, keep_alive: Any = None,
-                    normalize: bool = True) -> EmbedResult:
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
         started = time.perf_counter_ns()
-        spec = self.resolve(model)
-        opts = self.options_for(spec, options)
-        opts = replace_load(opts, embedding=True)
-        alive = _keep_alive(keep_alive)
-        if dimensions is not None and (not isinstance(dimensions, int) or dimensions <= 0):
-            raise InvalidOptionError("dimensions must be a positive integer")
-        if not inputs:
+        spec = self.resolve(request.model)
+        opts = replace_load(self.options_for(spec, request.options), embedding=True)
+        alive = _keep_alive(request.keep_alive)
+        if not request.input:
             await self.scheduler.load(spec, opts.load, alive)
-            return EmbedResult([], 0, {"total_duration": time.perf_counter_ns() - started})
+            return EmbedResponse(model=request.model,
+                                 metrics=Metrics(total_duration=time.perf_counter_ns() - started))
         async with self.scheduler.use(spec, opts.load, alive) as runner:
             loaded_ns = time.perf_counter_ns() - started
             n_ctx = opts.load.num_ctx
@@ -572,40 +503,39 @@ class InferenceService:
                 cut = runner.model.text_for_context(text, n_ctx, keep_end=False)  # never tokenized whole
                 tokens = runner.model.tokenize(cut, True, True)
                 if len(tokens) > n_ctx or cut is not text:
-                    if truncate is False:
+                    if request.truncate is False:
                         raise InvalidOptionError("the input length exceeds the context length")
                     tokens = tokens[:n_ctx]
                 return tokens or runner.model.tokenize(" ", True, True)
 
-            token_lists = await asyncio.to_thread(lambda: [tokenize(text) for text in inputs])
-            vectors = await runner.model.embed(token_lists, normalize=normalize)
-        out = []
-        for v in vectors:
-            if any(math.isnan(x) or math.isinf(x) for x in v):
-                raise InvalidOptionError("the model returned an embedding with NaN or infinite values")
-            if dimensions is not None and dimensions < len(v):
-                v = v[:dimensions]
-                if normalize:
-                    norm = math.sqrt(sum(x * x for x in v)) or 1.0
-                    v = [x / norm for x in v]
-            out.append(v)
+            token_lists = await asyncio.to_thread(lambda: [tokenize(text) for text in request.input])
+            vectors = await runner.model.embed(token_lists, normalize=request.normalize)
+        out = [_shortened(v, request.dimensions, request.normalize) for v in vectors]
         count = sum(len(t) for t in token_lists)
+        total = time.perf_counter_ns() - started
         if self.observer is not None:
-            self.observer.on_request(spec.name, "embed", count, 0, 0, time.perf_counter_ns() - started)
-        return EmbedResult(out, count, {"total_duration": time.perf_counter_ns() - started,
-                                        "load_duration": loaded_ns, "prompt_eval_count": count})
+            self.observer.on_request(spec.name, "embed", count, 0, 0, total)
+        return EmbedResponse(model=request.model, embeddings=out, prompt_eval_count=count,
+                             metrics=Metrics(total_duration=total, load_duration=loaded_ns, prompt_eval_count=count))
+
+
+def _shortened(vector: list[float], dimensions: int | None, normalize: bool) -> list[float]:
+    """An embedding checked for NaN and infinities, cut to ``dimensions`` and renormalised."""
+    if any(math.isnan(x) or math.isinf(x) for x in vector):
+        raise InvalidOptionError("the model returned an embedding with NaN or infinite values")
+    if dimensions is not None and dimensions < len(vector):
+        vector = vector[:dimensions]
+        if normalize:
+            norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+            vector = [x / norm for x in vector]
+    return vector
 
 
 MAX_IMAGE_BYTES = 20 << 20
-PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; use a model "
-                   "with a longer context or shorten the prompt")
 
 
 def decode_images(images: list | None) -> list[bytes]:
     """Images as Ollama's API carries them: base64 strings (or bytes already decoded)."""
-    import base64
-    import binascii
-
     out = []
     for i, image in enumerate(images or [], start=1):
         if isinstance(image, (bytes, bytearray)):
@@ -640,45 +570,7 @@ def _with_image_markers(messages: list[dict], marker: str) -> tuple[list[dict], 
     return out, images
 
 
-def _check_logprobs(top_logprobs: int) -> None:
-    if not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
-        raise InvalidOptionError("top_logprobs must be between 0 and 20")
-
-
-def _harmony_prefix(model, tokens) -> str:
-    """The prompt from its last ``<|start|>`` on: the header (or the prefilled message) that the
-    answer continues, read back with the special tokens written out."""
-    from ..prompt.harmony import DEFAULT_PREFIX, START
-
-    ids = [t for t in (tokens.tokens if hasattr(tokens, "tokens") else tokens)[-64:] if t >= 0]
-    tail = model.model.detokenize(ids, False, True) if ids else ""
-    at = tail.rfind(START)
-    return tail[at:] if at >= 0 else DEFAULT_PREFIX
-
-
-def _prompt_opens_thinking(model, tokens, open_tag: str) -> bool:
-    """Some templates end the prompt inside an opened <think>: the answer then starts thinking."""
-    ids = [t for t in (tokens.tokens if hasattr(tokens, "tokens") else tokens)[-8:] if t >= 0]
-    tail = model.detokenize(ids) if ids else ""
-    return tail.rstrip().endswith(open_tag)
-
-
-def _logprobs(model, entries) -> list[dict]:
-    piece = model.model.token_to_piece
-
-    def one(token: int, logprob: float) -> dict:
-        raw = piece(token, True)
-        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
-
-    out = []
-    for e in entries:
-        item = one(e.token, e.logprob)
-        item["top_logprobs"] = [one(c.token, c.logprob) for c in e.top]
-        out.append(item)
-    return out
-
-
-def _apply_tool_choice(tools: list[dict] | None, tool_choice: Any) -> tuple[str, list[dict] | None]:
+def _apply_tool_choice(tools: list[dict] | None, tool_choice: ToolChoice) -> tuple[str, list[dict] | None]:
     """OpenAI's tool_choice: "none" hides the tools, "required" or a named function forces a call
     through a grammar over the tools' argument schemas; the model then writes the call as bare JSON."""
     if not tools or tool_choice in (None, "auto"):
@@ -687,13 +579,11 @@ def _apply_tool_choice(tools: list[dict] | None, tool_choice: Any) -> tuple[str,
         return "", None
     if tool_choice == "required":
         chosen = tools
-    elif isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
-        name = (tool_choice.get("function") or {}).get("name")
+    else:
+        name = tool_choice.function.name
         chosen = [t for t in tools if t.get("function", {}).get("name") == name]
         if not chosen:
             raise InvalidOptionError(f"tool_choice names an unknown function {name!r}")
-    else:
-        raise InvalidOptionError(f"invalid tool_choice {tool_choice!r}")
     from ..prompt.json_schema import schema_to_gbnf
 
     schema = {"anyOf": [{"type": "object",

@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import auth, cloud
 from ..errors import A3SPowerError, RemoteError
 from ..registry.transport import USER_AGENT
-from .app import state_of
+from .state import state_of
 from .errors import ApiError
 
 log = logging.getLogger(__name__)

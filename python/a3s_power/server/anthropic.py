@@ -14,10 +14,10 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..engine.service import Delta
-from .errors import ApiError, read_json
+from ..api import ChatRequest, Delta
+from .errors import ApiError, read_json, validated
 from .images import fetch_images_for_model, is_remote
-from .native import service_of
+from .state import service_of
 from .streaming import sse
 
 
@@ -131,7 +131,16 @@ def _stop_reason(delta: Delta, had_tools: bool) -> str:
     return "end_turn"
 
 
-def _request(body: dict) -> tuple[str, dict]:
+def _conversation(body: dict) -> list[dict]:
+    messages = translate_messages(body.get("messages"))
+    system = _system(body.get("system"))
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def messages_request(body: dict) -> ChatRequest:
+    """/v1/messages' body as a chat request."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model: field required")
@@ -149,48 +158,37 @@ def _request(body: dict) -> tuple[str, dict]:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise ApiError(400, "stop_sequences: must be a list of strings")
         options["stop"] = stops
-    messages = translate_messages(body.get("messages"))
-    system = _system(body.get("system"))
-    if system:
-        messages.insert(0, {"role": "system", "content": system})
     thinking = body.get("thinking")
-    think = None
-    if isinstance(thinking, dict):
-        think = thinking.get("type") in ("enabled", "adaptive")
-    return model, {"messages": messages, "options": options, "think": think, "tools": _tools(body.get("tools")),
-                   "tool_choice": _tool_choice(body.get("tool_choice"))}
+    think = thinking.get("type") in ("enabled", "adaptive") if isinstance(thinking, dict) else None
+    # Anthropic's clients ask for thinking whatever the model: a model that cannot just answers.
+    return validated(ChatRequest, {"model": model, "messages": _conversation(body), "options": options,
+                                   "think": think, "think_if_able": True, "tools": _tools(body.get("tools")),
+                                   "tool_choice": _tool_choice(body.get("tool_choice"))})
+
+
+def whole_message(model: str, message_id: str, d: Delta) -> dict:
+    """The answer of a request without ``stream``, from the merged delta."""
+    content: list[dict] = []
+    if d.thinking:
+        content.append({"type": "thinking", "thinking": d.thinking, "signature": ""})
+    if d.content or not d.tool_calls:
+        content.append({"type": "text", "text": d.content})
+    content += [{"type": "tool_use", "id": _id("toolu_"), "name": call.name, "input": call.arguments}
+                for call in d.tool_calls]
+    return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": _stop_reason(d, bool(d.tool_calls)), "stop_sequence": d.stop_sequence or None,
+            "usage": {"input_tokens": d.metrics.prompt_eval_count, "output_tokens": d.metrics.eval_count}}
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    model, args = _request(body)
-    await fetch_images_for_model(request, model, args["messages"])
-    deltas = service_of(request).chat(model, args["messages"], tools=args["tools"], think=args["think"],
-                                      options=args["options"], tool_choice=args["tool_choice"], relax_thinking=True)
+    req = messages_request(body)
+    await fetch_images_for_model(request, req.model, req.messages)
+    deltas = service_of(request).chat(req)
     message_id = _id("msg_")
     if body.get("stream"):
-        return await sse(request, _events(model, message_id, deltas), done_marker=False)
-
-    blocks: list[dict] = []
-    thinking, text = [], []
-    last = Delta()
-    async for d in deltas:
-        thinking.append(d.thinking)
-        text.append(d.content)
-        for call in d.tool_calls:
-            blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": call.name, "input": call.arguments})
-        last = d
-    content: list[dict] = []
-    if any(thinking):
-        content.append({"type": "thinking", "thinking": "".join(thinking), "signature": ""})
-    if "".join(text) or not blocks:
-        content.append({"type": "text", "text": "".join(text)})
-    content += blocks
-    return web.json_response({
-        "id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": _stop_reason(last, bool(blocks)), "stop_sequence": last.stop_sequence or None,
-        "usage": {"input_tokens": last.metrics.get("prompt_eval_count", 0),
-                  "output_tokens": last.metrics.get("eval_count", 0)}})
+        return await sse(request, _events(req.model, message_id, deltas), done_marker=False)
+    return web.json_response(whole_message(req.model, message_id, Delta.merge([d async for d in deltas])))
 
 
 async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[tuple[str, dict]]:
@@ -203,7 +201,7 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
         pending: Delta | None = await iterator.__anext__()
     except StopAsyncIteration:
         pending = None
-    input_tokens = pending.metrics.get("prompt_eval_count", 0) if pending is not None else 0
+    input_tokens = pending.metrics.prompt_eval_count if pending is not None else 0
     yield "message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}
@@ -264,8 +262,8 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
     yield "message_delta", {"type": "message_delta",
                             "delta": {"stop_reason": _stop_reason(last, had_tools),
                                       "stop_sequence": last.stop_sequence or None},
-                            "usage": {"input_tokens": last.metrics.get("prompt_eval_count", 0),
-                                      "output_tokens": last.metrics.get("eval_count", 0)}}
+                            "usage": {"input_tokens": last.metrics.prompt_eval_count,
+                                      "output_tokens": last.metrics.eval_count}}
     yield "message_stop", {"type": "message_stop"}
 
 
@@ -274,12 +272,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model: field required")
-    msgs = translate_messages(body.get("messages"))
-    system = _system(body.get("system"))
-    if system:
-        msgs.insert(0, {"role": "system", "content": system})
-    count = await service_of(request).count_chat_tokens(model, msgs, tools=_tools(body.get("tools")))
-    return web.json_response({"input_tokens": count})
+    req = validated(ChatRequest, {"model": model, "messages": _conversation(body), "tools": _tools(body.get("tools"))})
+    return web.json_response({"input_tokens": await service_of(request).count_chat_tokens(req)})
 
 
 def setup(app: web.Application) -> None:

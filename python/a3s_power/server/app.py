@@ -5,37 +5,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import time
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Callable
 
 from aiohttp import web
 
-from ..config import Config
-from ..engine.scheduler import Scheduler
+from ..engine.service import InferenceService
 from ..store.types import LocalModel
 from ..version import __version__
+from . import account, anthropic, models, native, openai, ops, responses
 from .errors import error_middleware
+from .metrics import Metrics
+from .state import STATE, ServerState, state_of
+
+__all__ = ["STATE", "ServerState", "create_app", "local_model_resolver", "state_of"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServerState:
-    config: Config
-    scheduler: Scheduler
-    store: object | None = None  # the ModelStore, when the server manages one
-    service: object | None = None  # the InferenceService over the scheduler, made on first use
-    responses: object | None = None  # stored OpenAI Responses, for previous_response_id
-    metrics: object | None = None  # server.metrics.Metrics, made by create_app
-    usage: object | None = None  # usage.UsageLog; None disables /v1/usage
-    started_at: float = field(default_factory=time.time)
-    # Whether the listener is on a loopback address: then only local Host headers are served.
-    loopback_only: bool = True
-
-
-STATE = web.AppKey("state", ServerState)
 
 _ALWAYS_ALLOWED_ORIGINS = [
     f"{scheme}://{host}{port}"
@@ -126,10 +111,6 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def create_app(state: ServerState) -> web.Application:
-    from ..engine.service import InferenceService
-    from . import account, anthropic, native, openai, ops, responses
-    from .metrics import Metrics
-
     if state.metrics is None:
         state.metrics = Metrics()
         state.metrics.attach_scheduler(state.scheduler)
@@ -147,12 +128,7 @@ def create_app(state: ServerState) -> web.Application:
     responses.setup(app)
     ops.setup(app)
     account.setup(app)
-    try:
-        from . import models  # the model store's routes (pull, push, create, ...)
-
-        models.setup(app)
-    except ImportError:
-        pass
+    models.setup(app)  # the model store's routes (pull, push, create, ...)
 
     async def on_shutdown(app: web.Application) -> None:
         await state.scheduler.close()
@@ -160,10 +136,6 @@ def create_app(state: ServerState) -> web.Application:
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(on_shutdown)
     return app
-
-
-def state_of(request: web.Request) -> ServerState:
-    return request.app[STATE]
 
 
 def local_model_resolver(store) -> Callable[[str], LocalModel]:

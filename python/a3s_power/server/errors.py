@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from ..errors import A3SPowerError, RemoteError
 from ..store.types import StoreFull, is_no_space
+from .state import STATE
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,17 @@ class ApiError(Exception):
         self.message = message
         self.kind = kind
         self.param = param
+
+
+def validated(kind: type[BaseModel], data: dict[str, Any]) -> Any:
+    """A request type (a3s_power.api) from a wire API's fields; a value of the wrong type is a 400
+    that names it, in the API's own error shape."""
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ApiError(400, f"invalid value for {where}: {error['msg']}", param=where or None) from None
 
 
 def flavour(path: str) -> str:
@@ -140,8 +153,6 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def max_body_bytes(request: web.Request) -> int:
     """The most bytes a JSON body may have (Config.max_body_mb, A3S_POWER_MAX_BODY_MB)."""
-    from .app import STATE
-
     state = request.app.get(STATE)
     mb = state.config.max_body_mb if state is not None else 100
     return int(mb) * 1024 * 1024

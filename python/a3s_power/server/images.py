@@ -29,8 +29,11 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from ..api import Message
+from ..config import get_config
 from ..engine.service import MAX_IMAGE_BYTES
 from .errors import ApiError
+from .state import service_of, state_of
 
 log = logging.getLogger(__name__)
 
@@ -156,27 +159,22 @@ async def fetch_image(url: str, *, allow_private: bool = False) -> str:
     return base64.b64encode(data).decode()
 
 
-async def fetch_remote_images(messages: list[dict], *, allow_private: bool | None = None) -> None:
+async def fetch_remote_images(messages: list[Message], *, allow_private: bool | None = None) -> None:
     """Replaces every image URL in the messages by the image itself. ``allow_private``: whether
     non-public addresses may be fetched; None reads the server's configuration."""
     if allow_private is None:
-        from ..config import get_config
-
         allow_private = get_config().allow_private_image_urls
     for message in messages:
-        images = message.get("images")
-        if images and any(isinstance(i, str) and is_remote(i) for i in images):
-            message["images"] = [await fetch_image(i, allow_private=allow_private)
-                                 if isinstance(i, str) and is_remote(i) else i for i in images]
+        if message.images and any(isinstance(i, str) and is_remote(i) for i in message.images):
+            message.images = [await fetch_image(i, allow_private=allow_private)
+                              if isinstance(i, str) and is_remote(i) else i for i in message.images]
 
 
-async def fetch_images_for_model(request: Any, model: str, messages: list[dict]) -> None:
+async def fetch_images_for_model(request: Any, model: str, messages: list[Message]) -> None:
     """Fetches the messages' image URLs for a request to ``model``, once the model is known: a
     request for a model that does not exist is answered 404 without fetching anything."""
-    if not any(isinstance(i, str) and is_remote(i) for m in messages for i in (m.get("images") or ())):
+    if not any(isinstance(i, str) and is_remote(i) for m in messages for i in (m.images or ())):
         return
-    from .app import state_of
-
     state = state_of(request)
-    state.service.resolve(model)  # ModelNotFound: 404
+    service_of(request).resolve(model)  # ModelNotFound: 404
     await fetch_remote_images(messages, allow_private=state.config.allow_private_image_urls)

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..gpu import gpu_stats
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -33,8 +35,6 @@ class Metrics:
 
     def attach_scheduler(self, scheduler) -> None:
         """Gauges read from the scheduler when scraped: queue, slots and memory per model."""
-        from ..gpu import gpu_stats
-
         class _Live:
             def collect(self):
                 queue = GaugeMetricFamily("power_queue_depth", "Requests waiting for a slot")

@@ -11,7 +11,6 @@ file system failure its reason alone (the details go to the log).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, AsyncIterator
 
@@ -25,15 +24,16 @@ from ..registry.settings import TransferSettings
 from ..store import digests
 from ..store.blobs import DigestMismatch
 from ..store.create import CreateError, prepare_create, run_create
-from .serve import is_loopback
 from ..store.manifest import InvalidManifest
 from ..store.names import ModelName
 from ..store.show import show_model
 from ..store.store import ModelStore
 from ..timefmt import rfc3339
 from ..store.types import InvalidModelName, ModelNotFound
-from .app import state_of
+from .account import show_cloud_model
+from .state import STATE, is_loopback, state_of
 from .errors import ApiError, read_json, status_for
+from .streaming import ndjson
 
 log = logging.getLogger(__name__)
 
@@ -92,48 +92,21 @@ def _raise_store_error(exc: OSError, store: ModelStore) -> None:
 
 async def _progress(request: web.Request, body: dict[str, Any], lines: AsyncIterator[dict]) -> web.StreamResponse:
     """Streams progress lines (or, with ``stream: false``, answers the last one)."""
-    stream = _stream_flag(body)
     store = state_of(request).store
     store = store if isinstance(store, ModelStore) else None
-    try:
-        first = await lines.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except Exception as exc:  # noqa: BLE001 - nothing sent yet: answer with the real status
-        status, message = _status_of(exc, store)
-        raise ApiError(status, message) from None
-    if not stream:
-        last = first
-        try:
-            async for line in lines:
-                last = line
-        except Exception as exc:  # noqa: BLE001
-            status, message = _status_of(exc, store)
-            raise ApiError(status, message) from None
-        return web.json_response(last or {})
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
 
-    async def send(obj: dict) -> None:
-        await response.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    def describe(exc: BaseException) -> tuple[int, str]:
+        return _status_of(exc, store)
 
+    if _stream_flag(body):
+        return await ndjson(request, lines, describe)
+    last = None
     try:
-        if first is not None:
-            await send(first)
         async for line in lines:
-            await send(line)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - mid-stream: a final error line, status stays 200
-        _, message = _status_of(exc, store)
-        try:
-            await send({"error": message})
-        except ConnectionResetError:
-            pass
-    finally:
-        await lines.aclose()
-    await response.write_eof()
-    return response
+            last = line
+    except Exception as exc:  # noqa: BLE001 - nothing sent yet: answer with the real status
+        raise ApiError(*describe(exc)) from None
+    return web.json_response(last or {})
 
 
 # --- pull, push, create --------------------------------------------------------------------------
@@ -201,8 +174,6 @@ async def show(request: web.Request) -> web.Response:
     try:
         info = await asyncio.to_thread(show_model, store, name, verbose=bool(body.get("verbose")))
     except (ModelNotFound, InvalidManifest):
-        from .account import show_cloud_model
-
         info = await show_cloud_model(request, name, bool(body.get("verbose")))
         if info is None:
             raise ApiError(404, f"model '{name}' not found") from None
@@ -309,8 +280,6 @@ async def delete_blob(request: web.Request) -> web.Response:
 # --- setup -------------------------------------------------------------------------------------
 
 async def _startup(app: web.Application) -> None:
-    from .app import STATE
-
     store = app[STATE].store
     if isinstance(store, ModelStore):
         await asyncio.to_thread(store.startup)

@@ -11,40 +11,24 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..engine.service import Delta, InferenceService
-from ..errors import InvalidOptionError
-from ..version import OLLAMA_API_VERSION, __version__
-from .app import state_of
-from .errors import ApiError, read_json
+from ..core import _core
+from ..api import ChatRequest, Delta, EmbedRequest, GenerateRequest, ToolCall
 from ..timefmt import now_rfc3339
+from ..version import OLLAMA_API_VERSION, __version__
+from .errors import ApiError, read_json, validated
+from .state import service_of, state_of
 from .streaming import ndjson
 
 FAR_FUTURE = datetime(2318, 1, 1, tzinfo=timezone.utc)  # what "forever" looks like in expires_at
 
 
-def service_of(request: web.Request) -> InferenceService:
-    return state_of(request).service
-
+# --- from the wire: Ollama's request bodies are the api types' JSON, plus a few wire-only fields --
 
 def _bool(body: dict, key: str, default: bool | None = None) -> bool | None:
     value = body.get(key, default)
     if value is not None and not isinstance(value, bool):
         raise ApiError(400, f"invalid value for {key}: expected a boolean")
     return value
-
-
-def _tool_call_id() -> str:
-    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
-
-
-def native_tool_calls(calls: list, start: int = 0) -> list[dict]:
-    return [{"id": getattr(c, "id", None) or _tool_call_id(),
-             "function": {"index": start + i, "name": c.name, "arguments": c.arguments}}
-            for i, c in enumerate(calls)]
-
-
-def _metrics(delta: Delta) -> dict:
-    return {k: v for k, v in delta.metrics.items() if v}
 
 
 def _model_name(body: dict) -> str:
@@ -54,23 +38,96 @@ def _model_name(body: dict) -> str:
     return name
 
 
-def _messages(body: dict) -> list[dict]:
+def _fields(body: dict, kind: type, name: str) -> dict[str, Any]:
+    """The body's fields that ``kind`` has; null is Go's zero value, as if left out."""
+    fields = {k: v for k, v in body.items() if k in kind.model_fields and v is not None}
+    for key in ("truncate", "shift"):
+        _bool(body, key)  # a boolean or nothing, as Ollama's *bool reads it
+    fields["model"] = name
+    return fields
+
+
+def chat_request(body: dict) -> ChatRequest:
+    name = _model_name(body)
+    if not name:
+        raise ApiError(400, "model is required")
+    if body.get("tools") is not None and not isinstance(body["tools"], list):
+        raise ApiError(400, "tools must be a list")
     messages = body.get("messages") or []
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ApiError(400, "messages must be a list of objects")
-    out = []
-    for m in messages:
-        m = dict(m)
-        role = m.get("role")
-        if not isinstance(role, str):
-            raise ApiError(400, "each message needs a role")
-        m["role"] = role.lower()
-        if m.get("content") is None:
-            m["content"] = ""
-        if not isinstance(m["content"], str):
-            raise ApiError(400, "message content must be a string")
-        out.append(m)
-    return out
+    if not all(isinstance(m.get("role"), str) for m in messages):
+        raise ApiError(400, "each message needs a role")
+    fields = _fields(body, ChatRequest, name)
+    fields["messages"] = messages
+    return validated(ChatRequest, fields)
+
+
+def generate_request(body: dict) -> GenerateRequest:
+    name = _model_name(body)
+    if not name:
+        raise ApiError(404, "model '' not found")
+    context = body.get("context")
+    if context is not None and (not isinstance(context, list) or not all(isinstance(t, int) for t in context)):
+        raise ApiError(400, "context must be a list of token ids")
+    for key in ("prompt", "suffix", "system", "template"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, f"{key} must be a string")
+    return validated(GenerateRequest, _fields(body, GenerateRequest, name))
+
+
+def embed_request(body: dict, inputs: list[str], normalize: bool) -> EmbedRequest:
+    fields = _fields(body, EmbedRequest, _model_name(body))
+    fields.update(input=inputs, normalize=normalize)
+    return validated(EmbedRequest, fields)
+
+
+# --- to the wire -----------------------------------------------------------------------------
+
+def _tool_call_id() -> str:
+    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+
+
+def native_tool_calls(calls: list[ToolCall], start: int = 0) -> list[dict]:
+    return [{"id": c.id or _tool_call_id(), "function": {"index": start + i, "name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(calls)]
+
+
+def _ending(item: dict[str, Any], d: Delta, with_context: bool) -> dict[str, Any]:
+    if d.logprobs:
+        item["logprobs"] = [lp.model_dump() for lp in d.logprobs]
+    item["done"] = d.done
+    if d.done:
+        item["done_reason"] = d.done_reason
+        if with_context and d.context is not None:
+            item["context"] = d.context
+        item.update(d.metrics.reported())
+    return item
+
+
+def generate_line(model: str, d: Delta) -> dict[str, Any]:
+    """A delta as a line of /api/generate (a merged delta: the whole answer)."""
+    item: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "response": d.content}
+    if d.remote_host:
+        item.update(remote_model=d.remote_model, remote_host=d.remote_host)
+    if d.thinking:
+        item["thinking"] = d.thinking
+    if d.tool_calls:
+        item["tool_calls"] = native_tool_calls(d.tool_calls)
+    return _ending(item, d, with_context=True)
+
+
+def chat_line(model: str, d: Delta, first_call: int = 0) -> dict[str, Any]:
+    """A delta as a line of /api/chat; ``first_call`` numbers its tool calls after earlier ones."""
+    message: dict[str, Any] = {"role": "assistant", "content": d.content}
+    if d.thinking:
+        message["thinking"] = d.thinking
+    if d.tool_calls:
+        message["tool_calls"] = native_tool_calls(d.tool_calls, first_call)
+    item: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "message": message}
+    if d.remote_host:
+        item.update(remote_model=d.remote_model, remote_host=d.remote_host)
+    return _ending(item, d, with_context=False)
 
 
 async def version(request: web.Request) -> web.Response:
@@ -94,164 +151,61 @@ async def health(request: web.Request) -> web.Response:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    name = _model_name(body)
-    if not name:
-        raise ApiError(404, "model '' not found")
     stream = _bool(body, "stream", True)
-    context = body.get("context")
-    if context is not None and (not isinstance(context, list) or not all(isinstance(t, int) for t in context)):
-        raise ApiError(400, "context must be a list of token ids")
-    for key in ("prompt", "suffix", "system", "template"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise ApiError(400, f"{key} must be a string")
-    if _bool(body, "_debug_render_only"):
-        text, n_images = await service_of(request).render_generate(
-            name, body.get("prompt") or "", suffix=body.get("suffix") or "", system=body.get("system"),
-            template=body.get("template"), raw=bool(body.get("raw")), images=body.get("images"),
-            options=body.get("options"), keep_alive=body.get("keep_alive"), think=body.get("think"))
-        return web.json_response({"model": name, "created_at": now_rfc3339(), "response": "", "done": False,
+    render_only = _bool(body, "_debug_render_only")
+    req = generate_request(body)
+    if render_only:
+        text, n_images = await service_of(request).render_generate(req)
+        return web.json_response({"model": req.model, "created_at": now_rfc3339(), "response": "", "done": False,
                                   "_debug_info": {"rendered_template": text, "image_count": n_images}})
-    deltas = service_of(request).generate(
-        name, body.get("prompt") or "", suffix=body.get("suffix") or "", system=body.get("system"),
-        template=body.get("template"), context=context, raw=bool(body.get("raw")), format=body.get("format"),
-        images=body.get("images"), options=body.get("options"), keep_alive=body.get("keep_alive"),
-        think=body.get("think"), truncate=_bool(body, "truncate"), shift=_bool(body, "shift"),
-        logprobs=bool(body.get("logprobs")), top_logprobs=body.get("top_logprobs") or 0)
-
-    async def lines() -> AsyncIterator[dict]:
-        async for d in deltas:
-            item: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": d.content}
-            if d.remote_host:
-                item.update(remote_model=d.remote_model, remote_host=d.remote_host)
-            if d.thinking:
-                item["thinking"] = d.thinking
-            if d.tool_calls:
-                item["tool_calls"] = native_tool_calls(d.tool_calls)
-            if d.logprobs:
-                item["logprobs"] = d.logprobs
-            item["done"] = d.done
-            if d.done:
-                item["done_reason"] = d.done_reason
-                if d.context is not None:
-                    item["context"] = d.context
-                item.update(_metrics(d))
-            yield item
-
+    deltas = service_of(request).generate(req)
     if stream:
-        return await ndjson(request, lines())
-    return web.json_response(await _merge(lines(), "response"))
+        return await ndjson(request, (generate_line(req.model, d) async for d in deltas))
+    return web.json_response(generate_line(req.model, Delta.merge([d async for d in deltas])))
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    name = _model_name(body)
-    if not name:
-        raise ApiError(400, "model is required")
     stream = _bool(body, "stream", True)
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise ApiError(400, "tools must be a list")
-    if _bool(body, "_debug_render_only"):
-        text, n_images = await service_of(request).render_chat(
-            name, _messages(body), tools=tools or None, think=body.get("think"), options=body.get("options"),
-            keep_alive=body.get("keep_alive"), truncate=_bool(body, "truncate"))
-        return web.json_response({"model": name, "created_at": now_rfc3339(),
+    render_only = _bool(body, "_debug_render_only")
+    req = chat_request(body)
+    if render_only:
+        text, n_images = await service_of(request).render_chat(req)
+        return web.json_response({"model": req.model, "created_at": now_rfc3339(),
                                   "message": {"role": "", "content": ""}, "done": False,
                                   "_debug_info": {"rendered_template": text, "image_count": n_images}})
-    deltas = service_of(request).chat(
-        name, _messages(body), tools=tools or None, think=body.get("think"), format=body.get("format"),
-        options=body.get("options"), keep_alive=body.get("keep_alive"), truncate=_bool(body, "truncate"),
-        shift=_bool(body, "shift"), logprobs=bool(body.get("logprobs")), top_logprobs=body.get("top_logprobs") or 0)
+    deltas = service_of(request).chat(req)
+    if not stream:
+        return web.json_response(chat_line(req.model, Delta.merge([d async for d in deltas])))
 
     async def lines() -> AsyncIterator[dict]:
         n_calls = 0
         async for d in deltas:
-            message: dict[str, Any] = {"role": "assistant", "content": d.content}
-            if d.thinking:
-                message["thinking"] = d.thinking
-            if d.tool_calls:
-                message["tool_calls"] = native_tool_calls(d.tool_calls, n_calls)
-                n_calls += len(d.tool_calls)
-            item: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "message": message}
-            if d.remote_host:
-                item.update(remote_model=d.remote_model, remote_host=d.remote_host)
-            if d.logprobs:
-                item["logprobs"] = d.logprobs
-            item["done"] = d.done
-            if d.done:
-                item["done_reason"] = d.done_reason
-                item.update(_metrics(d))
-            yield item
+            yield chat_line(req.model, d, n_calls)
+            n_calls += len(d.tool_calls)
 
-    if stream:
-        return await ndjson(request, lines())
-    return web.json_response(await _merge(lines(), "message"))
-
-
-async def _merge(items: AsyncIterator[dict], field: str) -> dict:
-    """stream:false — Ollama concatenates the text (and logprobs, tool calls) into the last object."""
-    text, thinking, logprobs, calls = [], [], [], []
-    last: dict = {}
-    async for item in items:
-        last = item
-        part = item.get(field)
-        if field == "message":
-            text.append(part.get("content", ""))
-            thinking.append(part.get("thinking", ""))
-            calls.extend(part.get("tool_calls", []))
-        else:
-            text.append(part)
-            thinking.append(item.get("thinking", ""))
-            calls.extend(item.get("tool_calls", []))
-        logprobs.extend(item.get("logprobs", []))
-    if field == "message":
-        last["message"]["content"] = "".join(text)
-        if any(thinking):
-            last["message"]["thinking"] = "".join(thinking)
-        if calls:
-            last["message"]["tool_calls"] = calls
-    else:
-        last["response"] = "".join(text)
-        if any(thinking):
-            last["thinking"] = "".join(thinking)
-        if calls:
-            last["tool_calls"] = calls
-    if logprobs:
-        last["logprobs"] = logprobs
-    return last
+    return await ndjson(request, lines())
 
 
 async def embed(request: web.Request) -> web.Response:
     body = await read_json(request)
-    name = _model_name(body)
     raw = body.get("input", [])
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
         raise ApiError(400, "invalid input type")
-    inputs = [x for x in inputs]
-    result = await _embed(request, name, inputs, body, normalize=True)
-    out = {"model": name, "embeddings": result.embeddings}
-    out.update({k: v for k, v in result.metrics.items() if v})
+    result = await service_of(request).embed(embed_request(body, inputs, normalize=True))
+    out: dict[str, Any] = {"model": result.model, "embeddings": result.embeddings}
+    out.update(result.metrics.reported())
     return web.json_response(out)
 
 
 async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request)
-    name = _model_name(body)
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise ApiError(400, "prompt must be a string")
-    result = await _embed(request, name, [prompt] if prompt else [], body, normalize=False)
+    result = await service_of(request).embed(embed_request(body, [prompt] if prompt else [], normalize=False))
     return web.json_response({"embedding": result.embeddings[0] if result.embeddings else []})
-
-
-async def _embed(request: web.Request, name: str, inputs: list[str], body: dict, normalize: bool):
-    try:
-        return await service_of(request).embed(
-            name, inputs, truncate=_bool(body, "truncate"), dimensions=body.get("dimensions"),
-            options=body.get("options"), keep_alive=body.get("keep_alive"), normalize=normalize)
-    except InvalidOptionError as exc:
-        raise ApiError(400, str(exc)) from None
 
 
 async def ps(request: web.Request) -> web.Response:
@@ -294,8 +248,6 @@ async def ps(request: web.Request) -> web.Response:
 
 
 def _gpu_offload() -> bool:
-    from ..core import _core
-
     return _core.supports_gpu_offload()
 
 

@@ -15,15 +15,15 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..engine.service import Delta
+from ..api import ChatRequest, Delta, EmbedRequest, GenerateRequest, Logprob, ToolCall
 from ..store.types import ModelNotFound
-from .app import state_of
-from .errors import ApiError, read_json
+from .errors import ApiError, read_json, validated
 from .images import fetch_images_for_model, is_remote
-from .native import service_of
+from .state import service_of, state_of
 from .streaming import sse
 
-_EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
+# OpenAI's reasoning_effort as Ollama's think.
+EFFORT_TO_THINK = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
            "xhigh": "max", "ultra": "max"}
 
 
@@ -74,10 +74,10 @@ def _think(body: dict) -> Any:
         effort = body["reasoning"].get("effort")
     if effort is None:
         return None
-    if effort not in _EFFORT:
+    if effort not in EFFORT_TO_THINK:
         raise ApiError(400, f"invalid reasoning value: '{effort}' (must be \"minimal\", \"low\", \"medium\", "
                             f"\"high\", \"max\", or \"none\")", param="reasoning_effort")
-    return _EFFORT[effort]
+    return EFFORT_TO_THINK[effort]
 
 
 def _messages(raw: Any) -> tuple[list[dict], list[str]]:
@@ -142,28 +142,11 @@ def _messages(raw: Any) -> tuple[list[dict], list[str]]:
     return out, images
 
 
-def _openai_tool_calls(calls: list, start: int = 0) -> list[dict]:
-    return [{"index": start + i, "id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-            for i, c in enumerate(calls)]
-
-
-def _logprobs(entries: list[dict]) -> dict | None:
-    if not entries:
-        return None
-    return {"content": [{"token": e["token"], "logprob": e["logprob"], "bytes": e["bytes"],
-                         "top_logprobs": e["top_logprobs"]} for e in entries]}
-
-
-def _finish(reason: str, had_calls: bool) -> str:
-    if had_calls:
-        return "tool_calls"
-    return "length" if reason == "length" else "stop"
-
-
-def _usage(delta: Delta) -> dict:
-    p, c = delta.metrics.get("prompt_eval_count", 0), delta.metrics.get("eval_count", 0)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+def _model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "you must provide a model parameter", param="model")
+    return model
 
 
 def _logit_bias(body: dict) -> dict[int, float] | None:
@@ -176,84 +159,20 @@ def _logit_bias(body: dict) -> dict[int, float] | None:
         raise ApiError(400, "logit_bias must map token ids to numbers", param="logit_bias") from None
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "you must provide a model parameter", param="model")
+def chat_request(body: dict) -> ChatRequest:
+    """/v1/chat/completions' body as a chat request (images still as URLs where given so)."""
+    model = _model(body)
     messages, _ = _messages(body.get("messages"))
-    await fetch_images_for_model(request, model, messages)
-    stream = bool(body.get("stream", False))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    logprobs = bool(body.get("logprobs"))
-    top = body.get("top_logprobs") or 0
-    tools = body.get("tools") or None
-    deltas = service_of(request).chat(
-        model, messages, tools=tools, think=_think(body), format=_format(body), options=_options(body),
-        logprobs=logprobs, top_logprobs=top, tool_choice=body.get("tool_choice"), logit_bias=_logit_bias(body))
-    completion_id = f"chatcmpl-{random.randint(0, 998)}"
-    created = int(time.time())
-
-    def chunk(delta: dict, finish: str | None = None, lp: dict | None = None) -> dict:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-        if lp:
-            choice["logprobs"] = lp
-        return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": "fp_ollama", "choices": [choice]}
-
-    if stream:
-        async def events() -> AsyncIterator[tuple[None, dict]]:
-            n_calls = 0
-            first = True
-            async for d in deltas:
-                lp = _logprobs(d.logprobs)
-                if d.thinking:
-                    yield None, chunk({"role": "assistant", "content": "", "reasoning": d.thinking} if first
-                                      else {"reasoning": d.thinking})
-                    first = False
-                if d.content or d.tool_calls or lp or first:
-                    delta: dict[str, Any] = {"role": "assistant", "content": d.content} if first else \
-                        {"content": d.content}
-                    if d.tool_calls:
-                        delta["tool_calls"] = _openai_tool_calls(d.tool_calls, n_calls)
-                        n_calls += len(d.tool_calls)
-                    if d.content or d.tool_calls or lp or first:
-                        yield None, chunk(delta, lp=lp)
-                    first = False
-                if d.done:
-                    yield None, chunk({}, _finish(d.done_reason, n_calls > 0))
-                    if include_usage:
-                        yield None, {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                     "model": model, "system_fingerprint": "fp_ollama", "choices": [],
-                                     "usage": _usage(d)}
-
-        return await sse(request, events())
-
-    content, thinking, calls, lps = [], [], [], []
-    last = Delta()
-    async for d in deltas:
-        content.append(d.content)
-        thinking.append(d.thinking)
-        calls.extend(d.tool_calls)
-        lps.extend(d.logprobs)
-        last = d
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-    if any(thinking):
-        message["reasoning"] = "".join(thinking)
-    if calls:
-        message["tool_calls"] = _openai_tool_calls(calls)
-    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish(last.done_reason, bool(calls))}
-    if logprobs:
-        choice["logprobs"] = _logprobs(lps)
-    return web.json_response({"id": completion_id, "object": "chat.completion", "created": created, "model": model,
-                              "system_fingerprint": "fp_ollama", "choices": [choice], "usage": _usage(last)})
+    return validated(ChatRequest, {
+        "model": model, "messages": messages, "tools": body.get("tools") or None, "think": _think(body),
+        "format": _format(body), "options": _options(body), "logprobs": bool(body.get("logprobs")),
+        "top_logprobs": body.get("top_logprobs") or 0, "tool_choice": body.get("tool_choice"),
+        "logit_bias": _logit_bias(body)})
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "you must provide a model parameter", param="model")
+def completion_request(body: dict) -> tuple[GenerateRequest, int | None]:
+    """/v1/completions' body as a generate request, and how many alternatives its logprobs ask for."""
+    model = _model(body)
     prompt = body.get("prompt", "")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -262,55 +181,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
     logprobs_n = body.get("logprobs")
     if logprobs_n is not None and (not isinstance(logprobs_n, int) or isinstance(logprobs_n, bool)):
         raise ApiError(400, "logprobs must be an integer", param="logprobs")
-    stream = bool(body.get("stream", False))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    deltas = service_of(request).generate(
-        model, prompt, suffix=body.get("suffix") or "", raw=False, options=_options(body),
-        logprobs=logprobs_n is not None, top_logprobs=logprobs_n or 0, logit_bias=_logit_bias(body))
-    completion_id = f"cmpl-{random.randint(0, 998)}"
-    created = int(time.time())
-
-    def legacy_logprobs(entries: list[dict]) -> dict | None:
-        if logprobs_n is None:
-            return None
-        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
-                "text_offset": []}
-
-    def payload(text: str, finish: str | None, lp: list[dict]) -> dict:
-        return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                "system_fingerprint": "fp_ollama",
-                "choices": [{"text": text, "index": 0, "logprobs": legacy_logprobs(lp), "finish_reason": finish}]}
-
-    if stream:
-        async def events() -> AsyncIterator[tuple[None, dict]]:
-            async for d in deltas:
-                if d.content or d.logprobs:
-                    yield None, payload(d.content, None, d.logprobs)
-                if d.done:
-                    yield None, payload("", _finish(d.done_reason, False), [])
-                    if include_usage:
-                        yield None, {"id": completion_id, "object": "text_completion", "created": created,
-                                     "model": model, "choices": [], "usage": _usage(d)}
-
-        return await sse(request, events())
-
-    text, lps = [], []
-    last = Delta()
-    async for d in deltas:
-        text.append(d.content)
-        lps.extend(d.logprobs)
-        last = d
-    result = payload("".join(text), _finish(last.done_reason, False), lps)
-    result["usage"] = _usage(last)
-    return web.json_response(result)
+    return validated(GenerateRequest, {
+        "model": model, "prompt": prompt, "suffix": body.get("suffix") or "", "options": _options(body),
+        "logprobs": logprobs_n is not None, "top_logprobs": logprobs_n or 0,
+        "logit_bias": _logit_bias(body)}), logprobs_n
 
 
-async def embeddings(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "you must provide a model parameter", param="model")
+def embed_request(body: dict) -> tuple[EmbedRequest, str]:
+    """/v1/embeddings' body as an embed request, and the encoding its answer takes."""
+    model = _model(body)
     raw = body.get("input")
     if raw == "" or raw is None:
         raw = [""] if raw == "" else None
@@ -321,14 +200,174 @@ async def embeddings(request: web.Request) -> web.Response:
     if encoding not in ("float", "base64"):
         raise ApiError(400, f"invalid encoding format: {encoding!r}; expected float or base64",
                        param="encoding_format")
-    result = await service_of(request).embed(model, inputs, dimensions=body.get("dimensions"))
+    return validated(EmbedRequest, {"model": model, "input": inputs, "dimensions": body.get("dimensions")}), encoding
+
+
+# --- to the wire -----------------------------------------------------------------------------
+
+def _openai_tool_calls(calls: list[ToolCall], start: int = 0) -> list[dict]:
+    return [{"index": start + i, "id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for i, c in enumerate(calls)]
+
+
+def _logprobs(entries: list[Logprob]) -> dict | None:
+    if not entries:
+        return None
+    return {"content": [e.model_dump() for e in entries]}
+
+
+def _finish(reason: str, had_calls: bool) -> str:
+    if had_calls:
+        return "tool_calls"
+    return "length" if reason == "length" else "stop"
+
+
+def _usage(delta: Delta) -> dict:
+    p, c = delta.metrics.prompt_eval_count, delta.metrics.eval_count
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+class ChatCompletion:
+    """One chat completion's wire objects: its chunks while streaming, or the whole answer."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"chatcmpl-{random.randint(0, 998)}"
+        self.created = int(time.time())
+        self.n_calls = 0
+        self.first = True
+
+    def _chunk(self, delta: dict, finish: str | None = None, lp: dict | None = None) -> dict:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if lp:
+            choice["logprobs"] = lp
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "system_fingerprint": "fp_ollama", "choices": [choice]}
+
+    def chunks(self, d: Delta) -> list[dict]:
+        """The chunks one delta becomes: its reasoning, its content and calls, the end."""
+        out = []
+        lp = _logprobs(d.logprobs)
+        if d.thinking:
+            out.append(self._chunk({"role": "assistant", "content": "", "reasoning": d.thinking} if self.first
+                                   else {"reasoning": d.thinking}))
+            self.first = False
+        if d.content or d.tool_calls or lp or self.first:
+            delta: dict[str, Any] = {"role": "assistant", "content": d.content} if self.first else \
+                {"content": d.content}
+            if d.tool_calls:
+                delta["tool_calls"] = _openai_tool_calls(d.tool_calls, self.n_calls)
+                self.n_calls += len(d.tool_calls)
+            out.append(self._chunk(delta, lp=lp))
+            self.first = False
+        if d.done:
+            out.append(self._chunk({}, _finish(d.done_reason, self.n_calls > 0)))
+            if self.include_usage:
+                out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "system_fingerprint": "fp_ollama", "choices": [],
+                            "usage": _usage(d)})
+        return out
+
+    def whole(self, d: Delta, with_logprobs: bool) -> dict:
+        """The answer of ``stream: false``, from the merged delta."""
+        message: dict[str, Any] = {"role": "assistant", "content": d.content}
+        if d.thinking:
+            message["reasoning"] = d.thinking
+        if d.tool_calls:
+            message["tool_calls"] = _openai_tool_calls(d.tool_calls)
+        choice: dict[str, Any] = {"index": 0, "message": message,
+                                  "finish_reason": _finish(d.done_reason, bool(d.tool_calls))}
+        if with_logprobs:
+            choice["logprobs"] = _logprobs(d.logprobs)
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "system_fingerprint": "fp_ollama", "choices": [choice], "usage": _usage(d)}
+
+
+class TextCompletion:
+    """One legacy completion's wire objects."""
+
+    def __init__(self, model: str, logprobs_n: int | None, include_usage: bool = False) -> None:
+        self.model = model
+        self.logprobs_n = logprobs_n
+        self.include_usage = include_usage
+        self.id = f"cmpl-{random.randint(0, 998)}"
+        self.created = int(time.time())
+
+    def _logprobs(self, entries: list[Logprob]) -> dict | None:
+        if self.logprobs_n is None:
+            return None
+        return {"tokens": [e.token for e in entries], "token_logprobs": [e.logprob for e in entries],
+                "top_logprobs": [{t.token: t.logprob for t in e.top_logprobs} for e in entries],
+                "text_offset": []}
+
+    def payload(self, text: str, finish: str | None, lp: list[Logprob]) -> dict:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"text": text, "index": 0, "logprobs": self._logprobs(lp), "finish_reason": finish}]}
+
+    def chunks(self, d: Delta) -> list[dict]:
+        out = []
+        if d.content or d.logprobs:
+            out.append(self.payload(d.content, None, d.logprobs))
+        if d.done:
+            out.append(self.payload("", _finish(d.done_reason, False), []))
+            if self.include_usage:
+                out.append({"id": self.id, "object": "text_completion", "created": self.created,
+                            "model": self.model, "choices": [], "usage": _usage(d)})
+        return out
+
+    def whole(self, d: Delta) -> dict:
+        result = self.payload(d.content, _finish(d.done_reason, False), d.logprobs)
+        result["usage"] = _usage(d)
+        return result
+
+
+def _include_usage(body: dict) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+async def _events(deltas: AsyncIterator[Delta], completion: ChatCompletion | TextCompletion
+                  ) -> AsyncIterator[tuple[None, dict]]:
+    async for d in deltas:
+        for chunk in completion.chunks(d):
+            yield None, chunk
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    req = chat_request(body)
+    await fetch_images_for_model(request, req.model, req.messages)
+    deltas = service_of(request).chat(req)
+    completion = ChatCompletion(req.model, _include_usage(body))
+    if body.get("stream", False):
+        return await sse(request, _events(deltas, completion))
+    return web.json_response(completion.whole(Delta.merge([d async for d in deltas]), req.logprobs))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    req, logprobs_n = completion_request(body)
+    deltas = service_of(request).generate(req)
+    completion = TextCompletion(req.model, logprobs_n, _include_usage(body))
+    if body.get("stream", False):
+        return await sse(request, _events(deltas, completion))
+    return web.json_response(completion.whole(Delta.merge([d async for d in deltas])))
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    req, encoding = embed_request(await read_json(request))
+    result = await service_of(request).embed(req)
     data = []
     for i, vector in enumerate(result.embeddings):
         value: Any = vector
         if encoding == "base64":
             value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "embedding": value, "index": i})
-    return web.json_response({"object": "list", "data": data, "model": model,
+    return web.json_response({"object": "list", "data": data, "model": req.model,
                               "usage": {"prompt_tokens": result.prompt_eval_count,
                                         "total_tokens": result.prompt_eval_count}})
 

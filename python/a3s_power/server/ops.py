@@ -8,7 +8,7 @@ from datetime import date
 from aiohttp import web
 
 from ..usage import UsageLog
-from .app import STATE, ServerState
+from .state import STATE, ServerState
 from .errors import ApiError
 from .metrics import Metrics
 

@@ -16,12 +16,11 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..engine.service import Delta
-from .app import STATE
-from .errors import ApiError, json_too_deep, read_json
+from ..api import ChatRequest, Delta, ToolCall
+from .errors import ApiError, json_too_deep, read_json, validated
 from .images import fetch_images_for_model, is_remote
-from .native import service_of
-from .openai import _EFFORT
+from .openai import EFFORT_TO_THINK
+from .state import STATE, service_of
 from .streaming import sse
 
 MAX_STORED = 1000
@@ -260,7 +259,7 @@ def _effort(reasoning: Any) -> str | None:
     if not isinstance(reasoning, dict):
         raise _invalid_type("reasoning", "an object", reasoning)
     effort = reasoning.get("effort")
-    if effort is not None and (not isinstance(effort, str) or effort not in _EFFORT):
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORT_TO_THINK):
         raise ApiError(400, f"invalid reasoning effort {effort!r}", param="reasoning.effort")
     return effort
 
@@ -292,18 +291,11 @@ def _base(response_id: str, model: str, created: int, body: dict, status: str) -
             "reasoning": body.get("reasoning"), "metadata": body.get("metadata") or {}, "usage": None}
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "you must provide a model parameter", param="model")
-    previous = body.get("previous_response_id")
-    if previous is not None and not isinstance(previous, str):
-        raise _invalid_type("previous_response_id", "a string", previous)
+def response_request(body: dict, model: str, history: list[dict]) -> ChatRequest:
+    """/v1/responses' body as a chat request, continuing ``history`` (previous_response_id's)."""
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _invalid_type("instructions", "a string", instructions)
-    history = _store(request).messages(previous) if previous else []
     new_messages = input_messages(body.get("input", ""))
     options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
     for key in ("temperature", "top_p"):
@@ -314,48 +306,62 @@ async def create(request: web.Request) -> web.StreamResponse:
     effort = _effort(body.get("reasoning"))
     tools, tool_choice = _tools(body.get("tools")), _tool_choice(body.get("tool_choice"))
     fmt = _format(body.get("text"))
-    await fetch_images_for_model(request, model, new_messages)
     messages = history + new_messages
     if instructions:
         messages = [m for m in messages if m["role"] != "system"]
         messages.insert(0, {"role": "system", "content": instructions})
-    deltas = service_of(request).chat(model, messages, tools=tools, think=_EFFORT.get(effort) if effort else None,
-                                      format=fmt, options=options, tool_choice=tool_choice)
+    return validated(ChatRequest, {"model": model, "messages": messages, "tools": tools,
+                                   "think": EFFORT_TO_THINK.get(effort) if effort else None, "format": fmt,
+                                   "options": options, "tool_choice": tool_choice})
+
+
+def _reply(text: str, calls: list[dict]) -> dict:
+    """The assistant's turn as a later request's history holds it."""
+    reply: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        reply["tool_calls"] = [{"id": c["call_id"], "function": {"name": c["name"],
+                                                                 "arguments": json.loads(c["arguments"])}}
+                               for c in calls]
+    return reply
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "you must provide a model parameter", param="model")
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise _invalid_type("previous_response_id", "a string", previous)
+    store = _store(request)
+    req = response_request(body, model, store.messages(previous) if previous else [])
+    await fetch_images_for_model(request, model, req.messages)
+    deltas = service_of(request).chat(req)
     response_id = _id("resp_")
     created = int(time.time())
-    store = _store(request)
     keep = body.get("store", True) is not False
 
     def finish(response: dict, text: str, calls: list) -> None:
         if keep:
-            reply = {"role": "assistant", "content": text}
-            if calls:
-                reply["tool_calls"] = [{"id": c["call_id"], "function": {"name": c["name"],
-                                                                         "arguments": json.loads(c["arguments"])}}
-                                       for c in calls]
-            store.put(response_id, messages + [reply], response)
+            history = [m.model_dump(mode="json", exclude_unset=True, exclude_none=True) for m in req.messages]
+            store.put(response_id, history + [_reply(text, calls)], response)
 
     if body.get("stream"):
         return await sse(request, _events(response_id, model, created, body, deltas, finish), done_marker=False)
 
-    text, reasoning, calls = [], [], []
-    last = Delta()
-    async for d in deltas:
-        text.append(d.content)
-        reasoning.append(d.thinking)
-        calls += [_call_item(c) for c in d.tool_calls]
-        last = d
+    d = Delta.merge([d async for d in deltas])
+    calls = [_call_item(c) for c in d.tool_calls]
     response = _base(response_id, model, created, body, "completed")
-    response["output"] = _output(reasoning, "".join(text), calls)
-    response["usage"] = _usage(last)
-    if last.done_reason == "length":
+    response["output"] = _output(d.thinking, d.content, calls)
+    response["usage"] = _usage(d)
+    if d.done_reason == "length":
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens"}
-    finish(response, "".join(text), calls)
+    finish(response, d.content, calls)
     return web.json_response(response)
 
 
-def _call_item(call) -> dict:
+def _call_item(call: ToolCall) -> dict:
     return {"type": "function_call", "id": _id("fc_"), "call_id": call.id, "name": call.name,
             "arguments": json.dumps(call.arguments, ensure_ascii=False), "status": "completed"}
 
@@ -365,18 +371,18 @@ def _message_item(text: str, item_id: str | None = None, status: str = "complete
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
-def _output(reasoning: list[str], text: str, calls: list[dict]) -> list[dict]:
+def _output(reasoning: str, text: str, calls: list[dict]) -> list[dict]:
     out = []
-    if any(reasoning):
+    if reasoning:
         out.append({"type": "reasoning", "id": _id("rs_"),
-                    "summary": [{"type": "summary_text", "text": "".join(reasoning)}]})
+                    "summary": [{"type": "summary_text", "text": reasoning}]})
     if text or not calls:
         out.append(_message_item(text))
     return out + calls
 
 
 def _usage(delta: Delta) -> dict:
-    p, c = delta.metrics.get("prompt_eval_count", 0), delta.metrics.get("eval_count", 0)
+    p, c = delta.metrics.prompt_eval_count, delta.metrics.eval_count
     return {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": c,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + c}
 
@@ -443,7 +449,7 @@ async def _events(response_id: str, model: str, created: int, body: dict, deltas
         yield event("response.output_item.done", output_index=index, item=call)
         index += 1
     response = _base(response_id, model, created, body, "completed")
-    output = _output(reasoning, full, calls)
+    output = _output("".join(reasoning), full, calls)
     if opened:
         output = [o if o["type"] != "message" else _message_item(full, message_id) for o in output]
     response["output"] = output

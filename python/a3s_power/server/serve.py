@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -11,9 +10,13 @@ import sys
 from aiohttp import web
 
 from ..config import Config
+from ..core import _core
+from ..store import ModelStore
+from ..usage import UsageLog
 from ..hosts import parse_host
 from ..engine.scheduler import Scheduler
-from .app import ServerState, create_app
+from .app import create_app
+from .state import ServerState, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +34,10 @@ def bind_address(host: str) -> tuple[str, int]:
     return parsed.host, parsed.port
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_state(config: Config) -> ServerState:
-    from ..store import ModelStore
-
-    from ..usage import UsageLog
-
     store = ModelStore.from_config(config)
-    return ServerState(config=config, scheduler=Scheduler(config, store.resolve), store=store,
+    return ServerState(config=config, scheduler=Scheduler(config, store.resolve, isolate=config.model_workers),
+                       store=store,
                        usage=UsageLog(config.home / "usage.db"))
 
 
@@ -55,8 +46,6 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     bind_host = host or bind_host
     bind_port = port if port is not None else bind_port
     if config.debug:
-        from ..core import _core
-
         _core.set_log_level(3 if config.debug > 1 else 2)  # llama.cpp's own log, on stderr
     if config.tmpdir is not None:
         import tempfile
