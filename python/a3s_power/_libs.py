@@ -10,8 +10,8 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Dependencies first: each library may only load once the ones it links against are in.
 _ORDER = ("libggml-base", "libggml-cpu", "libggml", "libllama", "libmtmd")

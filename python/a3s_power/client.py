@@ -6,13 +6,13 @@ Like Ollama's CLI, every command talks to the server at OLLAMA_HOST.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
 from .errors import A3SPowerError
 from .hosts import parse_host
-
 
 
 class ClientError(A3SPowerError):
@@ -43,7 +43,7 @@ class Client:
         signed_path, signature = auth.signed_path(method, path)
         return self.base + signed_path, {"Authorization": signature}
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
 

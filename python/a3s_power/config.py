@@ -218,7 +218,7 @@ class Config(BaseModel):
         more='`[pricing.default]` and `[pricing."<model>"]` tables of `input` and `output`')] = {}
 
     @classmethod
-    def from_env(cls) -> "Config":
+    def from_env(cls) -> Config:
         """config.toml under $A3S_POWER_HOME, then the environment on top of it."""
         home = Path(env_text("A3S_POWER_HOME") or Path.home() / ".a3s" / "power")
         values: dict[str, Any] = {**_read_toml(home / "config.toml"), **read_env(SETTINGS)}

@@ -15,8 +15,8 @@ import logging
 import os
 import platform
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,8 @@ def serve(host: str | None, port: int | None) -> None:
               help="Enable thinking mode: true/false or high/medium/low")
 @click.option("--hidethinking", is_flag=True, help="Hide thinking output (if provided)")
 @click.option("--dimensions", type=int, help="Truncate output embeddings to this size (embedding models)")
-@click.option("--truncate/--no-truncate", default=None, help="Truncate inputs that exceed the context (embedding models)")
+@click.option("--truncate/--no-truncate", default=None,
+              help="Truncate inputs that exceed the context (embedding models)")
 def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: str | None, verbose: bool,
         keepalive: str | None, insecure: bool, nowordwrap: bool, fmt: str | None, think: str | None,
         hidethinking: bool, dimensions: int | None, truncate: bool | None) -> None:

@@ -8,14 +8,14 @@ clients still send them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import Config, default_threads, get_config
 from ..core import _core
 from ..errors import InvalidOptionError
-from ..option_kinds import IGNORED_OPTIONS
-from ..option_kinds import coerce as _coerce
+from ..option_kinds import IGNORED_OPTIONS, coerce as _coerce
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InvalidOptionError
 from ..gpu import GpuInfo

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .chat_template import TemplateError
 

@@ -12,8 +12,9 @@ import inspect
 import json
 import re
 import string
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
@@ -124,9 +125,9 @@ def _check_growth(name: str, subject: Any, arguments: dict[str, Any]) -> None:
         return
     if name == "replace":
         old, new = arguments.get("old"), arguments.get("new")
-        if isinstance(old, str) and isinstance(new, str):
-            if len(subject) + (subject.count(old) if old else len(subject) + 1) * len(new) > MAX_OPERATION_SIZE:
-                raise _too_large("a replacement")
+        if isinstance(old, str) and isinstance(new, str) and \
+                len(subject) + (subject.count(old) if old else len(subject) + 1) * len(new) > MAX_OPERATION_SIZE:
+            raise _too_large("a replacement")
     elif name == "expandtabs":
         tabsize = arguments.get("tabsize", 8)
         if _is_int(tabsize) and len(subject) + subject.count("\t") * tabsize > MAX_OPERATION_SIZE:
@@ -191,10 +192,10 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             bound.arguments[next(k for k in arguments if k not in ("eval_ctx", "environment", "context"))] = items
             if name == "join":
                 _check_join(arguments.get("d", ""), list(items))
-            elif isinstance(arguments.get("start"), (list, tuple)):
+            elif isinstance(arguments.get("start"), (list, tuple)) and \
+                    len(items) * sum(len(i) for i in items if isinstance(i, (list, tuple))) > MAX_OPERATION_SIZE:
                 # sum() of lists copies the running total at every step, in one C call: quadratic.
-                if len(items) * sum(len(i) for i in items if isinstance(i, (list, tuple))) > MAX_OPERATION_SIZE:
-                    raise _too_large("a sum of lists")
+                raise _too_large("a sum of lists")
         elif name == "format" and isinstance(subject, str):
             _check_percent(subject, tuple(arguments.get("args", ())) or arguments.get("kwargs", {}))
         else:
@@ -270,7 +271,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             raise _too_large("a concatenation")
         return markup_join(texts) if markup else "".join(texts)
 
-    def call(__self, __context, __obj, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - as Jinja names them
+    def call(__self, __context, __obj, *args: Any, **kwargs: Any) -> Any:  # the names Jinja gives them
         if isinstance(__obj, _Hidden):
             __obj = __obj.target
         receiver = getattr(__obj, "__self__", None)

@@ -24,7 +24,8 @@ import json
 import math
 import re
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import InvalidOptionError
 
@@ -776,7 +777,7 @@ class _Converter:
 
     def array(self, schema: dict[str, Any], hint: str) -> str:
         prefix = schema.get("prefixItems")
-        items = schema.get("items", True if prefix is None else False)
+        items = schema.get("items", prefix is None)
         if isinstance(items, list):  # draft 4-2019: items as a tuple, additionalItems for the rest
             prefix, items = items, schema.get("additionalItems", False)
         prefix = prefix or []

@@ -8,7 +8,7 @@ only after its sha256 matched; a mismatch removes the partial data so the next t
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 

@@ -111,7 +111,7 @@ class BuiltinRegistry:
         self._by_key = {m.name.key(): m for m in models}  # later entries (the user's index) override
 
     @classmethod
-    def load(cls, extra: Path | None = None) -> "BuiltinRegistry":
+    def load(cls, extra: Path | None = None) -> BuiltinRegistry:
         models = _entries(json.loads(resources.files(__package__).joinpath("known_models.json").read_text()),
                           "known_models.json")
         if extra is not None and extra.is_file():

@@ -13,8 +13,8 @@ import asyncio
 import hashlib
 import json
 import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 from urllib.parse import unquote, urlsplit
 
 import aiohttp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 
 def status(text: str, **fields) -> dict:

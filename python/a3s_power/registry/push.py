@@ -10,8 +10,8 @@ with ``?digest=``. Last, ``PUT`` the manifest. Progress: ``retrieving manifest``
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp

@@ -27,8 +27,8 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 from ..store import digests
 from ..store.blobs import BlobStore, DigestMismatch

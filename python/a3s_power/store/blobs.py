@@ -12,9 +12,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 from ..errors import A3SPowerError
 from . import digests

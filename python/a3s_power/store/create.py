@@ -16,9 +16,10 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..errors import A3SPowerError, InvalidOptionError
 from ..hosts import remote_url
@@ -164,8 +165,8 @@ def prepare_create(store: ModelStore, body: dict[str, Any], *, allow_folders: bo
             raise CreateError(str(exc)) from None
     if (messages := body.get("messages")) is not None:
         if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and m.get("role") in (*MESSAGE_ROLES, "tool") and isinstance(m.get("content", ""), str)
-                for m in messages):
+                isinstance(m, dict) and m.get("role") in (*MESSAGE_ROLES, "tool")
+                and isinstance(m.get("content", ""), str) for m in messages):
             raise CreateError('messages must be objects with a role ("system", "user" or "assistant") and content')
         plan.messages = [{"role": m["role"], "content": m.get("content", "")} for m in messages]
     if q := body.get("quantize") or body.get("quantization"):
@@ -342,7 +343,8 @@ async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s
             store.remove_unused([converted.digest])
 
 
-async def _create_layers(store: ModelStore, plan: CreatePlan, progress_interval_s: float) -> AsyncIterator[dict | Layer]:
+async def _create_layers(store: ModelStore, plan: CreatePlan,
+                         progress_interval_s: float) -> AsyncIterator[dict | Layer]:
     converted = None
     with store.pin([layer.digest for layer in plan.base_layers] + [d for _, d in plan.files]
                    + [d for _, d in plan.convert_files] + plan.adapters) as pin:
@@ -357,7 +359,7 @@ async def _create_layers(store: ModelStore, plan: CreatePlan, progress_interval_
         if plan.files:
             yield _status("parsing GGUF")
             models, projectors = [], []
-            for filename, digest in plan.files:
+            for _filename, digest in plan.files:
                 header = await asyncio.to_thread(_header, store, digest)
                 (projectors if _is_projector(header) else models).append(
                     Layer(mf.PROJECTOR if _is_projector(header) else mf.MODEL, digest, store.blobs.size(digest)))

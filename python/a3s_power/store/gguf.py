@@ -180,7 +180,7 @@ def read_gguf(path: Path | str, *, max_array: int | None = None, check_size: boo
     """Reads the header; with ``check_size`` a file too short for its tensors is an error."""
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - opened apart: only its own failure reads "cannot open"
     except OSError as exc:
         raise GGUFError(f"cannot open {path}: {exc.strerror}") from None
     with f:

@@ -68,14 +68,14 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
-    async def __aenter__(self) -> "FileLock":
+    async def __aenter__(self) -> FileLock:
         await self.acquire_async()
         return self
 

@@ -56,7 +56,7 @@ class Layer:
         return out
 
     @classmethod
-    def from_json(cls, data: Any) -> "Layer":
+    def from_json(cls, data: Any) -> Layer:
         if not isinstance(data, dict):
             raise InvalidManifest("manifest layer is not an object")
         media_type, digest, size = data.get("mediaType"), data.get("digest"), data.get("size")
@@ -76,7 +76,7 @@ class Manifest:
     raw: bytes = b""
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Manifest":
+    def parse(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -93,7 +93,7 @@ class Manifest:
         return cls(Layer.from_json(data["config"]), [Layer.from_json(layer) for layer in layers], bytes(raw))
 
     @classmethod
-    def build(cls, config: Layer, layers: list[Layer]) -> "Manifest":
+    def build(cls, config: Layer, layers: list[Layer]) -> Manifest:
         body = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": config.to_json(),
                 "layers": [layer.to_json() for layer in layers]}
         return cls(config, layers, json.dumps(body, separators=(",", ":")).encode())

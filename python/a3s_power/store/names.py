@@ -37,7 +37,7 @@ class ModelName:
     scheme: str = "https"  # an explicit "http://" in the name, or ``insecure``, makes it http
 
     @classmethod
-    def parse(cls, text: str) -> "ModelName":
+    def parse(cls, text: str) -> ModelName:
         """Parses and checks a name, filling in the defaults; raises InvalidModelName."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidModelName("invalid model name")

@@ -7,8 +7,8 @@ estimate of its final size (the source's weights at the target's bits per weight
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from ..errors import InvalidOptionError
 from .gguf import GGUFFile

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..timefmt import rfc3339
 from . import tensor_model
 from .gguf import GGUFError, GGUFFile, read_gguf
 from .parameters import parameters_text
 from .store import ModelStore
-from ..timefmt import rfc3339
 from .types import LocalModel
 
 SHOW_ARRAY_LIMIT = 5  # without verbose, longer arrays show as [] (Ollama's rule)

@@ -24,12 +24,12 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from . import dialect, digests, manifest as mf
+from . import dialect, digests, manifest as mf, tensor_model
 from .blobs import TEMP_PREFIX, BlobStore, write_atomic
 from .capabilities import derive as derive_capabilities
 from .details import details_from_config, details_from_gguf
@@ -37,7 +37,6 @@ from .gguf import GGUFError, read_gguf
 from .locks import FileLock, is_locked
 from .manifest import InvalidManifest, Manifest
 from .names import ModelName
-from . import tensor_model
 from .types import InvalidModelName, LocalModel, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ class ModelStore:
         self._resolved: dict[tuple, LocalModel] = {}
 
     @classmethod
-    def from_config(cls, config) -> "ModelStore":
+    def from_config(cls, config) -> ModelStore:
         return cls(config.models_root, noprune=getattr(config, "noprune", False))
 
     # --- names and manifests -------------------------------------------------------------------
@@ -187,7 +186,7 @@ class ModelStore:
             write_atomic(self.manifest_path(existing or name), manifest.raw)
         return existing or name
 
-    def add_layer(self, pin: "Pin", media_type: str, data: bytes) -> mf.Layer:
+    def add_layer(self, pin: Pin, media_type: str, data: bytes) -> mf.Layer:
         """Stores small content (pinned first, so it cannot be pruned before its manifest exists)."""
         digest = digests.sha256_bytes(data)
         pin.add([digest])
@@ -225,12 +224,12 @@ class ModelStore:
         with FileLock(self._lock_path):
             yield
 
-    def pin(self, digest_list: Iterable[str] = ()) -> "Pin":
+    def pin(self, digest_list: Iterable[str] = ()) -> Pin:
         """Keeps blobs from being pruned or deleted (by any process) until the pin is released."""
         return Pin(self, digest_list)
 
     @contextmanager
-    def pinned(self, digest_list: Iterable[str]) -> Iterator["Pin"]:
+    def pinned(self, digest_list: Iterable[str]) -> Iterator[Pin]:
         pin = self.pin(digest_list)
         try:
             yield pin
@@ -470,7 +469,8 @@ class ModelStore:
             raise ModelNotFound(name)
         spec = LocalModel(name=stored.display, model_path=model_path, digest=manifest.digest, size=manifest.size,
                           modified_at=_local_time(mtime_ns))
-        spec.renderer, spec.parser, spec.requires = (str(config.get(k) or "") for k in ("renderer", "parser", "requires"))
+        spec.renderer, spec.parser, spec.requires = (str(config.get(k) or "")
+                                                     for k in ("renderer", "parser", "requires"))
         for layer in manifest.layers:
             if layer.media_type != mf.MODEL and not self.blobs.exists(layer.digest):
                 raise ModelNotFound(name)
@@ -519,7 +519,7 @@ class ModelStore:
         return spec
 
     @staticmethod
-    def _translation(header) -> "dialect.Translation | None":
+    def _translation(header) -> dialect.Translation | None:
         """What a blob in Ollama's own GGUF dialect needs before it loads (None: nothing)."""
         try:
             return dialect.detect(header)
@@ -615,14 +615,13 @@ class Pin:
         self._digests |= new
         # Written under the store lock so that a prune sees all of it or none of it; once it is
         # written a blob that still exists stays, and one already pruned is visibly missing.
-        with self._store._store_lock():
-            with open(self._lock.path, "w") as f:
-                json.dump(sorted(self._digests), f)
+        with self._store._store_lock(), open(self._lock.path, "w") as f:
+            json.dump(sorted(self._digests), f)
 
     def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> "Pin":
+    def __enter__(self) -> Pin:
         return self
 
     def __exit__(self, *exc) -> None:

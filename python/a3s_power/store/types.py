@@ -80,7 +80,8 @@ class LocalModel:
     license: list[str] = field(default_factory=list)
     adapter_paths: list[Path] = field(default_factory=list)
     projector_path: Path | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # format, family, families, parameter_size, quantization_level
+    # format, family, families, parameter_size, quantization_level
+    details: dict[str, Any] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)
     # A remote model has no weights: requests go to remote_model on remote_host (engine/remote.py).
     remote_host: str = ""

@@ -3,7 +3,8 @@ for variables, ``range``, ``break``/``continue``, ``and``/``or`` and nested ``te
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..chat_template import TemplateError
 from . import funcs
@@ -232,7 +233,7 @@ class _Executor:
             raise
         except TypeError as e:
             raise TemplateError(f"error calling {name}: wrong arguments: {e}") from None
-        except Exception as e:  # a caller-supplied function may fail any way it likes
+        except Exception as e:  # noqa: BLE001 - a caller-supplied function may fail any way it likes
             raise TemplateError(f"error calling {name}: {e}") from None
         if isinstance(result, str) and len(result) > funcs.MAX_OUTPUT:
             raise TemplateError(f"error calling {name}: a string larger than a prompt may be")

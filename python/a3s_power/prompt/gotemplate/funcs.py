@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime
 import re
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..chat_template import TemplateError
 from .values import _go_float, _type_name, go_format, go_json
@@ -217,9 +218,8 @@ def _format_verb(verb: str, flags: str, precision: int | None, arg: Any) -> str:
     elif verb in "ob":
         if isinstance(arg, int) and not isinstance(arg, bool):
             return format(arg, verb)
-    elif verb == "c":
-        if isinstance(arg, int) and not isinstance(arg, bool):
-            return chr(arg)
+    elif verb == "c" and isinstance(arg, int) and not isinstance(arg, bool):
+        return chr(arg)
     return f"%!{verb}({_type_name(arg)}={go_format(arg)})"
 
 
@@ -276,9 +276,7 @@ def _js_escape(*args: Any) -> str:
     for ch in text:
         if ch in "\\'\"":
             out.append("\\" + ch)
-        elif ch in "<>&=":
-            out.append(f"\\u{ord(ch):04X}")
-        elif ord(ch) < 0x20:
+        elif ch in "<>&=" or ord(ch) < 0x20:
             out.append(f"\\u{ord(ch):04X}")
         else:
             out.append(ch)

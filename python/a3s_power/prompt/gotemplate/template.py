@@ -3,7 +3,8 @@ or over a conversation as Ollama does (:meth:`GoTemplate.render_chat`)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..chat_template import TemplateError
 from .data import template_data

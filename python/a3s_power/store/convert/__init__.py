@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np
@@ -29,8 +29,8 @@ from .reader import read_checkpoint, safetensors_files
 from .tokenizer import load_vocab
 from .writer import write_gguf
 
-__all__ = ["ConvertCancelled", "ConvertError", "ConvertResult", "SUPPORTED", "check_config", "convert_model", "is_model_dir",
-           "model_files"]
+__all__ = ["ConvertCancelled", "ConvertError", "ConvertResult", "SUPPORTED", "check_config", "convert_model",
+           "is_model_dir", "model_files"]
 
 # Files of a model folder that the conversion may read (besides the SafeTensors themselves).
 CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",

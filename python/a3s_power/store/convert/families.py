@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gguf
 import numpy as np
@@ -62,7 +63,7 @@ class Family:
     skip_prefixes: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()  # prefix -> prefix, before the map
     add_space_prefix: bool | None = None
-    hparams: Callable[["Family", dict, gguf.GGUFWriter, Path], None] | None = None
+    hparams: Callable[[Family, dict, gguf.GGUFWriter, Path], None] | None = None
     extra_tensors: Callable[[dict], list[OutTensor]] | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -5,8 +5,8 @@ the metadata and every tensor's description first; the data follows, written her
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np

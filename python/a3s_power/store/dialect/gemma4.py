@@ -54,7 +54,8 @@ def _text(plan: Plan) -> None:
         plan.set_str("tokenizer.ggml.model", "gemma4")
     tokens, types = plan.get("tokenizer.ggml.tokens") or [], plan.get("tokenizer.ggml.token_type")
     if types:
-        fixed = [USER_DEFINED if kind == CONTROL and tok in VISIBLE_TOKENS else kind for tok, kind in zip(tokens, types)]
+        fixed = [USER_DEFINED if kind == CONTROL and tok in VISIBLE_TOKENS else kind
+                 for tok, kind in zip(tokens, types)]
         if fixed != list(types[:len(fixed)]):
             plan.kv["tokenizer.ggml.token_type"].value = fixed + list(types[len(fixed):])
     plan.rename_regex(r"^(blk\.\d+)\.ffn_gate_inp\.per_expert_scale$", r"\1.ffn_down_exps.scale")

@@ -50,8 +50,8 @@ _IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _detect(h) -> bool:
     m = h.metadata
-    return has_prefix(h, "v.", "mm.") or any(A + k in m for k in ("rope.scaling.beta_fast", "rope.scaling.mscale_all_dim",
-                                                                  "rope.scaling_beta"))
+    return has_prefix(h, "v.", "mm.") or any(
+        A + k in m for k in ("rope.scaling.beta_fast", "rope.scaling.mscale_all_dim", "rope.scaling_beta"))
 
 
 def _text(plan: Plan) -> None:

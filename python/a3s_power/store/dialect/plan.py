@@ -9,8 +9,9 @@ only computed tensors (a type promotion, a merge, a permutation) pass through Py
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class Plan:
             t.name: Tensor(t.name, t.type, list(t.shape), source=src.data_offset + t.offset) for t in src.tensors}
         self._source_info: dict[str, TensorInfo] = {t.name: t for t in src.tensors}
 
-    def copy(self) -> "Plan":
+    def copy(self) -> Plan:
         out = Plan.__new__(Plan)
         out.src, out._source_info = self.src, self._source_info
         out.kv = {k: replace(v) for k, v in self.kv.items()}
