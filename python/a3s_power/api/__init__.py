@@ -7,9 +7,10 @@ JSON to and from them; programs that run models in process (``a3s_power.Power``)
 from .messages import Image, Message, Tool, ToolCall, ToolCallFunction, ToolFunction
 from .requests import (ChatRequest, EmbedRequest, Format, FunctionName, GenerateRequest, KeepAlive,
                        NamedToolChoice, Options, Think, ToolChoice)
-from .responses import ChatResponse, Delta, EmbedResponse, GenerateResponse, Logprob, Metrics, TopLogprob
+from .responses import (ChatResponse, Delta, EmbedResponse, GenerateResponse, Logprob, Metrics, ModelInfo,
+                        TopLogprob)
 
 __all__ = ["ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
-           "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "Message", "Metrics",
+           "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "Message", "Metrics", "ModelInfo",
            "NamedToolChoice", "Options", "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice",
            "ToolFunction", "TopLogprob"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
@@ -121,3 +122,14 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]] = Field(default_factory=list)
     prompt_eval_count: int = 0
     metrics: Metrics = Field(default_factory=Metrics)
+
+
+class ModelInfo(BaseModel):
+    """A model the engine can run: one in the store, or a GGUF file loaded by its path."""
+
+    name: str
+    size: int = 0
+    digest: str = ""
+    modified_at: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)  # format, family, parameter_size, quantization_level
+    capabilities: list[str] = Field(default_factory=list)  # completion or embedding, tools, thinking, vision, ...
