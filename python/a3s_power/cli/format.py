@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 
 def human_bytes(n: float) -> str:
@@ -65,7 +65,7 @@ def parse_time(text: str | None) -> datetime | None:
         # Go writes up to nine fractional digits; Python reads six.
         head, dot, rest = text.partition(".")
         if dot:
-            digits = re.match(r"\d*", rest).group(0)
+            digits = cast(re.Match[str], re.match(r"\d*", rest)).group(0)  # \d* matches anywhere
             zone = rest[len(digits):]
             text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
         return datetime.fromisoformat(text.replace("Z", "+00:00"))

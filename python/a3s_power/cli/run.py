@@ -303,7 +303,7 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
     if path.suffix == ".gguf" or path.exists():
         if not path.exists():
             raise A3SPowerError(f"model '{model}' not found")
-        chat = LocalChat(path)
+        chat: LocalChat | RemoteChat = LocalChat(path)
     else:
         client = new_client()
         await client.__aenter__()

@@ -3,7 +3,7 @@ for variables, ``range``, ``break``/``continue``, ``and``/``or`` and nested ``te
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..chat_template import TemplateError
@@ -129,6 +129,7 @@ class _Executor:
     def range(self, node: _Branch, dot: Any) -> None:
         pipe = node.pipe
         value = self.pipeline(_Pipe([], False, pipe.cmds, pipe.pos), dot)
+        items: Iterable[tuple[Any, Any]]
         if isinstance(value, dict):
             items = [(k, value[k]) for k in sorted(value, key=lambda k: (str(type(k)), k))]
         elif isinstance(value, (list, tuple)):

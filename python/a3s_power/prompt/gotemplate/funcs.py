@@ -207,14 +207,15 @@ def _format_verb(verb: str, flags: str, precision: int | None, arg: Any) -> str:
         if isinstance(arg, int) and not isinstance(arg, bool):
             return "'" + chr(arg) + "'"
     elif verb in "xX":
+        digits: str | None
         if isinstance(arg, str):
-            text = arg.encode("utf-8").hex()
+            digits = arg.encode("utf-8").hex()
         elif isinstance(arg, int) and not isinstance(arg, bool):
-            text = format(arg, "x")
+            digits = format(arg, "x")
         else:
-            text = None
-        if text is not None:
-            return text.upper() if verb == "X" else text
+            digits = None
+        if digits is not None:
+            return digits.upper() if verb == "X" else digits
     elif verb in "ob":
         if isinstance(arg, int) and not isinstance(arg, bool):
             return format(arg, verb)

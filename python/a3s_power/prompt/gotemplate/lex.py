@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..chat_template import TemplateError
 
@@ -199,11 +199,11 @@ class _Lexer:
                 self.tokens.append(_Token("var", name, pos))
                 pos += len(name)
             elif ch == "." and pos + 1 < len(src) and (src[pos + 1].isalpha() or src[pos + 1] == "_"):
-                m = _IDENT.match(src, pos + 1)
+                m = cast(re.Match[str], _IDENT.match(src, pos + 1))  # a letter or _ follows the dot
                 self.tokens.append(_Token("field", m.group(), pos))
                 pos = m.end()
             elif ch.isdigit() or (ch in "+-." and pos + 1 < len(src) and src[pos + 1].isdigit()):
-                m = _NUMBER.match(src, pos)
+                m = cast(re.Match[str], _NUMBER.match(src, pos))  # every part of it is optional
                 text = m.group()
                 after = m.end()
                 if after < len(src) and (src[after].isalnum() or src[after] in "_."):
@@ -217,12 +217,11 @@ class _Lexer:
                 self.tokens.append(_Token("dot", ".", pos))
                 pos += 1
             elif ch.isalpha() or ch == "_":
-                m = _IDENT.match(src, pos)
+                m = cast(re.Match[str], _IDENT.match(src, pos))  # ch is a letter or _
                 word = m.group()
                 kind = ("keyword" if word in _KEYWORDS else "bool" if word in ("true", "false")
                         else "nil" if word == "nil" else "ident")
-                value = (word == "true") if kind == "bool" else word
-                self.tokens.append(_Token(kind, value, pos))
+                self.tokens.append(_Token(kind, (word == "true") if kind == "bool" else word, pos))
                 pos = m.end()
             else:
                 raise self.error(pos, f"unexpected {ch!r} in command")

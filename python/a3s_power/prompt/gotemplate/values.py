@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import asdict, is_dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from ..chat_template import TemplateError
 
@@ -84,7 +84,7 @@ def _shortest_digits(value: float) -> tuple[str, int]:
     """The shortest digits that round-trip ``value`` and the exponent of the first one."""
     sign, digits, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
     text = "".join(map(str, digits))
-    return text, len(digits) + exponent - 1
+    return text, len(digits) + cast(int, exponent) - 1  # an int for every finite value
 
 
 def _positional(value: float) -> str:
