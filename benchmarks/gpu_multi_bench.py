@@ -34,6 +34,7 @@ from a3s_power.config import Config
 from a3s_power.core import _core
 from a3s_power.engine import memory
 from a3s_power.engine.scheduler import Scheduler, cuda_devices
+from a3s_power.api import GenerateRequest
 from a3s_power.engine.service import InferenceService
 from a3s_power.store.types import LocalModel
 
@@ -69,10 +70,11 @@ class Bench:
 
     async def decode(self, name: str, **options) -> float:
         metrics: dict = {}
-        async for delta in self.service.generate(name, PROMPT, options={"num_predict": N_GEN, "temperature": 0,
-                                                                        **options}, logit_bias=self.ban):
+        request = GenerateRequest(model=name, prompt=PROMPT, logit_bias=self.ban,
+                                  options={"num_predict": N_GEN, "temperature": 0, **options})
+        async for delta in self.service.generate(request):
             if delta.done:
-                metrics = delta.metrics
+                metrics = delta.metrics.model_dump()
         return metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
 
     def placement(self, name: str):

@@ -67,6 +67,7 @@ def test_scheduler_shares_the_base_between_models_with_different_adapters(smollm
     import asyncio
     from pathlib import Path
 
+    from a3s_power.api import ChatRequest
     from a3s_power.engine.scheduler import Scheduler
     from a3s_power.engine.service import InferenceService
     from a3s_power.store.types import LocalModel
@@ -82,8 +83,9 @@ def test_scheduler_shares_the_base_between_models_with_different_adapters(smollm
     async def main():
         async def ask(name):
             out = []
-            async for d in service.chat(name, [{"role": "user", "content": "Which city is the capital of France?"}],
-                                        options={"temperature": 0, "num_predict": 12}):
+            async for d in service.chat(ChatRequest(
+                    model=name, messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                    options={"temperature": 0, "num_predict": 12})):
                 out.append(d.content)
             return "".join(out)
 

@@ -7,6 +7,7 @@ leaves room to answer. With truncation off, a prompt that does not fit is refuse
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InvalidOptionError
@@ -42,25 +43,36 @@ def fit_tokens(tokens: list[int], options: Options, shift: bool) -> list[int]:
     return tokens[:KEEP_AT_START] + tokens[len(tokens) - (limit - KEEP_AT_START):]
 
 
-def render_conversation(model: Any, template: PromptTemplate, history: list[dict], tools: list[dict] | None,
-                        think: tuple[bool | None, str], options: Options, truncate: bool) -> tuple[str, list[int]]:
-    """The rendered conversation and its tokens, the oldest messages dropped until it fits.
-    ``think`` is (on, level) as the template takes them."""
-    think_on, level = think
+@dataclass(frozen=True)
+class Conversation:
+    """What a chat template renders: the messages, the tools, and thinking (on, and its level)."""
 
-    def render(messages: list[dict]) -> tuple[str, list[int]]:
-        text = template.render_chat(messages, tools=tools, think=think_on, think_level=level)
+    messages: list[dict]
+    tools: list[dict] | None = None
+    think: bool | None = None
+    think_level: str = ""
+
+    def render(self, template: PromptTemplate) -> str:
+        return template.render_chat(self.messages, tools=self.tools, think=self.think, think_level=self.think_level)
+
+
+def render_conversation(model: Any, template: PromptTemplate, conversation: Conversation, options: Options,
+                        truncate: bool) -> tuple[str, list[int]]:
+    """The rendered conversation and its tokens, the oldest messages dropped until it fits."""
+
+    def render(kept: Conversation) -> tuple[str, list[int]]:
+        text = kept.render(template)
         return text, model.tokenize_prompt(cut_to_context(model, text, options, truncate))
 
-    text, tokens = render(history)
+    text, tokens = render(conversation)
     n_ctx = options.load.num_ctx
     if len(tokens) >= n_ctx and not truncate:
         raise InvalidOptionError(TRUNCATE_OFF)
-    kept = list(history)
+    kept = list(conversation.messages)
     while len(tokens) >= n_ctx:
         droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
         if not droppable:
             break
         del kept[droppable[0]]
-        text, tokens = render(kept)
+        text, tokens = render(replace(conversation, messages=kept))
     return text, tokens

@@ -25,7 +25,7 @@ from ..prompt.render import PromptTemplate
 from ..store.types import LocalModel, ModelNotFound
 from .answer import AnswerReader, api_tool_calls, harmony_prefix, logprobs_of, prompt_opens_thinking
 from .options import Options, defaults, parse_options, replace_load
-from .prompt_fit import PROMPT_TOO_LONG, cut_to_context, fit_tokens, render_conversation
+from .prompt_fit import PROMPT_TOO_LONG, Conversation, cut_to_context, fit_tokens, render_conversation
 from .scheduler import Runner, Scheduler, parse_keep_alive
 
 __all__ = ["CapabilityError", "Delta", "EmbedResult", "InferenceService", "MAX_IMAGE_BYTES", "PROMPT_TOO_LONG",
@@ -211,23 +211,22 @@ class InferenceService:
             prompt_tools = harmony.for_prompt() if harmony else tools
             if any(m.get("images") for m in history):
                 marked, images = _with_image_markers(history, runner.model.image_marker or "")
-                text = await run_bounded(lambda: template.render_chat(marked, tools=prompt_tools, think=think[0],
-                                                                      think_level=think[1]))
+                conversation = Conversation(marked, prompt_tools, *think)
+                text = await run_bounded(conversation.render, template)
                 tokens = runner.model.tokenize_multimodal(text, images)
             else:
                 # Templates are programs: rendering runs off the event loop, bounded (prompt/bounded.py).
-                tokens = await run_bounded(self._chat_tokens, runner, template, history, prompt_tools, think, opts,
-                                           request)
+                tokens = await run_bounded(self._chat_tokens, runner, template,
+                                           Conversation(history, prompt_tools, *think), opts, request)
             run = _Run(tokens, template, grammar or tool_grammar, tools, "json" if tool_grammar else None,
                        think[0], harmony)
             async for delta in self._run(runner, run, opts, request, clock):
                 yield delta
 
     @staticmethod
-    def _chat_tokens(runner: Runner, template: PromptTemplate, history: list[dict], tools: list[dict] | None,
-                     think: tuple[bool | None, str], opts: Options, request: ChatRequest) -> list[int]:
-        _, tokens = render_conversation(runner.model, template, history, tools, think, opts,
-                                        request.truncate is not False)
+    def _chat_tokens(runner: Runner, template: PromptTemplate, conversation: Conversation, opts: Options,
+                     request: ChatRequest) -> list[int]:
+        _, tokens = render_conversation(runner.model, template, conversation, opts, request.truncate is not False)
         return fit_tokens(tokens, opts, request.shift is not False)
 
     async def count_chat_tokens(self, request: ChatRequest) -> int:
@@ -257,8 +256,8 @@ class InferenceService:
             template = self.template_for(runner)
             harmony = self._harmony(runner, template, tools)
             marked, images = _with_image_markers(history, runner.model.image_marker or "")
-            text, _ = await run_bounded(render_conversation, runner.model, template, marked,
-                                        harmony.for_prompt() if harmony else tools, (think_on, level), opts,
+            conversation = Conversation(marked, harmony.for_prompt() if harmony else tools, think_on, level)
+            text, _ = await run_bounded(render_conversation, runner.model, template, conversation, opts,
                                         request.truncate is not False)
             return text, len(images)
 
