@@ -79,9 +79,6 @@ void validate(const ContextParams & p) {
     if (p.n_threads_batch < 0) {
         throw_invalid_option("num_thread_batch", "must not be negative, got " + std::to_string(p.n_threads_batch));
     }
-    if (p.backend_sampling != "auto" && p.backend_sampling != "on" && p.backend_sampling != "off") {
-        throw_invalid_option("backend_sampling", "'" + p.backend_sampling + "' is not one of auto, on, off");
-    }
 }
 
 void l2_normalize(std::vector<float> & v) {
@@ -150,11 +147,9 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
         cp.n_ctx = uint32_t(params_.n_ctx) * uint32_t(params_.n_parallel);
         cp.n_batch = uint32_t(std::max(params_.n_batch, params_.n_parallel));
         cp.n_ubatch = uint32_t(std::min<int>(params_.n_ubatch, cp.n_batch));
-        backend_sampling_ = params_.backend_sampling == "on" ||
-                            (params_.backend_sampling == "auto" && model_->output_on_gpu());
         // A step asks one output of each sequence (its last token), and a chain's buffers on the
         // device are sized by this.
-        if (backend_sampling_) cp.n_outputs_max_per_seq = 1;
+        if (params_.backend_sampling) cp.n_outputs_max_per_seq = 1;
     }
 
     take_thread_log_errors();
@@ -601,7 +596,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
 
 // Before the request's first token: its chain goes into the graph, or the host picks for it.
 void Engine::attach_backend_chain(Slot & slot, const Request & req) {
-    if (!backend_sampling_) return;
+    if (!params_.backend_sampling || params_.embeddings) return;
     const auto & sp = req.params.sampling;
     const std::string key = backend_chain_key(sp, req.params.logprobs);
     // An equal chain is kept, but one with a seed starts its random numbers afresh.

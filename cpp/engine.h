@@ -52,9 +52,10 @@ struct ContextParams {
     int nice = 0;
     // Host memory for conversations pushed out of their slot (PromptCache); 0 keeps none.
     int prompt_cache_mb = 0;
-    // Tokens picked inside the decode graph where a request's options allow (backend_chain_key):
-    // auto = where the logits live on a GPU (Model::output_on_gpu), on, off.
-    std::string backend_sampling = "auto";
+    // Tokens picked inside the decode graph where a request's options allow (backend_chain_key).
+    // Off by default: on an H200 it made every step slower, one stream and 64 alike (the chains'
+    // nodes are built into each step's graph, one set per slot; benchmarks/README.md).
+    bool backend_sampling = false;
 };
 
 // One generation request. Its defaults are the only ones: Python reads them from _core.GenerateParams()
@@ -201,7 +202,6 @@ class Engine {
     // The projector places images on M-RoPE's grid: positions are not cache indices past an image
     // (Slot::squeezed), so a slot's cells are never copied to another slot or the prompt cache.
     bool mrope_ = false;
-    bool backend_sampling_ = false;  // ContextParams::backend_sampling, resolved
     std::vector<Slot> slots_;
     std::unique_ptr<PromptCache> prompt_cache_;
     // Picks the slots' tokens side by side: each slot's sampler is its own, and on a GPU the

@@ -82,9 +82,6 @@ Model::Model(const std::string & path, const ModelParams & params) : path_(path)
         load_error(path, why.empty() ? "llama.cpp could not read it" : why);
     }
     vocab_ = llama_model_get_vocab(model_);
-    // llama.cpp offloads the last n_gpu_layers of n_layer + 1 (the output layer is the last).
-    output_on_gpu_ = !params.vocab_only && llama_supports_gpu_offload() &&
-                     (params.n_gpu_layers < 0 || params.n_gpu_layers > llama_model_n_layer(model_));
 }
 
 Model::~Model() { close(); }

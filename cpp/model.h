@@ -51,9 +51,6 @@ class Model {
     bool has_encoder() const { return llama_model_has_encoder(get()); }
     bool is_recurrent() const { return llama_model_is_recurrent(get()) || llama_model_is_hybrid(get()); }
     int64_t load_duration_ns() const { return load_duration_ns_; }
-    // Whether the output layer (and so the logits) lives on a GPU: every layer was offloaded to a
-    // build that has one. Sampling inside the decode graph pays off only then (engine.h).
-    bool output_on_gpu() const { return output_on_gpu_; }
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize(const std::vector<llama_token> & tokens, bool remove_special, bool unparse_special) const;
@@ -67,7 +64,6 @@ class Model {
     const llama_vocab * vocab_ = nullptr;
     std::vector<float> tensor_split_;  // llama.cpp keeps the pointer
     int64_t load_duration_ns_ = 0;
-    bool output_on_gpu_ = false;
 };
 
 using ModelPtr = std::shared_ptr<Model>;

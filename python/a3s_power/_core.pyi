@@ -82,7 +82,7 @@ class ContextParams:
     stream_interval_ms: int
     nice: int
     prompt_cache_mb: int
-    backend_sampling: str  # auto | on | off
+    backend_sampling: bool
     def __init__(self) -> None: ...
 
 class SamplingParams:

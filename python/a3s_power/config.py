@@ -142,12 +142,11 @@ class Config(BaseModel):
         more="their next turn is restored from it instead of evaluated again; an upper bound, filled only while "
              "the machine keeps 512 MiB free, and emptied before a model is evicted to make room for another "
              "(`power_prompt_cache_bytes` in `/metrics`); `0` keeps none")] = 1024
-    backend_sampling: Annotated[str, Setting(
-        "pick tokens inside the decode graph: auto, on, off", env="A3S_POWER_BACKEND_SAMPLING", toml=True,
-        clean=str.lower,
+    backend_sampling: Annotated[bool, Setting(
+        "pick tokens inside the decode graph", env="A3S_POWER_BACKEND_SAMPLING", toml=True,
         more="llama.cpp's backend sampling, for requests whose options allow it (greedy, or top_k/top_p/min_p and "
-             "temperature, with a logit bias; no grammar, penalties or logprobs): the logits never leave the GPU. "
-             f"`auto` uses it where every layer is on a GPU {_BENCH}")] = "auto"
+             "temperature, with a logit bias; no grammar, penalties or logprobs): the logits stay on the device. "
+             f"Off by default: with llama.cpp 0c1e570 it made every step slower on an H200 {_BENCH}")] = False
     stream_interval_ms: Annotated[int, Setting(
         "least milliseconds between two deliveries of a fast stream's tokens to Python",
         env="A3S_POWER_STREAM_INTERVAL_MS", toml=True, ge=0,

@@ -49,7 +49,7 @@ class LoadOptions:
     inference_nice: int = 10  # Config.inference_nice
     prompt_cache_mb: int = 0
     kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
-    backend_sampling: str = "auto"  # Config.backend_sampling
+    backend_sampling: bool = False  # Config.backend_sampling
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
