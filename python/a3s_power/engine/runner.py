@@ -33,7 +33,17 @@ class Chunk:
     timings: dict = field(default_factory=dict)
 
 
-class _Inbox:
+def chunk_of(event) -> Chunk:
+    """A generation event (``_core.Event`` or its plain copy from a worker) as a Chunk; an error
+    event raises its error."""
+    if event.done and event.done_reason == "error":
+        raise InferenceError(event.error)
+    return Chunk(text=event.text, tokens=list(event.tokens), logprobs=list(event.logprobs), done=event.done,
+                 done_reason=event.done_reason, stop_sequence=event.stop_sequence,
+                 timings=event.timings if event.done else {})
+
+
+class Inbox:
     """Events for one request, and the consumer waiting for them, if it is waiting."""
 
     __slots__ = ("events", "waiter")
@@ -58,7 +68,7 @@ class _EventPump:
     def __init__(self, engine: _core.Engine) -> None:
         self._engine = engine
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inboxes: dict[int, _Inbox] = {}
+        self._inboxes: dict[int, Inbox] = {}
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is loop:
@@ -94,8 +104,8 @@ class _EventPump:
         else:
             loop.call_soon_threadsafe(flush)
 
-    def register(self, request_id: int) -> _Inbox:
-        inbox = _Inbox()
+    def register(self, request_id: int) -> Inbox:
+        inbox = Inbox()
         self._inboxes[request_id] = inbox
         return inbox
 
@@ -111,33 +121,12 @@ class _EventPump:
                     inbox.waiter.set_result(None)
 
 
-class LoadedModel:
-    """A model loaded for generation or for embeddings, shared by concurrent requests."""
+class Vocabulary:
+    """Text and tokens over a model's vocabulary (``self.model``): what a request needs before and
+    after the engine runs. A worker's proxy (isolated.py) serves these from a vocabulary-only copy
+    of the model in the server, so they never cross to the worker."""
 
-    def __init__(self, path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 model: _core.Model | None = None, projector: str | None = None) -> None:
-        """Loads ``path`` (or uses ``model``, already loaded from it and shared with others) and
-        makes an engine over it with the given LoRA adapters (path, scale)."""
-        started = time.perf_counter_ns()
-        self.path = str(path)
-        self.load_options = load
-        self._owns_model = model is None
-        self.model = model if model is not None else _core.Model(self.path, load.model_params())
-        try:
-            self.adapters = [(_core.LoraAdapter(self.model, str(p)), float(scale)) for p, scale in adapters]
-            params = load.context_params()
-            self.projector = (_core.Projector(self.model, str(projector), params.n_threads, load.num_gpu != 0)
-                              if projector else None)
-            self.engine = _core.Engine(self.model, params, self.adapters, self.projector)
-        except BaseException:
-            if self._owns_model:
-                self.model.close()
-            raise
-        self.load_duration_ns = time.perf_counter_ns() - started
-        self._pump = _EventPump(self.engine)
-        self._closed = False
-
-    # --- text <-> tokens -------------------------------------------------------------------
+    model: _core.Model
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special, parse_special)
@@ -152,16 +141,6 @@ class LoadedModel:
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a rendered prompt: BOS is added only where the template did not write it."""
         return self.model.tokenize(prompt, self._needs_bos(prompt), True)
-
-    @property
-    def image_marker(self) -> str | None:
-        return self.projector.marker if self.projector is not None else None
-
-    def tokenize_multimodal(self, prompt: str, images: Sequence[bytes]) -> _core.MultimodalPrompt:
-        """A rendered prompt with one image marker per image, images as encoded files."""
-        if self.projector is None:
-            raise InvalidOptionError("this model is missing data required for image input")
-        return self.projector.tokenize(prompt, list(images), self._needs_bos(prompt))
 
     @functools.cached_property
     def longest_piece(self) -> int:
@@ -190,6 +169,45 @@ class LoadedModel:
     @property
     def chat_template(self) -> str | None:
         return self.model.chat_template()
+
+
+class LoadedModel(Vocabulary):
+    """A model loaded for generation or for embeddings, shared by concurrent requests."""
+
+    def __init__(self, path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
+                 model: _core.Model | None = None, projector: str | None = None) -> None:
+        """Loads ``path`` (or uses ``model``, already loaded from it and shared with others) and
+        makes an engine over it with the given LoRA adapters (path, scale)."""
+        started = time.perf_counter_ns()
+        self.path = str(path)
+        self.load_options = load
+        self._owns_model = model is None
+        self.model = model if model is not None else _core.Model(self.path, load.model_params())
+        try:
+            self.adapters = [(_core.LoraAdapter(self.model, str(p)), float(scale)) for p, scale in adapters]
+            params = load.context_params()
+            self.projector = (_core.Projector(self.model, str(projector), params.n_threads, load.num_gpu != 0)
+                              if projector else None)
+            self.engine = _core.Engine(self.model, params, self.adapters, self.projector)
+        except BaseException:
+            if self._owns_model:
+                self.model.close()
+            raise
+        self.load_duration_ns = time.perf_counter_ns() - started
+        self._pump = _EventPump(self.engine)
+        self._closed = False
+
+    # --- images --------------------------------------------------------------------------
+
+    @property
+    def image_marker(self) -> str | None:
+        return self.projector.marker if self.projector is not None else None
+
+    def tokenize_multimodal(self, prompt: str, images: Sequence[bytes]) -> _core.MultimodalPrompt:
+        """A rendered prompt with one image marker per image, images as encoded files."""
+        if self.projector is None:
+            raise InvalidOptionError("this model is missing data required for image input")
+        return self.projector.tokenize(prompt, list(images), self._needs_bos(prompt))
 
     # --- generation ------------------------------------------------------------------------
 
@@ -221,23 +239,11 @@ class LoadedModel:
         try:
             while True:
                 event = await inbox.get()
-                if event.done and event.done_reason == "error":
-                    finished = True
-                    raise InferenceError(event.error)
-                chunk = Chunk(
-                    text=event.text,
-                    tokens=list(event.tokens),
-                    logprobs=list(event.logprobs),
-                    done=event.done,
-                    done_reason=event.done_reason,
-                    stop_sequence=event.stop_sequence,
-                    timings=event.timings if event.done else {},
-                )
-                if event.done:
-                    finished = True
-                    yield chunk
-                    return
+                finished = event.done
+                chunk = chunk_of(event)
                 yield chunk
+                if finished:
+                    return
         finally:
             self._pump.unregister(request_id)
             if not finished:

@@ -5,7 +5,9 @@ together), reloads it when the request needs other load-time options, keeps it f
 after the last request and evicts the least recently used idle model when too many are loaded or
 the new one does not fit. Each load is placed on the GPUs (placement.py) by their free memory and
 what the models loaded here hold. Loading runs in a worker thread: the C++ core releases the GIL,
-so the event loop stays free.
+so the event loop stays free. With ``isolate`` (the server's default), each model's weights and
+engines live in a worker process of their own (isolated.py): a crash there ends that model's
+requests and runners, and the next request loads it again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..timefmt import FOREVER, parse_keep_alive
 from .memory import Estimate
 from .options import LoadOptions
 from .placement import Placement, alongside, fewer_layers, place, promised, ran_out_of_memory
+from .isolated import ModelWorker, WorkerModel
 from .runner import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ class Runner:
     """One loaded model and its bookkeeping."""
 
     spec: LocalModel
-    model: LoadedModel
+    model: LoadedModel | WorkerModel
     load_options: LoadOptions
     keep_alive: float  # seconds; negative = forever
     active: int = 0
@@ -78,11 +81,14 @@ class QueueFull(A3SPowerError):
 
 class Scheduler:
     def __init__(self, config: Config, resolve: Callable[[str], LocalModel], events: Any = None,
-                 gpus: Callable[[], list[GpuInfo]] | None = None) -> None:
+                 gpus: Callable[[], list[GpuInfo]] | None = None, isolate: bool = False) -> None:
         """``events``, if given, hears ``on_load(name, seconds)`` and ``on_eviction(name)``.
         ``gpus`` lists the GPUs to place models on, read before each placement (by default the
-        CUDA devices NVML reports, when this llama.cpp build can offload)."""
+        CUDA devices NVML reports, when this llama.cpp build can offload). ``isolate`` runs each
+        model in a worker process (the server's ``model_workers`` setting); by default models run
+        in this process, as for programs that embed the engine."""
         self._config = config
+        self._isolate = isolate
         self._gpus = gpus or cuda_devices
         self.events = events
         self._resolve = resolve
@@ -91,7 +97,8 @@ class Scheduler:
         self._closed = False
         self._inflight = 0
         # Base weights shared by every runner over the same file and load-time model options
-        # (models that differ only in adapters, template or parameters): [model, users].
+        # (models that differ only in adapters, template or parameters): [weights, users], the
+        # weights a _core.Model, or the ModelWorker holding them.
         self._bases: dict[tuple, list] = {}
         # Placements of loads in flight, (weights key, placement) by name: promised before allocated.
         self._placing: dict[str, tuple[tuple, Placement]] = {}
@@ -170,6 +177,9 @@ class Scheduler:
         key = runner_key(spec.name, load)
         async with self._lock(spec.name):
             runner = self._runners.get(key)
+            if runner is not None and not _alive(runner.model):  # died just now: not heard of yet
+                self._worker_ended(runner.model.worker)
+                runner = None
             if runner is not None and not self._fits(runner, spec, load):
                 log.info("reloading %s with new load options", spec.name)
                 await self._unload(runner, wait=True)
@@ -199,7 +209,7 @@ class Scheduler:
             return runner
 
     async def _load_placed(self, spec: LocalModel, load: LoadOptions, est: Estimate, placement: Placement | None
-                           ) -> tuple[LoadedModel, Placement | None, dict[int, int] | None]:
+                           ) -> tuple[LoadedModel | WorkerModel, Placement | None, dict[int, int] | None]:
         """Loads ``spec`` where ``placement`` says. A load that runs out of GPU memory is tried
         again with fewer layers on the GPUs, down to none, instead of failing. Returns the model,
         where it went, and what it took on each GPU when that could be measured."""
@@ -235,7 +245,8 @@ class Scheduler:
             finally:
                 self._placing.pop(spec.name, None)
 
-    async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel:
+    async def _load_within_timeout(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions
+                                   ) -> LoadedModel | WorkerModel:
         """OLLAMA_LOAD_TIMEOUT: a load that takes longer is reported as failed; when it finishes
         after all, the model it made is closed again."""
         timeout = self._config.load_timeout
@@ -247,39 +258,67 @@ class Scheduler:
         except asyncio.TimeoutError:
             def discard(done: asyncio.Future) -> None:
                 if not done.cancelled() and done.exception() is None:
-                    done.result().close()
-                    self._drop_base(self._base_key(spec, load))
+                    model = done.result()
+                    model.close()
+                    self._drop_base(self._base_key(spec, load), _weights_of(model))
 
             task.add_done_callback(discard)
             raise ModelLoadError(f"timed out waiting for {spec.name} to load after {timeout:g}s") from None
 
-    async def _load(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel:
+    async def _load(self, spec: LocalModel, load: LoadOptions, placed: LoadOptions) -> LoadedModel | WorkerModel:
         """Loads ``spec`` with ``placed``: the requested ``load`` with its placement applied."""
-        from ..core import _core
-
         key = self._base_key(spec, load)
         async with self._lock(f"base:{key}"):  # two models over one file must not both load it
             base = self._bases.get(key)
+            if base is not None and isinstance(base[0], ModelWorker) and not base[0].alive:
+                self._worker_ended(base[0])
+                base = None
             if base is None:
-                model = await asyncio.to_thread(_core.Model, str(spec.model_path), placed.model_params())
-                base = self._bases[key] = [model, 0]
+                base = self._bases[key] = [await self._load_weights(spec, placed), 0]
             base[1] += 1
         try:
             adapters = [(str(p), 1.0) for p in spec.adapter_paths]
             projector = str(spec.projector_path) if spec.projector_path else None
+            if isinstance(base[0], ModelWorker):
+                return await base[0].open(str(spec.model_path), placed, adapters, projector)
             return await asyncio.to_thread(LoadedModel, str(spec.model_path), placed, adapters, base[0], projector)
         except BaseException:
-            self._drop_base(key)
+            self._drop_base(key, base[0])
             raise
+
+    async def _load_weights(self, spec: LocalModel, placed: LoadOptions):
+        """A model's weights: in this process, or in a worker process of their own."""
+        if not self._isolate:
+            from ..core import _core
+
+            return await asyncio.to_thread(_core.Model, str(spec.model_path), placed.model_params())
+        debug = self._config.debug
+        worker = await ModelWorker.start(spec.name, str(spec.model_path), placed,
+                                         (3 if debug > 1 else 2) if debug else None)
+        worker.on_exit.append(self._worker_ended)
+        return worker
+
+    def _worker_ended(self, worker: ModelWorker) -> None:
+        """A worker died (its requests have ended with why): its runners and weights are let go, so
+        that the next request loads the model again; other models are untouched."""
+        for key, base in list(self._bases.items()):
+            if base[0] is worker:
+                del self._bases[key]
+        for runner in list(self._runners.values()):
+            if _weights_of(runner.model) is worker:
+                del self._runners[runner.key]
+                if runner._timer:
+                    runner._timer.cancel()
+                log.info("dropped %s: its worker ended", runner.name)
 
     @staticmethod
     def _base_key(spec: LocalModel, load: LoadOptions) -> tuple:
         """Which loaded weights a model can share: the same file, loaded with the same options."""
         return str(spec.model_path), load.model_key()
 
-    def _drop_base(self, key: tuple) -> None:
+    def _drop_base(self, key: tuple, weights: object) -> None:
         base = self._bases.get(key)
-        if base is None:
+        if base is None or base[0] is not weights:  # let go already: its worker ended
             return
         base[1] -= 1
         if base[1] <= 0:
@@ -321,7 +360,7 @@ class Scheduler:
         if self._runners.get(runner.key) is runner:
             del self._runners[runner.key]
         await asyncio.to_thread(runner.model.close)
-        self._drop_base(self._base_key(runner.spec, runner.load_options))
+        self._drop_base(self._base_key(runner.spec, runner.load_options), _weights_of(runner.model))
         log.info("unloaded %s", runner.name)
 
     @staticmethod
@@ -390,6 +429,15 @@ class Scheduler:
             raise ModelLoadError(f"model requires more system memory ({format_bytes(host)}) than is available "
                                  f"({format_bytes(free)})")
         return placement
+
+
+def _alive(model: LoadedModel | WorkerModel) -> bool:
+    return model.worker.alive if isinstance(model, WorkerModel) else True
+
+
+def _weights_of(model: LoadedModel | WorkerModel) -> object:
+    """The base weights a model runs over: its worker, or the _core.Model in this process."""
+    return model.worker if isinstance(model, WorkerModel) else model.model
 
 
 def cuda_devices() -> list[GpuInfo]:
