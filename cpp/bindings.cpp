@@ -367,6 +367,9 @@ PYBIND11_MODULE(_core, m) {
                  d["other_ns"] = s.other_ns;
                  d["device_picks"] = s.device_picks;
                  d["prompt_cache_bytes"] = s.prompt_cache_bytes;
+                 d["prompt_cache_saved"] = s.prompt_cache_saved;
+                 d["prompt_cache_restored"] = s.prompt_cache_restored;
+                 d["prompt_cache_skipped"] = s.prompt_cache_skipped;
                  return d;
              })
         .def("release_prompt_cache", &Engine::release_prompt_cache, py::call_guard<py::gil_scoped_release>())

@@ -313,6 +313,9 @@ EngineStats Engine::stats() {
     s.other_ns = other_ns_.load();
     s.device_picks = device_picks_.load();
     s.prompt_cache_bytes = prompt_cache_bytes_.load();
+    s.prompt_cache_saved = prompt_cache_saved_.load();
+    s.prompt_cache_restored = prompt_cache_restored_.load();
+    s.prompt_cache_skipped = prompt_cache_skipped_.load();
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
     return s;
@@ -549,6 +552,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         }
         PromptCache::Match kept;
         if (prompt_cache_) {
+            prompt_cache_->note_prompt(prompt);
             kept = prompt_cache_->best(prompt);
             kept.common = usable_prefix(kept.common, prompt);
         }
@@ -580,7 +584,13 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
             slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
             common = donor_common;
         }
-        if (prompt_cache_) prompt_cache_bytes_ = prompt_cache_->bytes();
+        if (prompt_cache_) {
+            prompt_cache_bytes_ = prompt_cache_->bytes();
+            const auto counts = prompt_cache_->counts();
+            prompt_cache_saved_ = counts.saved;
+            prompt_cache_restored_ = counts.restored;
+            prompt_cache_skipped_ = counts.skipped;
+        }
     }
     if (common == 0) forget(slot, 0);
     slot.cache.resize(common);

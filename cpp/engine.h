@@ -133,6 +133,11 @@ struct EngineStats {
     int queued = 0;
     uint64_t steps = 0;
     size_t prompt_cache_bytes = 0;
+    // Conversations the prompt cache copied out of their slots, copied back, and let go without a
+    // copy because few came back (PromptCache::Counts).
+    uint64_t prompt_cache_saved = 0;
+    uint64_t prompt_cache_restored = 0;
+    uint64_t prompt_cache_skipped = 0;
     // Where the engine's thread spent its time, summed over steps (ns): in llama_decode until the
     // device finished it, picking tokens and publishing them after it, and everything else on
     // the thread (admitting requests, media, building the batch). On a GPU the device is idle
@@ -211,6 +216,7 @@ class Engine {
     std::vector<Slot *> host_picks_;  // of to_sample_, those whose chain runs here
     std::mutex prompt_cache_mutex_;  // the inference thread's use of prompt_cache_ against release
     std::atomic<size_t> prompt_cache_bytes_{0};
+    std::atomic<uint64_t> prompt_cache_saved_{0}, prompt_cache_restored_{0}, prompt_cache_skipped_{0};
     std::vector<Slot *> in_batch_;
     uint64_t clock_ = 0;
 

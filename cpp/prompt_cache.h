@@ -15,7 +15,8 @@ class PromptCache {
   public:
     explicit PromptCache(size_t max_bytes) : max_bytes_(max_bytes) {}
 
-    // Keeps a copy of sequence `seq`, whose cells hold `tokens`, unless a kept entry covers it.
+    // Keeps a copy of sequence `seq`, whose cells hold `tokens`, unless a kept entry covers it, or
+    // kept conversations have stopped coming back (see worth_saving).
     void save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens);
 
     struct Match {
@@ -24,6 +25,10 @@ class PromptCache {
     };
     // The entry sharing the longest prefix with `prompt`.
     Match best(const std::vector<llama_token> & prompt) const;
+
+    // A new request's prompt: if it continues a conversation that was let go without a copy, that
+    // counts as one that came back (worth_saving), so that saving resumes once they do.
+    void note_prompt(const std::vector<llama_token> & prompt);
 
     // Fills the empty sequence `seq` with the entry's cells; false when llama.cpp refuses them.
     bool restore(llama_context * ctx, int index, llama_seq_id seq);
@@ -35,6 +40,13 @@ class PromptCache {
     size_t bytes() const { return bytes_; }
     size_t size() const { return entries_.size(); }
 
+    struct Counts {
+        uint64_t saved = 0;     // conversations copied out of their slot
+        uint64_t restored = 0;  // ... and copied back into one
+        uint64_t skipped = 0;   // not copied, because few came back
+    };
+    Counts counts() const { return counts_; }
+
   private:
     struct Entry {
         std::vector<llama_token> tokens;
@@ -42,11 +54,17 @@ class PromptCache {
         uint64_t last_used = 0;
     };
     void drop(size_t index);
+    bool worth_saving();
 
     size_t max_bytes_;
     size_t bytes_ = 0;
     uint64_t clock_ = 0;
     std::vector<Entry> entries_;
+    Counts counts_;
+    // The recent record worth_saving() judges by: halved now and then, so it follows the workload.
+    uint64_t recent_saved_ = 0, recent_restored_ = 0, since_kept_ = 0;
+    std::vector<std::vector<llama_token>> let_go_;  // the latest conversations skipped, a ring
+    size_t let_go_next_ = 0;
 };
 
 }  // namespace a3s

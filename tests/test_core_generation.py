@@ -273,6 +273,28 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_host_memory(smoll
     assert_same_greedy(back, cold)
 
 
+def test_the_prompt_cache_stops_copying_when_conversations_do_not_come_back(smollm2, make_engine):
+    """Each save is a copy off the device while every slot waits. After 32 saves with no return, only
+    one pushed-out conversation in 8 is kept; once let-go conversations come back, all are again."""
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=256)
+
+    def conversation(i: int) -> list[int]:  # over 64 tokens: worth keeping
+        return smollm2.tokenize(f"<|im_start|>user\nRequest number {i}. " + "Tell me more. " * 20, True, True)
+
+    for i in range(48):  # one-shot prompts: each pushes the last one out of the only slot
+        generate(engine, conversation(i), num_predict=1)
+    stats = engine.stats()
+    assert (stats["prompt_cache_saved"], stats["prompt_cache_restored"]) == (33, 0)  # 32, then 1 of the next 15
+    assert stats["prompt_cache_skipped"] == 14
+    # Five of the let-go conversations come back (re-evaluated: they were not kept); the next
+    # pushed out is kept again.
+    for i in range(40, 45):
+        generate(engine, conversation(i) + smollm2.tokenize(" And then?", False, False), num_predict=1)
+    saved = engine.stats()["prompt_cache_saved"]
+    generate(engine, conversation(100), num_predict=1)
+    assert engine.stats()["prompt_cache_saved"] == saved + 1
+
+
 def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=0)
     first = smollm2.tokenize("<|im_start|>system\n" + "Answer briefly. " * 30 + "<|im_end|>\n", True, True)

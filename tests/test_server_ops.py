@@ -62,6 +62,8 @@ def test_metrics_count_requests_and_tokens(server):
     assert value(after, "power_models_loaded") == 1
     assert value(after, "power_slots", model=model) == 2
     assert ("power_prompt_cache_bytes", (("model", model),)) in after
+    for event in ("saved", "restored", "skipped"):
+        assert ("power_prompt_cache_conversations_total", (("event", event), ("model", model))) in after
     assert value(after, "power_model_loads_total", model=model) >= 1
     # The engine's thread time by phase grew with the work: decoding and picking tokens.
     for phase in ("decode", "sample"):

@@ -50,12 +50,18 @@ class Metrics:
                 engine_time = CounterMetricFamily("power_engine_seconds", "Engine thread time by phase",
                                                   labels=["model", "phase"])
                 engine_steps = CounterMetricFamily("power_engine_steps", "Batched decode steps", labels=["model"])
+                # saved: copied to host memory when pushed out of a slot; restored: copied back;
+                # skipped: let go without a copy, while few kept conversations came back.
+                cache_events = CounterMetricFamily("power_prompt_cache_conversations",
+                                                   "Conversations the prompt cache saved, restored or skipped",
+                                                   labels=["model", "event"])
                 waiting = 0
                 runners = scheduler.running()
                 # Per model: its generation and embedding runners summed, their shared weights once.
                 per_model: dict[str, list[int]] = {}
                 phases: dict[tuple[str, str], int] = {}
                 steps: dict[str, int] = {}
+                events: dict[tuple[str, str], int] = {}
                 for runner in runners:
                     stats = runner.model.engine.stats()
                     waiting += stats["queued"]
@@ -67,6 +73,9 @@ class Metrics:
                     steps[runner.name] = steps.get(runner.name, 0) + stats["steps"]
                     for phase in ("decode", "sample", "other"):
                         phases[(runner.name, phase)] = phases.get((runner.name, phase), 0) + stats[f"{phase}_ns"]
+                    for event in ("saved", "restored", "skipped"):
+                        key = (runner.name, event)
+                        events[key] = events.get(key, 0) + stats[f"prompt_cache_{event}"]
                 for name, (n_busy, n_slots, size, cache_bytes) in per_model.items():
                     busy.add_metric([name], n_busy)
                     slots.add_metric([name], n_slots)
@@ -76,9 +85,11 @@ class Metrics:
                     engine_time.add_metric(list(labels), ns / 1e9)
                 for name, n in steps.items():
                     engine_steps.add_metric([name], n)
+                for labels, n in events.items():
+                    cache_events.add_metric(list(labels), n)
                 queue.add_metric([], waiting)
                 loaded.add_metric([], len(per_model))
-                yield from (queue, busy, slots, memory, loaded, cached, engine_time, engine_steps)
+                yield from (queue, busy, slots, memory, loaded, cached, engine_time, engine_steps, cache_events)
                 gpus = gpu_stats()
                 if gpus:
                     mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])
