@@ -7,9 +7,12 @@ Measured for both servers, in alternating rounds (medians reported):
   - aggregate tok/s and p50/p95 request latency at 1, 2, 4 and 8 concurrent streams;
   - time to first token on each turn of a 6-turn chat, and of 6 chats taking turns over the slots;
   - latency of a cheap GET while 8 streams run (/api/version here, /health for llama-server);
-  - resident memory of the server process.
+  - resident memory of the server process and its model workers.
 
     python benchmarks/bench_server.py [--model smollm2] [--threads 2] [--slots 4] [--rounds 2]
+
+With --in-process-too, a third server, ours with every model in its own process
+(A3S_POWER_MODEL_WORKERS=0), takes its turn beside the others: what the worker processes cost.
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ def free_port() -> int:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and of its children (our server's model workers)."""
+    total = 0
     try:
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+                total += int(line.split()[1]) * 1024
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            total += sum(rss_bytes(int(child)) for child in children.read_text().split())
     except OSError:
         pass
-    return 0
+    return total
 
 
 class Server:
@@ -110,11 +117,14 @@ class PowerServer(Server):
     cheap_path = "/api/version"
 
     def __init__(self, home: Path, threads: int, slots: int, ctx: int, flash_attn: str,
-                 inference_nice: int | None = None) -> None:
+                 inference_nice: int | None = None, model_workers: bool = True) -> None:
         super().__init__()
         self.model = "bench"
+        if not model_workers:
+            self.name = "a3s-power in-process"
         env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_HOST": f"127.0.0.1:{self.port}",
-               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1"}
+               "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx), "OLLAMA_KEEP_ALIVE": "-1",
+               "A3S_POWER_MODEL_WORKERS": "1" if model_workers else "0"}
         env.pop("A3S_POWER_INFERENCE_NICE", None)
         if inference_nice is not None:
             env["A3S_POWER_INFERENCE_NICE"] = str(inference_nice)
@@ -254,22 +264,27 @@ async def main_async(args) -> dict:
     ban = sorted({t for t in (m.eos_token, *(i for i in range(m.n_vocab) if m.is_eog(i)))})
     m.close()
     long_prompt = (FILLER * 40)[: 1500 * 4]
-    results: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
-    singles: dict[str, list[dict]] = {"llama-server": [], "a3s-power": []}
     bench_tps = []
-    # Both servers stay up side by side (an idle one takes no CPU) and every measure alternates
-    # between them, first one then the other, so that the machine's drift falls on both alike.
-    home = tempfile.TemporaryDirectory()
+    # The servers stay up side by side (an idle one takes no CPU) and every measure alternates
+    # between them, in an order that turns each round, so that the machine's drift falls on all alike.
+    homes = [tempfile.TemporaryDirectory() for _ in range(2)]
     ls = LlamaServer(bins / "llama-server", model_path, args.threads, args.slots, args.ctx, args.flash_attn)
-    ps = PowerServer(Path(home.name), args.threads, args.slots, args.ctx, args.flash_attn, args.inference_nice)
+    ours = [PowerServer(Path(homes[0].name), args.threads, args.slots, args.ctx, args.flash_attn, args.inference_nice)]
+    if args.in_process_too:
+        ours.append(PowerServer(Path(homes[1].name), args.threads, args.slots, args.ctx, args.flash_attn,
+                                args.inference_nice, model_workers=False))
+    servers: list[Server] = [ls, *ours]
+    results: dict[str, list[dict]] = {server.name: [] for server in servers}
+    singles: dict[str, list[dict]] = {server.name: [] for server in servers}
     try:
         await ls.wait_ready("/health")
-        await ps.wait_ready("/api/version")
-        await ps.create(model_path)
-        for server in (ls, ps):  # warm-up: load, first allocations
+        for ps in ours:
+            await ps.wait_ready("/api/version")
+            await ps.create(model_path)
+        for server in servers:  # warm-up: load, first allocations
             await stream_chat(server, [{"role": "user", "content": "Hello."}], 8, ban)
         for rnd in range(args.rounds):
-            order = (ls, ps) if rnd % 2 == 0 else (ps, ls)
+            order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
             # Single-stream decode, each run right beside a run of llama-bench.
             for i in range(args.decode_runs):
                 tps = llama_bench(bins / "llama-bench", model_path, args.threads, args.tokens, args.flash_attn)
@@ -282,9 +297,10 @@ async def main_async(args) -> dict:
                 results[server.name].append(await measure_round(server, ban, args.tokens, long_prompt,
                                                                 f"Round {rnd}."))
     finally:
-        ls.stop()
-        ps.stop()
-        home.cleanup()
+        for server in servers:
+            server.stop()
+        for home in homes:
+            home.cleanup()
     def med(name: str, key: str) -> float:
         runs = singles[name] if key in singles[name][0] else results[name]
         return statistics.median(r[key] for r in runs)
@@ -310,7 +326,14 @@ async def main_async(args) -> dict:
     for label, key in rows:
         a, b = med("llama-server", key), med("a3s-power", key)
         print(f"| {label} | {a:.2f} | {b:.2f} | {b / a:.3f} |")
-    for name in ("llama-server", "a3s-power"):
+    if args.in_process_too:
+        print()
+        print("| measure | a3s-power, models in-process | a3s-power, model workers | workers / in-process |")
+        print("|---|---|---|---|")
+        for label, key in rows:
+            a, b = med("a3s-power in-process", key), med("a3s-power", key)
+            print(f"| {label} | {a:.2f} | {b:.2f} | {b / a:.3f} |")
+    for name in singles:
         print(f"| decode / llama-bench (median of paired runs), {name} | | | "
               f"{med(name, 'vs_llama_bench'):.3f} |")
         turns = [statistics.median(r["chat_ttft_ms"][i] for r in results[name]) for i in range(6)]
@@ -332,6 +355,8 @@ def main() -> None:
     parser.add_argument("--inference-nice", type=int, help="A3S_POWER_INFERENCE_NICE for our server (default: its own, 10)")
     parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
                         help="for all three; auto is the default of llama-bench, llama-server, Ollama and ours")
+    parser.add_argument("--in-process-too", action="store_true",
+                        help="also run our server with every model in its own process (A3S_POWER_MODEL_WORKERS=0)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))

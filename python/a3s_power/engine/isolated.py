@@ -127,6 +127,8 @@ class ModelWorker:
         connection (a request arriving then loads the model again rather than fail)."""
         if self.exit_message is not None or self._eof:
             return False
+        if not hasattr(os, "waitid"):  # macOS before Python 3.13
+            return self._proc.poll() is None
         try:  # looked at without reaping it, and without Popen's lock, which _reap may hold
             return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         except ChildProcessError:  # reaped already

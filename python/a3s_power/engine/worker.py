@@ -19,6 +19,7 @@ from ..core import _core  # isort: skip
 import asyncio
 import itertools
 import os
+import signal
 import socket
 import sys
 import threading
@@ -240,6 +241,9 @@ def _exit() -> None:
 
 
 def main(argv: list[str]) -> None:
+    # The server decides when this ends (it closes the stream): Ctrl-C in its terminal reaches the
+    # whole process group, and the server finishes its streams before it lets its workers go.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(_main(int(argv[0]), int(argv[1])))
 
 
