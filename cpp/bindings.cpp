@@ -207,6 +207,9 @@ PYBIND11_MODULE(_core, m) {
                                    return d;
                                })
         .def("is_eog", &Model::is_eog, py::arg("token"))
+        .def_property_readonly("n_cls_out", &Model::n_cls_out)
+        .def("rerank_tokens", &Model::rerank_tokens, py::arg("query"), py::arg("document"),
+             py::call_guard<py::gil_scoped_release>())
         .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
              py::arg("parse_special") = true, py::call_guard<py::gil_scoped_release>())
         .def("detokenize", &Model::detokenize, py::arg("tokens"), py::arg("remove_special") = false,

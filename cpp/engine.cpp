@@ -779,7 +779,10 @@ void Engine::after_decode() {
                 finish(*slot, "error", "the model returned no embedding", out);
                 continue;
             }
-            const int n_embd = llama_model_n_embd_out(model_->get());
+            // Rank pooling gives a reranker's scores (n_cls_out of them), not an embedding.
+            const int n_embd = llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_RANK
+                                   ? std::max(1, model_->n_cls_out())
+                                   : llama_model_n_embd_out(model_->get());
             e.embedding.assign(emb, emb + n_embd);
             if (req.normalize) l2_normalize(e.embedding);
             finish(*slot, "stop", "", out);

@@ -161,6 +161,30 @@ std::vector<llama_token> Model::tokenize(const std::string & text, bool add_spec
     return tokens;
 }
 
+std::vector<llama_token> Model::rerank_tokens(const std::string & query, const std::string & document) const {
+    if (const char * tmpl = llama_model_chat_template(get(), "rerank")) {
+        std::string prompt = tmpl;
+        auto fill = [&prompt](const std::string & key, const std::string & value) {
+            for (size_t at = prompt.find(key); at != std::string::npos; at = prompt.find(key, at + value.size())) {
+                prompt.replace(at, key.size(), value);
+            }
+        };
+        fill("{query}", query);
+        fill("{document}", document);
+        return tokenize(prompt, false, true);
+    }
+    llama_token eos = llama_vocab_eos(vocab_);
+    if (eos == LLAMA_TOKEN_NULL) eos = llama_vocab_sep(vocab_);
+    std::vector<llama_token> out;
+    if (llama_vocab_get_add_bos(vocab_)) out.push_back(llama_vocab_bos(vocab_));
+    for (llama_token t : tokenize(query, false, false)) out.push_back(t);
+    if (llama_vocab_get_add_eos(vocab_)) out.push_back(eos);
+    if (llama_vocab_get_add_sep(vocab_)) out.push_back(llama_vocab_sep(vocab_));
+    for (llama_token t : tokenize(document, false, false)) out.push_back(t);
+    if (llama_vocab_get_add_eos(vocab_)) out.push_back(eos);
+    return out;
+}
+
 std::string Model::detokenize(const std::vector<llama_token> & tokens, bool remove_special,
                               bool unparse_special) const {
     get();

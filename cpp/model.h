@@ -55,6 +55,12 @@ class Model {
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize(const std::vector<llama_token> & tokens, bool remove_special, bool unparse_special) const;
     std::string token_to_piece(llama_token token, bool special) const;
+    // A reranker's input for one (query, document) pair, as llama.cpp's server builds it: the
+    // model's "rerank" template with {query} and {document} filled in, or else
+    // [BOS] query [EOS] [SEP] document [EOS] as the vocabulary asks.
+    std::vector<llama_token> rerank_tokens(const std::string & query, const std::string & document) const;
+    // Scores per input under rank pooling (llama.cpp says 1 for a model without classifier labels).
+    int n_cls_out() const { return int(llama_model_n_cls_out(get())); }
     bool is_eog(llama_token token) const { return llama_vocab_is_eog(vocab_, token); }
     bool is_control(llama_token token) const { return llama_vocab_is_control(vocab_, token); }
 

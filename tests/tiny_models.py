@@ -63,11 +63,16 @@ def write_tiny_llama(
     add_bos: bool = False,
     n_vocab: int = 0,
     f16: bool = False,
+    rerank_template: str | None = None,
 ) -> Path:
     """A llama-architecture model with random weights (f32), a few MB at the default sizes.
     ``n_vocab`` pads the vocabulary with user-defined tokens to a real model's size, for benchmarks
     where the cost of the output layer and of sampling must be a real model's. ``f16`` writes the
-    matrices in f16, drawn faster (benchmark shapes of billions of weights, to be quantized)."""
+    matrices in f16, drawn faster (benchmark shapes of billions of weights, to be quantized).
+    ``architecture="qwen3"`` adds its per-head Q and K norms. ``rerank_template`` makes a reranker
+    in Qwen3-Reranker's shape: rank pooling, a "yes" and a "no" output and their head (``cls.output``;
+    llama.cpp takes their softmax, and the score is "yes"'s),
+    and that template (with ``{query}`` and ``{document}``) as the GGUF's "rerank" template."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = _vocab()
     if n_vocab > len(tokens):
@@ -98,6 +103,10 @@ def write_tiny_llama(
     writer.add_add_bos_token(add_bos)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if rerank_template is not None:
+        writer.add_pooling_type(gguf.PoolingType.RANK)
+        writer.add_array(f"{architecture}.classifier.output_labels", ["yes", "no"])
+        writer.add_string("tokenizer.chat_template.rerank", rerank_template)
 
     def weight(*shape: int, scale: float = 0.5) -> np.ndarray:
         if f16:
@@ -116,11 +125,16 @@ def write_tiny_llama(
         writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv_dim, n_embd))
         writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv_dim, n_embd))
         writer.add_tensor(f"blk.{i}.attn_output.weight", weight(n_embd, n_embd))
+        if architecture == "qwen3":
+            writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(n_ff, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
 
+    if rerank_template is not None:
+        writer.add_tensor("cls.output.weight", weight(2, n_embd, scale=4.0))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
