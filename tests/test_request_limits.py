@@ -29,6 +29,7 @@ JSON_ROUTES = [
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("POST", "/v1/responses"),
     ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/api/rerank"), ("POST", "/v1/rerank"),
 ]
 
 

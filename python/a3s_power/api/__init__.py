@@ -5,12 +5,12 @@ JSON to and from them; programs that run models in process (``a3s_power.Power``)
 """
 
 from .messages import Image, Message, Tool, ToolCall, ToolCallFunction, ToolFunction
-from .requests import (ChatRequest, EmbedRequest, Format, FunctionName, GenerateRequest, KeepAlive,
-                       NamedToolChoice, Options, Think, ToolChoice)
+from .requests import (MAX_RERANK_DOCUMENTS, ChatRequest, EmbedRequest, Format, FunctionName, GenerateRequest,
+                       KeepAlive, NamedToolChoice, Options, RerankRequest, Think, ToolChoice)
 from .responses import (ChatResponse, Delta, EmbedResponse, GenerateResponse, Logprob, Metrics, ModelInfo,
-                        TopLogprob)
+                        RerankResponse, RerankResult, TopLogprob)
 
-__all__ = ["ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
+__all__ = ["MAX_RERANK_DOCUMENTS", "ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
            "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "Message", "Metrics", "ModelInfo",
-           "NamedToolChoice", "Options", "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice",
+           "NamedToolChoice", "Options", "RerankRequest", "RerankResponse", "RerankResult", "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice",
            "ToolFunction", "TopLogprob"]

@@ -173,3 +173,24 @@ class EmbedRequest(BaseModel):
         return [value] if isinstance(value, str) else value
 
     _alive = field_validator("keep_alive")(classmethod(lambda cls, v: _keep_alive(v)))
+
+
+# Cohere's limit: more documents than this in one rerank request is a 400.
+MAX_RERANK_DOCUMENTS = 1000
+
+
+class RerankRequest(BaseModel):
+    """Documents ordered by relevance to a query, by a reranker (llama.cpp's rank pooling). The
+    fields are those llama-server, Jina and Cohere take; a document is text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    query: str
+    documents: list[str] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
+    top_n: int | None = Field(None, gt=0)  # the best N; all of them when None
+    return_documents: bool = False
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+    _alive = field_validator("keep_alive")(classmethod(lambda cls, v: _keep_alive(v)))

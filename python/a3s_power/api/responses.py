@@ -124,6 +124,19 @@ class EmbedResponse(BaseModel):
     metrics: Metrics = Field(default_factory=Metrics)
 
 
+class RerankResult(BaseModel):
+    index: int  # the document's place in the request
+    relevance_score: float  # the reranker's score: higher is more relevant
+    document: str | None = None  # with return_documents
+
+
+class RerankResponse(BaseModel):
+    model: str = ""
+    results: list[RerankResult] = Field(default_factory=list)  # most relevant first
+    prompt_eval_count: int = 0
+    metrics: Metrics = Field(default_factory=Metrics)
+
+
 class ModelInfo(BaseModel):
     """A model the engine can run: one in the store, or a GGUF file loaded by its path."""
 

@@ -131,6 +131,10 @@ class Vocabulary:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special, parse_special)
 
+    def rerank_tokens(self, query: str, document: str) -> list[int]:
+        """A reranker's input for one pair (_core.Model.rerank_tokens)."""
+        return self.model.rerank_tokens(query, document)
+
     def _needs_bos(self, prompt: str) -> bool:
         bos = self.model.bos_token
         if not self.model.add_bos or bos < 0:

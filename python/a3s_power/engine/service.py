@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
-from ..api import ChatRequest, Delta, EmbedRequest, EmbedResponse, GenerateRequest, Metrics, ToolChoice
+from ..api import (ChatRequest, Delta, EmbedRequest, EmbedResponse, GenerateRequest, Metrics, RerankRequest,
+                   RerankResponse, RerankResult, ToolChoice)
 from ..api import Options as RequestOptions
 from ..errors import InvalidOptionError
 from ..prompt.bounded import run_bounded
@@ -516,6 +517,41 @@ class InferenceService:
             self.observer.on_request(spec.name, "embed", count, 0, 0, total)
         return EmbedResponse(model=request.model, embeddings=out, prompt_eval_count=count,
                              metrics=Metrics(total_duration=total, load_duration=loaded_ns, prompt_eval_count=count))
+
+
+    # --- reranking -------------------------------------------------------------------------
+
+    async def rerank(self, request: RerankRequest) -> RerankResponse:
+        """The documents scored against the query in one batch (each pair is one sequence of the
+        embedding engine, whose rank pooling gives the score), most relevant first."""
+        started = time.perf_counter_ns()
+        spec = self.resolve(request.model)
+        if not self._can(spec, "rerank"):
+            raise CapabilityError(f'"{request.model}" does not support rerank')
+        opts = replace_load(self.options_for(spec, request.options), embedding=True)
+        async with self.scheduler.use(spec, opts.load, _keep_alive(request.keep_alive)) as runner:
+            loaded_ns = time.perf_counter_ns() - started
+            n_ctx = opts.load.num_ctx
+
+            def pair(index: int, document: str) -> list[int]:
+                tokens = runner.model.rerank_tokens(request.query, document)
+                if len(tokens) > n_ctx:
+                    raise InvalidOptionError(f"documents[{index}] with the query is {len(tokens)} tokens, more than "
+                                             f"the context length (num_ctx {n_ctx})")
+                return tokens
+
+            pairs = await asyncio.to_thread(lambda: [pair(i, d) for i, d in enumerate(request.documents)])
+            scores = await runner.model.embed(pairs, normalize=False)
+        results = [RerankResult(index=i, relevance_score=s[0],
+                                document=request.documents[i] if request.return_documents else None)
+                   for i, s in enumerate(scores)]
+        results.sort(key=lambda r: -r.relevance_score)
+        count = sum(len(p) for p in pairs)
+        total = time.perf_counter_ns() - started
+        if self.observer is not None:
+            self.observer.on_request(spec.name, "rerank", count, 0, 0, total)
+        return RerankResponse(model=request.model, results=results[:request.top_n], prompt_eval_count=count,
+                              metrics=Metrics(total_duration=total, load_duration=loaded_ns, prompt_eval_count=count))
 
 
 def _shortened(vector: list[float], dimensions: int | None, normalize: bool) -> list[float]:

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..engine.service import InferenceService
 from ..store.types import LocalModel
 from ..version import __version__
-from . import account, anthropic, models, native, openai, ops, responses
+from . import account, anthropic, models, native, openai, ops, rerank, responses
 from .errors import error_middleware
 from .metrics import Metrics
 from .state import STATE, ServerState, state_of
@@ -126,6 +126,7 @@ def create_app(state: ServerState) -> web.Application:
     openai.setup(app)
     anthropic.setup(app)
     responses.setup(app)
+    rerank.setup(app)
     ops.setup(app)
     account.setup(app)
     models.setup(app)  # the model store's routes (pull, push, create, ...)

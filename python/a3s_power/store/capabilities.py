@@ -1,6 +1,7 @@
 """A model's capabilities, derived as Ollama's ``Model.Capabilities`` derives them.
 
-- ``embedding`` when the GGUF has ``<arch>.pooling_type``, else ``completion``;
+- ``embedding`` when the GGUF has ``<arch>.pooling_type``, else ``completion``; ``rerank`` instead of
+  ``embedding`` when that pooling is llama.cpp's rank pooling (a reranker scores, it does not embed);
 - ``vision`` when the GGUF has ``<arch>.vision.block_count`` or the model has a projector;
 - ``tools`` / ``insert`` when the prompt template uses tools / a suffix;
 - ``thinking`` when the template has thinking tags (or the model is gpt-oss).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+_RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
 _GO_TOOLS = re.compile(r"\.Tools\b")
 _GO_SUFFIX = re.compile(r"\.Suffix\b")
 _JINJA_TOOLS = re.compile(r"\btools\b")
@@ -38,7 +40,8 @@ def derive(metadata: dict[str, Any], template: str | None, *, has_projector: boo
     """The capability list, in Ollama's order."""
     arch = str(metadata.get("general.architecture", ""))
     caps: list[str] = []
-    caps.append("embedding" if f"{arch}.pooling_type" in metadata else "completion")
+    pooling = metadata.get(f"{arch}.pooling_type")
+    caps.append("completion" if pooling is None else ("rerank" if pooling == _RANK_POOLING else "embedding"))
     vision = f"{arch}.vision.block_count" in metadata
     if vision:
         caps.append("vision")
