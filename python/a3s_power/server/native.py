@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from ..core import _core
 from ..api import ChatRequest, Delta, EmbedRequest, GenerateRequest, ToolCall
+from ..core import _core
 from ..timefmt import now_rfc3339
 from ..version import OLLAMA_API_VERSION, __version__
 from .errors import ApiError, read_json, validated
@@ -38,7 +39,7 @@ def _model_name(body: dict) -> str:
     return name
 
 
-def _fields(body: dict, kind: type, name: str) -> dict[str, Any]:
+def _fields(body: dict, kind: type[BaseModel], name: str) -> dict[str, Any]:
     """The body's fields that ``kind`` has; null is Go's zero value, as if left out."""
     fields = {k: v for k, v in body.items() if k in kind.model_fields and v is not None}
     for key in ("truncate", "shift"):
