@@ -6,7 +6,9 @@ Like Ollama's CLI, every command talks to the server at OLLAMA_HOST.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,15 +29,37 @@ def base_url(host: str) -> str:
     return parse_host(host).url(for_client=True)
 
 
+class KeyRefused(A3SPowerError):
+    """The server asks for an API key (A3S_POWER_API_KEY) and none, or another, was sent."""
+
+    http_status = 401
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """What an https:// server's certificate is checked against: ``ca_file``'s CAs, else the system's."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise A3SPowerError(f"A3S_POWER_CA_FILE {ca_file}: {exc.strerror or exc}") from None
+
+
 class Client:
-    def __init__(self, host: str, timeout: float | None = None, sign: bool = False) -> None:
+    def __init__(self, host: str, timeout: float | None = None, sign: bool = False, api_key: str | None = None,
+                 ca_file: Path | None = None) -> None:
         self.base = base_url(host)
         self.sign = sign  # OLLAMA_AUTH: each request carries a ts query and this machine's signature
+        self.api_key = api_key  # A3S_POWER_API_KEY's first key, as a Bearer token
+        self.ca_file = ca_file
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
 
     def signed(self, method: str, path: str) -> tuple[str, dict[str, str]]:
-        """The URL for ``path`` and the headers that go with it (signed when ``sign`` is set)."""
+        """The URL for ``path`` and the headers that go with it: the API key, or the signature when
+        ``sign`` is set. The key takes the Authorization header: A3S Power checks keys, not signatures."""
+        if self.api_key:
+            return self.base + path, {"Authorization": f"Bearer {self.api_key}"}
         if not self.sign:
             return self.base + path, {}
         from . import auth
@@ -44,7 +68,9 @@ class Client:
         return self.base + signed_path, {"Authorization": signature}
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        context = tls_context(self.ca_file)
+        connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
+        self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -61,6 +87,12 @@ class Client:
         if response.status < 400:
             return
         text = await response.text()
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status == 401 and challenge.lower().startswith("bearer"):
+            # The server's API key, not ollama.com's sign-in: the CLI must not offer to sign in.
+            if "invalid_token" in challenge:
+                raise KeyRefused("the server refused the API key in A3S_POWER_API_KEY")
+            raise KeyRefused("the server wants an API key: set A3S_POWER_API_KEY to one of its keys")
         signin_url = None
         try:
             body = json.loads(text)
@@ -77,6 +109,8 @@ class Client:
             url, headers = self.signed("HEAD", "/")
             async with self.session.head(url, headers=headers) as response:
                 return response.status == 200
+        except aiohttp.ClientSSLError:
+            raise  # a server answers, over TLS, with a certificate not trusted: starting another cannot help
         except aiohttp.ClientError:
             return False
 

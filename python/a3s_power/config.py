@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .errors import InvalidOptionError
 from .settings import Setting, collect, env_text, markdown, parse_bool, parse_seconds, read_env, read_toml, spliced
@@ -67,6 +68,16 @@ def _debug_level(text: str) -> int:
     if text == "2":
         return 2
     return 1 if parse_bool(text) else 0
+
+
+def _keys(values: Iterable[str]) -> tuple[str, ...]:
+    """API keys as sent in a header: visible ASCII, no spaces. The error never shows a key."""
+    keys = tuple(values)
+    for number, key in enumerate(keys, 1):
+        if not key or not all("!" <= c <= "~" for c in key):
+            raise ValueError(f"key {number} holds a character other than visible ASCII (letters, digits, "
+                             "punctuation)")
+    return keys
 
 
 class _Price(BaseModel, extra="forbid"):
@@ -185,6 +196,27 @@ class Config(BaseModel):
         more="by default they are refused, after DNS resolution and on every redirect, so that a request cannot "
              "make the server reach services on its own host or network")] = False
 
+    # Access and TLS (README's "API keys and TLS").
+    api_keys: Annotated[tuple[str, ...], Setting(
+        "API keys: when any is set, every route but `/` needs one", env="A3S_POWER_API_KEY", toml=True,
+        toml_type=list[str], clean=_keys, shown="none",
+        more="comma-separated in the variable, a list in config.toml; sent as `Authorization: Bearer KEY` (or "
+             "`x-api-key: KEY` on the Anthropic routes); a missing or wrong key is answered 401 in the API's "
+             "error shape. The CLI sends the first key of this variable (or of `api_key_file`)"),
+        Field(repr=False)] = ()
+    api_key_file: Annotated[Path | None, Setting(
+        "a file of API keys, one a line, with `api_keys`", env="A3S_POWER_API_KEY_FILE", toml=True,
+        more="blank lines and lines that start with `#` are skipped; read at start-up")] = None
+    tls_cert: Annotated[Path | None, Setting(
+        "the server's certificate chain (PEM): `serve` answers HTTPS", env="A3S_POWER_TLS_CERT", toml=True,
+        more="with `tls_key`; also `serve --tls-cert`")] = None
+    tls_key: Annotated[Path | None, Setting(
+        "the private key (PEM) of `tls_cert`", env="A3S_POWER_TLS_KEY", toml=True,
+        more="also `serve --tls-key`")] = None
+    ca_file: Annotated[Path | None, Setting(
+        "CA certificates (PEM) the CLI trusts for an `https://` OLLAMA_HOST", env="A3S_POWER_CA_FILE", toml=True,
+        more="instead of the system's")] = None
+
     # The store, remote models and ollama.com.
     noprune: Annotated[bool, Setting(
         "keep unreferenced blobs", env="OLLAMA_NOPRUNE",
@@ -222,6 +254,30 @@ class Config(BaseModel):
         home = Path(env_text("A3S_POWER_HOME") or Path.home() / ".a3s" / "power")
         values: dict[str, Any] = {**_read_toml(home / "config.toml"), **read_env(SETTINGS)}
         return cls(**{**values, "home": home})
+
+    def api_key_list(self) -> tuple[str, ...]:
+        """Every API key: ``api_keys`` and the lines of ``api_key_file``; none means no key is asked for."""
+        keys = list(self.api_keys)
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidOptionError(f"A3S_POWER_API_KEY_FILE {self.api_key_file}: cannot read it: "
+                                         f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+            lines = [line.strip() for line in text.splitlines()]
+            try:
+                found = _keys(line for line in lines if line and not line.startswith("#"))
+            except ValueError as exc:
+                raise InvalidOptionError(f"A3S_POWER_API_KEY_FILE {self.api_key_file}: {exc}") from None
+            if not found:  # a key file that holds none must not leave the server open
+                raise InvalidOptionError(f"A3S_POWER_API_KEY_FILE {self.api_key_file}: no key in it")
+            keys += found
+        return tuple(keys)
+
+    def client_api_key(self) -> str | None:
+        """The key the CLI and ``client.Client`` send: the first one."""
+        keys = self.api_key_list()
+        return keys[0] if keys else None
 
     @property
     def models_root(self) -> Path:

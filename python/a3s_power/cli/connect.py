@@ -38,11 +38,12 @@ async def ensure_server(client: Client) -> None:
 
 
 def new_client() -> Client:
-    """A client of the server at OLLAMA_HOST, signing its requests when OLLAMA_AUTH is set."""
+    """A client of the server at OLLAMA_HOST with the first API key of A3S_POWER_API_KEY (or its
+    file), trusting A3S_POWER_CA_FILE's CAs for HTTPS; signing its requests when OLLAMA_AUTH is set."""
     from ..config import get_config  # here, not above: --version answers without pydantic
 
     config = get_config()
-    return Client(config.host, sign=config.auth)
+    return Client(config.host, sign=config.auth, api_key=config.client_api_key(), ca_file=config.ca_file)
 
 
 def with_server(work: Callable[[Client], Awaitable[None]]) -> None:
@@ -69,6 +70,9 @@ def connection_error(exc: BaseException) -> str:
     """What Ollama's CLI says when the connection to the server fails or breaks off."""
     if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         return "unexpected EOF"  # the server went away in the middle of an answer
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (f"the server's certificate at {exc.host}:{exc.port} is not trusted ({exc.certificate_error}); "
+                "A3S_POWER_CA_FILE names the CA that signed it")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"could not connect to the server at {exc.host}:{exc.port}, is it running?"
     if isinstance(exc, asyncio.TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -47,13 +48,19 @@ class _ServeCommand(click.Command):
 @main.command(cls=_ServeCommand)
 @click.option("--host", help="Address to listen on (default from OLLAMA_HOST, 127.0.0.1)")
 @click.option("--port", type=int, help="Port to listen on (default from OLLAMA_HOST, 11434)")
-def serve(host: str | None, port: int | None) -> None:
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this certificate chain (PEM; default from A3S_POWER_TLS_CERT)")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM; default from A3S_POWER_TLS_KEY)")
+def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Start the server"""
     from ..config import get_config
     from ..server.serve import serve as run_server
 
+    config = get_config()
+    flags = {name: value for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key)) if value is not None}
     try:
-        asyncio.run(run_server(get_config(), host, port))
+        asyncio.run(run_server(config.model_copy(update=flags) if flags else config, host, port))
     except OSError as e:
         _fail(str(e))
     except A3SPowerError as e:
@@ -80,6 +87,9 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
         keepalive: str | None, insecure: bool, nowordwrap: bool, fmt: str | None, think: str | None,
         hidethinking: bool, dimensions: int | None, truncate: bool | None) -> None:
     """Run a model"""
+    import aiohttp
+
+    from .connect import connection_error
     from .run import run_model
 
     text = prompt_option if prompt_option is not None else " ".join(prompt)
@@ -97,6 +107,8 @@ def run(model: str, prompt: tuple[str, ...], prompt_option: str | None, system: 
             say_sign_in("Ollama to run Cloud models", e.signin_url)
             return
         _fail(str(e))
+    except aiohttp.ClientError as e:  # the server cannot be reached, or its certificate is not trusted
+        _fail(connection_error(e))
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -307,14 +307,11 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
     else:
         client = new_client()
         await client.__aenter__()
-        await ensure_server(client)
         try:
-            info = await client.request("POST", "/api/show", {"model": model})
-        except ClientError as exc:
-            if exc.status != 404:
-                raise
-            await stream_progress(client, "/api/pull", {"model": model, "insecure": insecure})
-            info = await client.request("POST", "/api/show", {"model": model})
+            info = await _show_or_pull(client, model, insecure)
+        except BaseException:  # a refused key, an untrusted certificate: the session closes before the error
+            await client.__aexit__(None, None, None)
+            raise
         chat = RemoteChat(client, model, keep_alive, info)
         if "embedding" in chat.capabilities:
             try:
@@ -330,6 +327,19 @@ async def run_model(model: str, prompt: str, system: str | None, verbose: bool, 
             await converse(session)
     finally:
         await chat.close()
+
+
+async def _show_or_pull(client: Client, model: str, insecure: bool) -> Any:
+    """The model's /api/show, pulled first when the server does not have it (a server started first
+    when none answers)."""
+    await ensure_server(client)
+    try:
+        return await client.request("POST", "/api/show", {"model": model})
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        await stream_progress(client, "/api/pull", {"model": model, "insecure": insecure})
+        return await client.request("POST", "/api/show", {"model": model})
 
 
 async def embed(client: Client, model: str, prompt: str, dimensions: int | None, truncate: bool | None) -> None:

@@ -14,6 +14,7 @@ from ..engine.service import InferenceService
 from ..store.types import LocalModel
 from ..version import __version__
 from . import account, anthropic, models, native, openai, ops, rerank, responses
+from .access import key_middleware
 from .errors import error_middleware
 from .metrics import Metrics
 from .state import STATE, ServerState, state_of
@@ -118,9 +119,12 @@ def create_app(state: ServerState) -> web.Application:
     state.scheduler.events = observer
     state.service = InferenceService(state.scheduler, observer)
 
+    middlewares = [_edge_middleware(lambda: state), state.metrics.middleware()]
+    if keys := state.config.api_key_list():  # refused requests are still counted in /metrics
+        middlewares.append(key_middleware(keys))
     # JSON bodies stop at the configured size (errors.read_json); blob uploads stream to disk unbounded.
     app = web.Application(client_max_size=state.config.max_body_mb * 1024 * 1024,
-                          middlewares=[_edge_middleware(lambda: state), state.metrics.middleware(), error_middleware])
+                          middlewares=[*middlewares, error_middleware])
     app[STATE] = state
     native.setup(app)
     openai.setup(app)
