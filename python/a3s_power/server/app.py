@@ -13,7 +13,7 @@ from aiohttp import web
 from ..engine.service import InferenceService
 from ..store.types import LocalModel
 from ..version import __version__
-from . import account, anthropic, models, native, openai, ops, rerank, responses
+from . import account, anthropic, models, native, openai, ops, rerank, responses, ui
 from .access import key_middleware
 from .errors import error_middleware
 from .metrics import Metrics
@@ -134,6 +134,7 @@ def create_app(state: ServerState) -> web.Application:
     ops.setup(app)
     account.setup(app)
     models.setup(app)  # the model store's routes (pull, push, create, ...)
+    ui.setup(app)  # the web page at /ui
 
     async def on_shutdown(app: web.Application) -> None:
         await state.scheduler.close()
