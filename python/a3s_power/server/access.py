@@ -1,5 +1,6 @@
-"""API keys (A3S_POWER_API_KEY, A3S_POWER_API_KEY_FILE): when any is set, every route but ``/``
-answers 401, in its API's own error shape, unless the request carries one of them.
+"""API keys (A3S_POWER_API_KEY, A3S_POWER_API_KEY_FILE): when any is set, every route but ``/`` (and
+the web page's static files under ``/ui``, which ask for the key themselves) answers 401, in its
+API's own error shape, unless the request carries one of them.
 
 A key travels as ``Authorization: Bearer KEY`` on every route (the openai and ollama clients send
 that), or as ``x-api-key: KEY`` on the Anthropic routes (the anthropic client's ``api_key``). Keys are
@@ -19,6 +20,8 @@ from .errors import error_body, flavour
 
 # What a load balancer or `a3s-power`'s own heartbeat asks (Ollama's "Ollama is running"): no key.
 _OPEN_PATHS = frozenset({"/"})
+# The web page's static files (server/ui.py): they hold no data, and the page asks for the key itself.
+_PAGE = "/ui"
 
 
 def _digest(text: str) -> bytes:
@@ -70,7 +73,8 @@ def key_middleware(keys: Iterable[str]):
 
     @web.middleware
     async def require_key(request: web.Request, handler):
-        if request.path in _OPEN_PATHS and request.method in ("GET", "HEAD"):
+        path = request.path
+        if request.method in ("GET", "HEAD") and (path in _OPEN_PATHS or path == _PAGE or path.startswith(_PAGE + "/")):
             return await handler(request)
         style = flavour(request.path)
         key = presented_key(request, style)
