@@ -97,6 +97,28 @@ def test_usage_survives_a_restart(tmp_path):
                                          "total_tokens": 15}
 
 
+def test_usage_keeps_time_to_first_token_and_speed(tmp_path):
+    import sqlite3
+
+    # A log written before ttft_ns was kept gains the column; its old rows have no TTFT.
+    old = sqlite3.connect(str(tmp_path / "u.db"))
+    old.execute("CREATE TABLE usage (ts REAL NOT NULL, model TEXT NOT NULL, endpoint TEXT NOT NULL, "
+                "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, duration_ns INTEGER NOT NULL, "
+                "cost REAL NOT NULL)")
+    old.execute("INSERT INTO usage VALUES (86400 * 3, 'm', 'chat', 4, 3, 9000000, 0)")
+    old.commit()
+    old.close()
+    log = UsageLog(tmp_path / "u.db")
+    # Two requests on day 5: 11 tokens after the first in 0.5 s, 21 in 1.5 s, TTFT 100 and 300 ms.
+    log.record("m", "chat", 10, 12, 600_000_000, 0.0, ts=86400 * 5, ttft_ns=100_000_000)
+    log.record("m", "chat", 10, 22, 1_800_000_000, 0.0, ts=86400 * 5 + 60, ttft_ns=300_000_000)
+    old_row, new_row = log.summary()["data"]
+    assert (old_row["date"], old_row["ttft_ms"], old_row["tokens_per_second"]) == ("1970-01-04", None, None)
+    assert new_row["date"] == "1970-01-06" and new_row["requests"] == 2
+    assert new_row["ttft_ms"] == 200.0
+    assert new_row["tokens_per_second"] == 16.0  # (11 + 21) tokens / (0.5 + 1.5) s
+
+
 def test_health(server):
     h = requests.get(server.url + "/health").json()
     assert h["status"] == "ok" and h["version"] and h["uptime_seconds"] >= 0

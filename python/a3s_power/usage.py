@@ -1,5 +1,6 @@
 """A record of every inference request, kept in SQLite so usage survives restarts, with its cost
-by the configured prices (dollars per million input and output tokens; free unless configured)."""
+by the configured prices (dollars per million input and output tokens; free unless configured) and
+its time to first token (0 where unknown, as in rows written before it was kept)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,22 @@ class UsageLog:
             input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
             duration_ns INTEGER NOT NULL, cost REAL NOT NULL)""")
         self._db.execute("CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(usage)")}
+        if "ttft_ns" not in columns:  # a log from before time to first token was kept
+            self._db.execute("ALTER TABLE usage ADD COLUMN ttft_ns INTEGER NOT NULL DEFAULT 0")
 
     def record(self, model: str, endpoint: str, input_tokens: int, output_tokens: int, duration_ns: int,
-               cost: float, ts: float | None = None) -> None:
+               cost: float, ts: float | None = None, ttft_ns: int = 0) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._db.execute("INSERT INTO usage (ts, model, endpoint, input_tokens, output_tokens, duration_ns, cost, "
+                             "ttft_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (ts if ts is not None else time.time(), model, endpoint, input_tokens, output_tokens,
-                              duration_ns, cost))
+                              duration_ns, cost, ttft_ns))
 
     def summary(self, start: date | None = None, end: date | None = None, model: str | None = None) -> dict:
-        """Totals, and rows per model and day (UTC), between two dates inclusive."""
+        """Totals, and rows per model and day (UTC), between two dates inclusive. A row's ``ttft_ms`` is the
+        mean time to first token of its requests that measured one, and ``tokens_per_second`` its output
+        tokens over the time spent generating them (after the first token); either is None without data."""
         where, args = [], []
         if start is not None:
             where.append("ts >= ?")
@@ -48,11 +55,15 @@ class UsageLog:
         with self._lock:
             rows = self._db.execute(
                 f"""SELECT date(ts, 'unixepoch') AS day, model, COUNT(*), SUM(input_tokens), SUM(output_tokens),
-                           SUM(duration_ns), SUM(cost)
+                           SUM(duration_ns), SUM(cost), AVG(NULLIF(ttft_ns, 0)),
+                           SUM(CASE WHEN ttft_ns > 0 AND output_tokens > 1 THEN output_tokens - 1 END),
+                           SUM(CASE WHEN ttft_ns > 0 AND output_tokens > 1 THEN duration_ns - ttft_ns END)
                     FROM usage {clause} GROUP BY day, model ORDER BY day, model""", args).fetchall()
         data = [{"date": day, "model": m, "requests": n, "input_tokens": i, "output_tokens": o,
-                 "total_tokens": i + o, "duration_ms": d // 1_000_000, "cost": round(c, 8)}
-                for day, m, n, i, o, d, c in rows]
+                 "total_tokens": i + o, "duration_ms": d // 1_000_000, "cost": round(c, 8),
+                 "ttft_ms": round(ttft / 1e6, 3) if ttft else None,
+                 "tokens_per_second": round(gen_tokens / (gen_ns / 1e9), 3) if gen_tokens and gen_ns else None}
+                for day, m, n, i, o, d, c, ttft, gen_tokens, gen_ns in rows]
         totals = {"requests": sum(r["requests"] for r in data),
                   "input_tokens": sum(r["input_tokens"] for r in data),
                   "output_tokens": sum(r["output_tokens"] for r in data),

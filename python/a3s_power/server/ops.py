@@ -29,7 +29,7 @@ class Observer:
         cost = (input_tokens * price_in + output_tokens * price_out) / 1e6
         self.metrics.on_generation(model, input_tokens, output_tokens, ttft_ns, total_ns, cost)
         if self.usage is not None:
-            self.usage.record(model, kind, input_tokens, output_tokens, total_ns, cost)
+            self.usage.record(model, kind, input_tokens, output_tokens, total_ns, cost, ttft_ns=ttft_ns)
         log.info("%s model=%s input_tokens=%d output_tokens=%d ttft_ms=%.1f total_ms=%.1f", kind, model,
                  input_tokens, output_tokens, ttft_ns / 1e6, total_ns / 1e6)
 
