@@ -6,6 +6,7 @@ anthropic clients and through the CLI. Without keys nothing changes. TLS is in t
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import subprocess
@@ -249,3 +250,15 @@ def test_listening_beyond_loopback_without_a_key_warns(caplog, host, keys, warne
     assert bool(caplog.records) == warned
     if warned:
         assert "without an API key" in caplog.text and "A3S_POWER_API_KEY" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/ui/../api/tags", "/ui/..%2Fapi/tags", "/ui/%2e%2e/api/tags",
+                                  "/ui/%2E%2E%2Fapi%2Ftags", "/ui//../api/version", "/ui/./../api/ps"])
+def test_the_open_page_prefix_reaches_no_api_route(server, path):
+    """The web page's files under /ui need no key: no path through that prefix may reach an API route."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("GET", path)  # as written: requests would resolve the dots itself
+    answer = connection.getresponse()
+    body = answer.read()
+    assert answer.status in (401, 404), (answer.status, body[:200])
+    assert b"models" not in body and b"version" not in body

@@ -73,6 +73,8 @@ def connection_error(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return (f"the server's certificate at {exc.host}:{exc.port} is not trusted ({exc.certificate_error}); "
                 "A3S_POWER_CA_FILE names the CA that signed it")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):  # a server that speaks no TLS at an https:// host, say
+        return f"TLS with the server at {exc.host}:{exc.port} failed: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"could not connect to the server at {exc.host}:{exc.port}, is it running?"
     if isinstance(exc, asyncio.TimeoutError):
