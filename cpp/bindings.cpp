@@ -239,6 +239,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("stream_interval_ms", &ContextParams::stream_interval_ms)
         .def_readwrite("nice", &ContextParams::nice)
         .def_readwrite("prompt_cache_mb", &ContextParams::prompt_cache_mb)
+        .def_readwrite("prompt_cache_dir", &ContextParams::prompt_cache_dir)
+        .def_readwrite("prompt_cache_disk_mb", &ContextParams::prompt_cache_disk_mb)
         .def_readwrite("backend_sampling", &ContextParams::backend_sampling);
 
     py::class_<SamplingParams>(m, "SamplingParams")
@@ -373,6 +375,8 @@ PYBIND11_MODULE(_core, m) {
                  d["prompt_cache_saved"] = s.prompt_cache_saved;
                  d["prompt_cache_restored"] = s.prompt_cache_restored;
                  d["prompt_cache_skipped"] = s.prompt_cache_skipped;
+                 d["prompt_cache_from_disk"] = s.prompt_cache_from_disk;
+                 d["prompt_cache_disk_bytes"] = s.prompt_cache_disk_bytes;
                  return d;
              })
         .def("release_prompt_cache", &Engine::release_prompt_cache, py::call_guard<py::gil_scoped_release>())

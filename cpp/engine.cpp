@@ -42,6 +42,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+// A conversation this long (in tokens) is worth keeping when it leaves its slot (PromptCache).
+constexpr size_t kWorthKeeping = 64;
+
 int64_t ns_between(clock_type::time_point a, clock_type::time_point b) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
 }
@@ -181,7 +184,12 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
     for (int i = 0; i < params_.n_parallel; ++i) slots_[i].seq = i;
     mrope_ = projector_ && projector_->mrope();
     if (can_reuse_prefix_ && params_.prompt_cache_mb > 0 && !mrope_) {
-        prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20);
+        std::unique_ptr<PromptDisk> disk;
+        if (!params_.prompt_cache_dir.empty() && params_.prompt_cache_disk_mb > 0) {
+            disk = std::make_unique<PromptDisk>(params_.prompt_cache_dir, size_t(params_.prompt_cache_disk_mb) << 20);
+        }
+        prompt_cache_ = std::make_unique<PromptCache>(size_t(params_.prompt_cache_mb) << 20, std::move(disk));
+        note_prompt_cache();
     }
     // The compute threads are idle while tokens are picked: as many pick beside the engine's
     // thread, up to 8 in all (beyond that a step's picks are too short to share out).
@@ -209,6 +217,12 @@ void Engine::close() {
     }
     queue_cv_.notify_all();
     if (thread_.joinable()) thread_.join();
+    if (prompt_cache_) {  // what the slots hold goes to the disk tier, to come back after a restart
+        std::lock_guard<std::mutex> lk(prompt_cache_mutex_);
+        for (const Slot & slot : slots_) {
+            if (slot.cache.size() >= kWorthKeeping) prompt_cache_->keep_on_disk(ctx_, slot.seq, slot.cache);
+        }
+    }
     llama_batch_free(batch_);
     llama_free(ctx_);
     ctx_ = nullptr;
@@ -316,6 +330,8 @@ EngineStats Engine::stats() {
     s.prompt_cache_saved = prompt_cache_saved_.load();
     s.prompt_cache_restored = prompt_cache_restored_.load();
     s.prompt_cache_skipped = prompt_cache_skipped_.load();
+    s.prompt_cache_from_disk = prompt_cache_from_disk_.load();
+    s.prompt_cache_disk_bytes = prompt_cache_disk_bytes_.load();
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
     return s;
@@ -324,8 +340,19 @@ EngineStats Engine::stats() {
 size_t Engine::release_prompt_cache() {
     if (!prompt_cache_) return 0;
     std::lock_guard<std::mutex> lk(prompt_cache_mutex_);
-    prompt_cache_bytes_ = 0;
-    return prompt_cache_->clear();
+    const size_t freed = prompt_cache_->clear();
+    note_prompt_cache();
+    return freed;
+}
+
+void Engine::note_prompt_cache() {
+    prompt_cache_bytes_ = prompt_cache_->bytes();
+    prompt_cache_disk_bytes_ = prompt_cache_->disk_bytes();
+    const auto counts = prompt_cache_->counts();
+    prompt_cache_saved_ = counts.saved;
+    prompt_cache_restored_ = counts.restored;
+    prompt_cache_skipped_ = counts.skipped;
+    prompt_cache_from_disk_ = counts.from_disk;
 }
 
 bool Engine::should_abort(void * data) {
@@ -531,7 +558,6 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         common = usable_prefix(common_prefix(slot.cache, prompt), prompt);
         // What the slot holds past the common part is about to go: a conversation long enough to
         // be worth it is kept in host memory for its next turn.
-        constexpr size_t kWorthKeeping = 64;
         if (prompt_cache_ && slot.cache.size() >= common + kWorthKeeping) {
             prompt_cache_->save(ctx_, slot.seq, slot.cache);
         }
@@ -560,7 +586,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
         if (kept.index >= 0 && kept.common >= std::max(common, donor_common) + kWorthCopying) {
             llama_memory_seq_rm(mem_, slot.seq, -1, -1);
             slot.shared = 0;
-            if (prompt_cache_->restore(ctx_, kept.index, slot.seq)) {
+            if (prompt_cache_->restore(ctx_, kept, slot.seq)) {
                 llama_memory_seq_rm(mem_, slot.seq, llama_pos(kept.common), -1);
                 slot.cache.assign(prompt.begin(), prompt.begin() + long(kept.common));
                 common = kept.common;
@@ -584,13 +610,7 @@ void Engine::assign(Slot & slot, std::shared_ptr<Request> req) {
             slot.cache.assign(prompt.begin(), prompt.begin() + long(donor_common));
             common = donor_common;
         }
-        if (prompt_cache_) {
-            prompt_cache_bytes_ = prompt_cache_->bytes();
-            const auto counts = prompt_cache_->counts();
-            prompt_cache_saved_ = counts.saved;
-            prompt_cache_restored_ = counts.restored;
-            prompt_cache_skipped_ = counts.skipped;
-        }
+        if (prompt_cache_) note_prompt_cache();
     }
     if (common == 0) forget(slot, 0);
     slot.cache.resize(common);

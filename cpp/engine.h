@@ -52,6 +52,10 @@ struct ContextParams {
     int nice = 0;
     // Host memory for conversations pushed out of their slot (PromptCache); 0 keeps none.
     int prompt_cache_mb = 0;
+    // Its disk tier (PromptDisk): a folder for this model and KV layout, and its bound; conversations
+    // leave memory for it, and every slot's is written there when the engine closes. Empty: none.
+    std::string prompt_cache_dir;
+    int prompt_cache_disk_mb = 0;
     // Tokens picked inside the decode graph where a request's options allow (backend_chain_key).
     // Off by default: on an H200 it made every step slower, one stream and 64 alike (the chains'
     // nodes are built into each step's graph, one set per slot; benchmarks/README.md).
@@ -138,6 +142,8 @@ struct EngineStats {
     uint64_t prompt_cache_saved = 0;
     uint64_t prompt_cache_restored = 0;
     uint64_t prompt_cache_skipped = 0;
+    uint64_t prompt_cache_from_disk = 0;  // of the restored, those read from its disk tier
+    size_t prompt_cache_disk_bytes = 0;
     // Where the engine's thread spent its time, summed over steps (ns): in llama_decode until the
     // device finished it, picking tokens and publishing them after it, and everything else on
     // the thread (admitting requests, media, building the batch). On a GPU the device is idle
@@ -216,7 +222,9 @@ class Engine {
     std::vector<Slot *> host_picks_;  // of to_sample_, those whose chain runs here
     std::mutex prompt_cache_mutex_;  // the inference thread's use of prompt_cache_ against release
     std::atomic<size_t> prompt_cache_bytes_{0};
-    std::atomic<uint64_t> prompt_cache_saved_{0}, prompt_cache_restored_{0}, prompt_cache_skipped_{0};
+    std::atomic<uint64_t> prompt_cache_saved_{0}, prompt_cache_restored_{0}, prompt_cache_skipped_{0},
+        prompt_cache_from_disk_{0}, prompt_cache_disk_bytes_{0};
+    void note_prompt_cache();  // copies its figures for stats(), with prompt_cache_mutex_ held
     std::vector<Slot *> in_batch_;
     uint64_t clock_ = 0;
 

@@ -79,7 +79,7 @@ void PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<
     while (!entries_.empty() && bytes_ + size > max_bytes_) {
         const auto oldest = std::min_element(entries_.begin(), entries_.end(),
                                              [](const Entry & a, const Entry & b) { return a.last_used < b.last_used; });
-        drop(size_t(oldest - entries_.begin()));
+        spill(size_t(oldest - entries_.begin()));
     }
     Entry e;
     e.state.resize(size);
@@ -104,6 +104,10 @@ PromptCache::Match PromptCache::best(const std::vector<llama_token> & prompt) co
             m.common = n;
         }
     }
+    if (disk_) {
+        const PromptDisk::Match d = disk_->best(prompt);
+        if (d.common > m.common) m = Match{d.index, d.common, true};
+    }
     return m;
 }
 
@@ -117,17 +121,43 @@ void PromptCache::note_prompt(const std::vector<llama_token> & prompt) {
     }
 }
 
-bool PromptCache::restore(llama_context * ctx, int index, llama_seq_id seq) {
-    Entry & e = entries_[size_t(index)];
-    e.last_used = ++clock_;
-    if (llama_state_seq_set_data(ctx, e.state.data(), e.state.size(), seq) != e.state.size()) return false;
+bool PromptCache::restore(llama_context * ctx, const Match & match, llama_seq_id seq) {
+    std::vector<uint8_t> read;
+    const std::vector<uint8_t> * state = &read;
+    if (match.on_disk) {
+        if (!disk_ || !disk_->read(match.index, read)) return false;
+    } else {
+        Entry & e = entries_[size_t(match.index)];
+        e.last_used = ++clock_;
+        state = &e.state;
+    }
+    if (llama_state_seq_set_data(ctx, state->data(), state->size(), seq) != state->size()) return false;
     counts_.restored++;
+    counts_.from_disk += match.on_disk;
     recent_restored_++;
     return true;
 }
 
+void PromptCache::keep_on_disk(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens) {
+    if (!disk_ || tokens.empty()) return;
+    std::vector<uint8_t> state(llama_state_seq_get_size(ctx, seq));
+    if (!state.empty() && llama_state_seq_get_data(ctx, state.data(), state.size(), seq) == state.size()) {
+        disk_->put(tokens, state);
+    }
+}
+
+void PromptCache::spill(size_t index) {
+    if (disk_) disk_->put(entries_[index].tokens, entries_[index].state);
+    drop(index);
+}
+
 size_t PromptCache::clear() {
     const size_t freed = bytes_;
+    if (disk_) {  // the most recently used last, so that the disk's bound drops the oldest first
+        std::sort(entries_.begin(), entries_.end(),
+                  [](const Entry & a, const Entry & b) { return a.last_used < b.last_used; });
+        for (const Entry & e : entries_) disk_->put(e.tokens, e.state);
+    }
     entries_.clear();
     entries_.shrink_to_fit();
     let_go_.clear();

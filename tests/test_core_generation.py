@@ -295,6 +295,81 @@ def test_the_prompt_cache_stops_copying_when_conversations_do_not_come_back(smol
     assert engine.stats()["prompt_cache_saved"] == saved + 1
 
 
+def _chat(model, question: str) -> list[int]:
+    system = "<|im_start|>system\n" + f"You answer questions about {question.split()[-1]} " * 12 + "<|im_end|>\n"
+    return model.tokenize(system + f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n", True, True)
+
+
+def _follow_up(model, first: list[int], answer: list[int]) -> list[int]:
+    return first + answer + model.tokenize("<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n"
+                                           "<|im_start|>assistant\n", False, True)
+
+
+def test_a_conversation_comes_back_from_disk_after_the_engine_closed(smollm2, make_engine, tmp_path):
+    """What a slot holds is written to the disk tier when the engine closes (a restart, a model
+    swapped out); a new engine over the same folder restores it for the next turn."""
+    folder = str(tmp_path / "prompts")
+    first = _chat(smollm2, "What is the capital of France?")
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64, prompt_cache_dir=folder, prompt_cache_disk_mb=64)
+    a1 = generate(engine, first, num_predict=8)
+    engine.close()
+    files = list((tmp_path / "prompts").glob("*.kv"))
+    assert len(files) == 1 and not list((tmp_path / "prompts").glob("*.tmp"))
+
+    again = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64, prompt_cache_dir=folder, prompt_cache_disk_mb=64)
+    assert again.stats()["prompt_cache_disk_bytes"] == files[0].stat().st_size
+    turn2 = _follow_up(smollm2, first, a1.tokens)
+    back = generate(again, turn2, num_predict=8, logprobs=True, top_logprobs=2)
+    assert back.timings["cached_tokens"] >= len(first) + len(a1.tokens) - 1
+    assert again.stats()["prompt_cache_from_disk"] == 1
+    cold = generate(make_engine(smollm2, n_parallel=1), turn2, num_predict=8, logprobs=True, top_logprobs=2)
+    assert_same_greedy(back, cold)
+
+
+def test_conversations_pushed_out_of_memory_go_to_disk_and_come_back(smollm2, make_engine, tmp_path):
+    """Host memory for about one conversation: the older one leaves it for the disk tier, and its
+    next turn is read back from there."""
+    folder = str(tmp_path / "prompts")
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=3, prompt_cache_dir=folder, prompt_cache_disk_mb=64)
+    first = _chat(smollm2, "What is the capital of France?")
+    a1 = generate(engine, first, num_predict=8)
+    for topic in ("Japan", "Peru", "Kenya"):  # each pushes the last out of the slot, and memory holds one
+        generate(engine, _chat(smollm2, f"What is the tallest mountain of {topic}"), num_predict=8)
+    assert engine.stats()["prompt_cache_disk_bytes"] > 0
+    back = generate(engine, _follow_up(smollm2, first, a1.tokens), num_predict=4)
+    assert back.timings["cached_tokens"] >= len(first) + len(a1.tokens) - 1
+    assert engine.stats()["prompt_cache_from_disk"] == 1
+
+
+def test_a_torn_file_is_dropped_not_restored(smollm2, make_engine, tmp_path):
+    folder = tmp_path / "prompts"
+    first = _chat(smollm2, "What is the capital of France?")
+    engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64, prompt_cache_dir=str(folder),
+                         prompt_cache_disk_mb=64)
+    a1 = generate(engine, first, num_predict=8)
+    engine.close()
+    (kept,) = folder.glob("*.kv")
+    with open(kept, "r+b") as f:  # as a crash in the middle of a write (without the rename) would not leave it
+        f.truncate(kept.stat().st_size // 2)
+    (folder / "0123.kv.tmp").write_bytes(b"half")
+    again = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64, prompt_cache_dir=str(folder),
+                        prompt_cache_disk_mb=64)
+    assert again.stats()["prompt_cache_disk_bytes"] == 0 and not list(folder.iterdir())
+    turn2 = _follow_up(smollm2, first, a1.tokens)
+    assert generate(again, turn2, num_predict=4).timings["cached_tokens"] == 0
+
+
+def test_the_disk_tier_keeps_within_its_bound(smollm2, make_engine, tmp_path):
+    folder = tmp_path / "prompts"
+    for topic in ("France", "Japan", "Peru", "Kenya", "Chile"):  # each engine leaves one conversation
+        engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=64, prompt_cache_dir=str(folder),
+                             prompt_cache_disk_mb=6)
+        generate(engine, _chat(smollm2, f"What is the capital of {topic}?"), num_predict=8)
+        engine.close()
+    sizes = [f.stat().st_size for f in folder.glob("*.kv")]
+    assert 1 <= len(sizes) < 5 and sum(sizes) <= 6 << 20
+
+
 def test_without_a_prompt_cache_a_pushed_out_conversation_is_evaluated_again(smollm2, make_engine):
     engine = make_engine(smollm2, n_parallel=1, prompt_cache_mb=0)
     first = smollm2.tokenize("<|im_start|>system\n" + "Answer briefly. " * 30 + "<|im_end|>\n", True, True)

@@ -85,6 +85,8 @@ class ContextParams:
     stream_interval_ms: int
     nice: int
     prompt_cache_mb: int
+    prompt_cache_dir: str
+    prompt_cache_disk_mb: int
     backend_sampling: bool
     def __init__(self) -> None: ...
 
@@ -231,6 +233,6 @@ class Engine:
     def embeddings(self) -> bool: ...
     @property
     def model(self) -> Model: ...
-    def stats(self) -> dict[str, int]: ...  # slots, slots_busy, queued, steps, prompt_cache_bytes, prompt_cache_saved, prompt_cache_restored, prompt_cache_skipped, decode_ns, sample_ns, other_ns, device_picks
+    def stats(self) -> dict[str, int]: ...  # slots, slots_busy, queued, steps, prompt_cache_bytes, prompt_cache_saved, prompt_cache_restored, prompt_cache_skipped, prompt_cache_from_disk, prompt_cache_disk_bytes, decode_ns, sample_ns, other_ns, device_picks
     def release_prompt_cache(self) -> int: ...  # empties the host-memory prompt cache; the bytes freed
     def close(self) -> None: ...

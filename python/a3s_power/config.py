@@ -153,6 +153,14 @@ class Config(BaseModel):
         more="their next turn is restored from it instead of evaluated again; an upper bound, filled only while "
              "the machine keeps 512 MiB free, and emptied before a model is evicted to make room for another "
              "(`power_prompt_cache_bytes` in `/metrics`); `0` keeps none")] = 1024
+    prompt_cache_disk_mb: Annotated[int, Setting(
+        "disk, in MiB, for conversations that leave the prompt cache's host memory",
+        env="A3S_POWER_PROMPT_CACHE_DISK_MB", toml=True, ge=0,
+        more="under the store (`<models>/cache/prompts/`, a folder per model and KV layout); each loaded model "
+             "writes there what its memory lets go and what its slots hold when it is unloaded or the server "
+             "stops, so a conversation's next turn is restored after a restart or a model swap instead of "
+             "evaluated again; the least recently used go first, and a model's folder goes with the model. "
+             "`0` keeps none on disk")] = 4096
     backend_sampling: Annotated[bool, Setting(
         "pick tokens inside the decode graph", env="A3S_POWER_BACKEND_SAMPLING", toml=True,
         more="llama.cpp's backend sampling, for requests whose options allow it (greedy, or top_k/top_p/min_p and "

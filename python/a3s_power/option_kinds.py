@@ -24,7 +24,7 @@ LOAD_OPTIONS: dict[str, str] = {
     "tensor_split": "tuple[float, ...]", "use_mmap": "bool", "use_mlock": "bool", "num_thread": "int",
     "num_thread_batch": "int", "numa": "bool", "flash_attention": "bool | None", "kv_cache_type": "str",
     "embedding": "bool", "num_parallel": "int", "stream_interval_ms": "int", "inference_nice": "int",
-    "prompt_cache_mb": "int", "kv_unified": "bool", "backend_sampling": "str",
+    "prompt_cache_mb": "int", "kv_unified": "bool", "backend_sampling": "bool",
 }
 REQUEST_OPTIONS: dict[str, str] = {
     "num_keep": "int", "seed": "int", "num_predict": "int", "top_k": "int", "top_p": "float", "min_p": "float",

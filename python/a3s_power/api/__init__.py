@@ -10,7 +10,7 @@ from .requests import (MAX_RERANK_DOCUMENTS, ChatRequest, EmbedRequest, Format, 
 from .responses import (ChatResponse, Delta, EmbedResponse, GenerateResponse, Logprob, Metrics, ModelInfo,
                         RerankResponse, RerankResult, TopLogprob)
 
-__all__ = ["MAX_RERANK_DOCUMENTS", "ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
-           "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "Message", "Metrics", "ModelInfo",
-           "NamedToolChoice", "Options", "RerankRequest", "RerankResponse", "RerankResult", "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice",
-           "ToolFunction", "TopLogprob"]
+__all__ = ["ChatRequest", "ChatResponse", "Delta", "EmbedRequest", "EmbedResponse", "Format", "FunctionName",
+           "GenerateRequest", "GenerateResponse", "Image", "KeepAlive", "Logprob", "MAX_RERANK_DOCUMENTS", "Message",
+           "Metrics", "ModelInfo", "NamedToolChoice", "Options", "RerankRequest", "RerankResponse", "RerankResult",
+           "Think", "Tool", "ToolCall", "ToolCallFunction", "ToolChoice", "ToolFunction", "TopLogprob"]

@@ -50,6 +50,9 @@ class LoadOptions:
     prompt_cache_mb: int = 0
     kv_unified: bool = False  # True: one KV buffer for every slot (OLLAMA_MULTIUSER_CACHE)
     backend_sampling: bool = False  # Config.backend_sampling
+    # The prompt cache's disk tier: set by the scheduler (prompt_store.py), never by a request.
+    prompt_cache_dir: str = ""
+    prompt_cache_disk_mb: int = 0
 
     def model_params(self) -> _core.ModelParams:
         p = _core.ModelParams()
@@ -78,6 +81,8 @@ class LoadOptions:
         p.prompt_cache_mb = self.prompt_cache_mb
         p.kv_unified = self.kv_unified
         p.backend_sampling = self.backend_sampling
+        p.prompt_cache_dir = self.prompt_cache_dir
+        p.prompt_cache_disk_mb = self.prompt_cache_disk_mb
         return p
 
     def model_key(self) -> tuple:
@@ -141,7 +146,9 @@ class Options:
         return params
 
 
-_LOAD_FIELDS = {f.name: f for f in fields(LoadOptions)}
+# What the server decides, not a request: a folder on the server's disk and its bound.
+SERVER_ONLY = frozenset({"prompt_cache_dir", "prompt_cache_disk_mb"})
+_LOAD_FIELDS = {f.name: f for f in fields(LoadOptions) if f.name not in SERVER_ONLY}
 _REQUEST_FIELDS = {f.name: f for f in fields(Options) if f.name != "load"}
 
 

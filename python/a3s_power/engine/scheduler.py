@@ -18,12 +18,13 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..config import Config
 from ..errors import A3SPowerError, InvalidOptionError, ModelLoadError
 from ..gpu import GpuInfo, gpu_stats
-from ..store import dialect
+from ..store import dialect, prompt_cache
 from ..store.types import LocalModel
 from ..timefmt import FOREVER, parse_keep_alive
 from .memory import Estimate
@@ -279,12 +280,27 @@ class Scheduler:
         try:
             adapters = [(str(p), 1.0) for p in spec.adapter_paths]
             projector = str(spec.projector_path) if spec.projector_path else None
+            placed = await asyncio.to_thread(self._with_prompt_folder, spec, placed)
             if isinstance(base[0], ModelWorker):
                 return await base[0].open(str(spec.model_path), placed, adapters, projector)
             return await asyncio.to_thread(LoadedModel, str(spec.model_path), placed, adapters, base[0], projector)
         except BaseException:
             self._drop_base(key, base[0])
             raise
+
+    def _with_prompt_folder(self, spec: LocalModel, placed: LoadOptions) -> LoadOptions:
+        """A generation engine's prompt cache gets its disk tier under the store."""
+        disk_mb = self._config.prompt_cache_disk_mb
+        if placed.embedding or placed.prompt_cache_mb <= 0 or disk_mb <= 0:
+            return placed
+        try:
+            folder = prompt_cache.folder_for(self._config.models_root, Path(spec.model_path), spec.adapter_paths,
+                                             spec.projector_path, kv_cache_type=placed.kv_cache_type,
+                                             flash_attention=placed.flash_attention, kv_unified=placed.kv_unified)
+        except OSError as exc:  # a read-only store: the cache stays in memory
+            log.warning("prompt cache on disk unavailable: %s", exc)
+            return placed
+        return replace(placed, prompt_cache_dir=str(folder), prompt_cache_disk_mb=disk_mb)
 
     async def _load_weights(self, spec: LocalModel, placed: LoadOptions):
         """A model's weights: in this process, or in a worker process of their own."""

@@ -45,13 +45,17 @@ class Metrics:
                 cached = GaugeMetricFamily("power_prompt_cache_bytes",
                                            "Host memory holding conversations pushed out of their slots",
                                            labels=["model"])
+                on_disk = GaugeMetricFamily("power_prompt_cache_disk_bytes",
+                                            "Disk holding conversations that left the prompt cache's memory",
+                                            labels=["model"])
                 # Where each loaded model's engine thread spent its time (see EngineStats): on a
                 # GPU, the sample and other phases are what a step costs beyond the model.
                 engine_time = CounterMetricFamily("power_engine_seconds", "Engine thread time by phase",
                                                   labels=["model", "phase"])
                 engine_steps = CounterMetricFamily("power_engine_steps", "Batched decode steps", labels=["model"])
-                # saved: copied to host memory when pushed out of a slot; restored: copied back;
-                # skipped: let go without a copy, while few kept conversations came back.
+                # saved: copied to host memory when pushed out of a slot; restored: copied back
+                # (from_disk: of those, read from its disk tier); skipped: let go without a copy,
+                # while few kept conversations came back.
                 cache_events = CounterMetricFamily("power_prompt_cache_conversations",
                                                    "Conversations the prompt cache saved, restored or skipped",
                                                    labels=["model", "event"])
@@ -65,22 +69,24 @@ class Metrics:
                 for runner in runners:
                     stats = runner.model.engine.stats()
                     waiting += stats["queued"]
-                    row = per_model.setdefault(runner.name, [0, 0, 0, 0])
+                    row = per_model.setdefault(runner.name, [0, 0, 0, 0, 0])
                     row[0] += stats["slots_busy"]
                     row[1] += stats["slots"]
                     row[2] = max(row[2], runner.model.model.size)
                     row[3] += stats["prompt_cache_bytes"]
+                    row[4] += stats.get("prompt_cache_disk_bytes", 0)
                     steps[runner.name] = steps.get(runner.name, 0) + stats["steps"]
                     for phase in ("decode", "sample", "other"):
                         phases[(runner.name, phase)] = phases.get((runner.name, phase), 0) + stats[f"{phase}_ns"]
-                    for event in ("saved", "restored", "skipped"):
+                    for event in ("saved", "restored", "skipped", "from_disk"):
                         key = (runner.name, event)
                         events[key] = events.get(key, 0) + stats[f"prompt_cache_{event}"]
-                for name, (n_busy, n_slots, size, cache_bytes) in per_model.items():
+                for name, (n_busy, n_slots, size, cache_bytes, disk_bytes) in per_model.items():
                     busy.add_metric([name], n_busy)
                     slots.add_metric([name], n_slots)
                     memory.add_metric([name], size)
                     cached.add_metric([name], cache_bytes)
+                    on_disk.add_metric([name], disk_bytes)
                 for labels, ns in phases.items():
                     engine_time.add_metric(list(labels), ns / 1e9)
                 for name, n in steps.items():
@@ -89,7 +95,8 @@ class Metrics:
                     cache_events.add_metric(list(labels), n)
                 queue.add_metric([], waiting)
                 loaded.add_metric([], len(per_model))
-                yield from (queue, busy, slots, memory, loaded, cached, engine_time, engine_steps, cache_events)
+                yield from (queue, busy, slots, memory, loaded, cached, on_disk, engine_time, engine_steps,
+                            cache_events)
                 gpus = gpu_stats()
                 if gpus:
                     mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from . import dialect, digests, manifest as mf, tensor_model
+from . import dialect, digests, manifest as mf, prompt_cache, tensor_model
 from .blobs import TEMP_PREFIX, BlobStore, write_atomic
 from .capabilities import derive as derive_capabilities
 from .details import details_from_config, details_from_gguf
@@ -315,6 +315,7 @@ class ModelStore:
                 removed.append(name)
             self._prune_manifest_folders()
             removed += self._prune_derived()
+            removed += prompt_cache.prune(self.root)
         return removed
 
     def _prune_derived(self) -> list[str]:
