@@ -18,8 +18,9 @@ from a3s_power.store import ModelStore
 
 
 class ServerThread:
-    def __init__(self, home: Path, settings: TransferSettings | None = None, **config) -> None:
+    def __init__(self, home: Path, settings: TransferSettings | None = None, usage=None, **config) -> None:
         self.config = Config(**{"home": home, "num_parallel": 1, "context_length": 512, **config})
+        self.usage = usage  # a UsageLog for /v1/usage, else none
         self.store = ModelStore.from_config(self.config)
         self.settings = settings
         self.port = 0
@@ -53,7 +54,8 @@ class ServerThread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        state = ServerState(config=self.config, scheduler=Scheduler(self.config, self.store.resolve), store=self.store)
+        state = ServerState(config=self.config, scheduler=Scheduler(self.config, self.store.resolve), store=self.store,
+                            usage=self.usage)
         app = create_app(state)
         if self.settings is not None:
             app[model_routes.SETTINGS] = self.settings

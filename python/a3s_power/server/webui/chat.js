@@ -1,6 +1,6 @@
 // Chat: conversations kept in this browser's localStorage, answers streamed from /api/chat.
 
-import { $, h, clear, request, getJSON, ndjson, banner, download, formatNumber } from './api.js';
+import { $, h, append, clear, request, getJSON, ndjson, banner, download, formatNumber } from './api.js';
 import { renderMarkdown } from './markdown.js';
 
 const STORE = 'a3s-power:conversations';
@@ -309,7 +309,7 @@ function attach(files) {
 function renderCaps() {
   const m = models.find((x) => x.name === $('chat-model').value);
   const caps = m?.capabilities || [];
-  clear($('chat-model-caps')).append(caps.map((c) => h('span', { class: 'cap' }, c)));
+  append(clear($('chat-model-caps')), caps.map((c) => h('span', { class: 'cap' }, c)));
 }
 
 async function loadModels() {
@@ -325,8 +325,8 @@ async function loadModels() {
   models = [...names.values()].filter((m) => !m.capabilities.length || m.capabilities.includes('completion'));
   const select = $('chat-model');
   const wanted = current()?.model || select.value || localStorage.getItem(LAST_MODEL) || '';
-  clear(select).append(models.length ? models.map((m) => h('option', { value: m.name }, m.name))
-    : h('option', { value: '' }, 'no models installed'));
+  append(clear(select), models.length ? models.map((m) => h('option', { value: m.name }, m.name))
+    : [h('option', { value: '' }, 'no models installed')]);
   if (models.some((m) => m.name === wanted)) select.value = wanted;
   renderCaps();
 }

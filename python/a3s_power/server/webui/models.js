@@ -1,6 +1,6 @@
 // Models: what is installed (/api/tags, /api/show), pulled (/api/pull), loaded (/api/ps, /metrics).
 
-import { $, h, clear, request, getJSON, ndjson, banner, formatBytes, formatAgo, fetchMetrics, metricValue } from './api.js';
+import { $, h, append, clear, request, getJSON, ndjson, banner, formatBytes, formatAgo, fetchMetrics, metricValue } from './api.js';
 
 let pulling = null; // the AbortController of the pull in progress
 let timer = 0;
@@ -45,13 +45,13 @@ async function refreshInstalled() {
     showInfo(m.name).then((info) => {
       const n = contextLength(info);
       ctx.textContent = n ? n.toLocaleString('en-US') : '';
-      if (!(m.capabilities || []).length) caps.append((info.capabilities || []).map((c) => h('span', { class: 'cap' }, c)));
+      if (!(m.capabilities || []).length) append(caps, (info.capabilities || []).map((c) => h('span', { class: 'cap' }, c)));
     }).catch(() => { ctx.textContent = ''; });
   }
 }
 
 async function copyModel(name) {
-  const destination = window.prompt(`Copy ${name} to the name:`, `${name.split(':')[0]}-copy:latest`);
+  const destination = window.prompt(`Copy ${name} to the name:`, `${name.replace(/:[^:/]*$/, '')}-copy`);
   if (!destination) return;
   try {
     await request('/api/copy', { method: 'POST', body: { source: name, destination } });

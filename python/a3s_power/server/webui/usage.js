@@ -1,6 +1,6 @@
 // Usage: /v1/usage per model per day as charts, and the queue and slots live from /metrics.
 
-import { $, h, clear, getJSON, formatNumber, fetchMetrics, metricValue } from './api.js';
+import { $, h, append, clear, getJSON, formatNumber, fetchMetrics, metricValue } from './api.js';
 import { barChart, lineChart, color } from './chart.js';
 
 const DAY = 86400e3;
@@ -44,7 +44,7 @@ async function refresh() {
   rows.forEach((r) => knownModels.add(r.model));
   const select = $('usage-model');
   const chosen = select.value;
-  clear(select).append(h('option', { value: '' }, 'all models'), [...knownModels].sort().map((m) => h('option', { value: m }, m)));
+  append(clear(select), [h('option', { value: '' }, 'all models'), ...[...knownModels].sort().map((m) => h('option', { value: m }, m))]);
   select.value = chosen;
 
   let labels = days(start || rows[0]?.date || iso(Date.now()), end || iso(Date.now()));
