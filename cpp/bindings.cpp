@@ -359,6 +359,19 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_parallel", [](const Engine & e) { return e.params().n_parallel; })
         .def_property_readonly("embeddings", [](const Engine & e) { return e.params().embeddings; })
         .def_property_readonly("model", &Engine::model)
+        .def("slots",
+             [](Engine & e) {
+                 py::list out;
+                 for (const auto & v : e.slot_views()) {
+                     py::dict d;
+                     d["id"] = v.id;
+                     d["busy"] = v.busy;
+                     d["cached_tokens"] = v.cached_tokens;
+                     d["generated"] = v.generated;
+                     out.append(d);
+                 }
+                 return out;
+             })
         .def("stats",
              [](Engine & e) {
                  EngineStats s = e.stats();

@@ -182,6 +182,7 @@ Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pa
 
     slots_.resize(params_.n_parallel);
     for (int i = 0; i < params_.n_parallel; ++i) slots_[i].seq = i;
+    note_slots();
     mrope_ = projector_ && projector_->mrope();
     if (can_reuse_prefix_ && params_.prompt_cache_mb > 0 && !mrope_) {
         std::unique_ptr<PromptDisk> disk;
@@ -335,6 +336,20 @@ EngineStats Engine::stats() {
     std::lock_guard<std::mutex> lk(queue_mutex_);
     s.queued = int(queue_.size());
     return s;
+}
+
+std::vector<Engine::SlotView> Engine::slot_views() {
+    std::lock_guard<std::mutex> lk(slot_views_mutex_);
+    return slot_views_;
+}
+
+void Engine::note_slots() {
+    std::lock_guard<std::mutex> lk(slot_views_mutex_);
+    slot_views_.resize(slots_.size());
+    for (size_t i = 0; i < slots_.size(); ++i) {
+        const Slot & s = slots_[i];
+        slot_views_[i] = SlotView{int(i), s.req != nullptr, int64_t(s.cache.size()), s.req ? s.req->n_generated : 0};
+    }
 }
 
 size_t Engine::release_prompt_cache() {
@@ -955,6 +970,7 @@ Event & Engine::event_for(std::vector<Event> & out, uint64_t id) {
 
 // Hands a step's output to the consumer, merging it into what the consumer has not drained yet.
 void Engine::publish(std::vector<Event> & events, bool urgent) {
+    note_slots();  // before the consumer can learn of a finished request, its slot shows free
     if (events.empty()) {
         signal_consumer(false);  // still owed from an earlier step?
         return;

@@ -171,6 +171,14 @@ class Engine {
     int notify_fd() const { return notifier_.fd(); }
 
     EngineStats stats();
+    // Each slot as the last step left it, in the spirit of llama-server's /slots.
+    struct SlotView {
+        int id = 0;
+        bool busy = false;
+        int64_t cached_tokens = 0;  // tokens whose KV cells the slot holds
+        int64_t generated = 0;      // tokens its current request has generated
+    };
+    std::vector<SlotView> slot_views();
     // Empties the host-memory prompt cache, from any thread: a cache gives way before a model is
     // evicted to make room. Returns the bytes it held.
     size_t release_prompt_cache();
@@ -225,6 +233,9 @@ class Engine {
     std::atomic<uint64_t> prompt_cache_saved_{0}, prompt_cache_restored_{0}, prompt_cache_skipped_{0},
         prompt_cache_from_disk_{0}, prompt_cache_disk_bytes_{0};
     void note_prompt_cache();  // copies its figures for stats(), with prompt_cache_mutex_ held
+    void note_slots();  // copies each slot's figures for slot_views(), on the inference thread
+    std::mutex slot_views_mutex_;
+    std::vector<SlotView> slot_views_;
     std::vector<Slot *> in_batch_;
     uint64_t clock_ = 0;
 

@@ -411,3 +411,24 @@ def test_idle_engines_end_their_threads_and_the_next_request_starts_them(smollm2
     assert threads() <= busy - 2  # an engine's thread and its OpenMP worker are gone
     for engine, before in zip(engines, first):
         assert_same_greedy(generate(engine, prompt, num_predict=8, logprobs=True, top_logprobs=2), before)
+
+
+def test_slots_show_what_each_holds(smollm2, make_engine):
+    engine = make_engine(smollm2, n_parallel=2)
+    assert engine.slots() == [{"id": i, "busy": False, "cached_tokens": 0, "generated": 0} for i in range(2)]
+    prompt = smollm2.tokenize(CHATML_QUESTION, True, True)
+    rid = engine.submit(prompt, _core.GenerateParams(sampling=greedy(), num_predict=200, shift=False))
+    seen_busy = False
+    for _ in range(400):  # while it generates, one slot is busy and holds the prompt and more
+        view = engine.slots()
+        if any(s["busy"] and s["cached_tokens"] >= len(prompt) and s["generated"] > 0 for s in view):
+            seen_busy = True
+            break
+        time.sleep(0.005)
+    result = collect(engine, [rid])[rid]
+    assert seen_busy
+    after = engine.slots()
+    held = [s for s in after if s["cached_tokens"]]
+    assert not any(s["busy"] for s in after) and len(held) == 1
+    # The prompt and every token generated but the last, which was never evaluated.
+    assert held[0]["cached_tokens"] == len(prompt) + len(result.tokens) - (result.done_reason == "length")

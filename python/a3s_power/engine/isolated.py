@@ -422,6 +422,13 @@ class _EngineStats:
             self._last = {**self._last, "slots_busy": 0, "queued": 0, "prompt_cache_bytes": 0}
         return self._last
 
+    def slots(self) -> list[dict[str, int | bool]]:
+        """``engine.slots()`` of a worker's engine; none for one that has ended."""
+        try:
+            return self._model.worker.control("slots", self._model._eid)
+        except InferenceError:
+            return []
+
 
 class WorkerMultimodalPrompt:
     """An image prompt made in a worker (_core.MultimodalPrompt's surface); the worker keeps the

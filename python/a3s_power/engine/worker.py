@@ -186,6 +186,10 @@ class Worker:
     def _call_stats(self, eid: int) -> dict[str, int]:
         return self.engines[eid].engine.stats()
 
+    def _call_slots(self, eid: int) -> list[dict[str, int | bool]]:
+        model = self.engines.get(eid)
+        return model.engine.slots() if model is not None else []
+
     def _call_release_prompt_cache(self, eid: int) -> int:
         model = self.engines.get(eid)
         return model.release_prompt_cache() if model is not None else 0
