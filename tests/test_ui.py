@@ -180,13 +180,21 @@ def open_page(driver, server, page: str) -> None:
     wait(driver, lambda d: d.execute_script("return document.body.dataset.page") == page, what=f"the {page} page")
 
 
-def screenshot(driver, name: str) -> None:
-    target = Path(SHOTS) if SHOTS else None
-    if target is None:
+def screenshot(driver, name: str, whole: bool = False) -> None:
+    """Saves the page as docs/ui-NAME.png where A3S_UI_SCREENSHOTS says; ``whole``: all of it, not
+    just the window."""
+    if not SHOTS:
         return
+    target = Path(SHOTS)
     target.mkdir(parents=True, exist_ok=True)
-    driver.execute_script("window.scrollTo(0, 0); document.querySelector('main').scrollTop = 0")
+    driver.execute_script("document.querySelector('main').scrollTop = 0")
+    if whole:
+        height = driver.execute_script("return document.querySelector('header').offsetHeight"
+                                       " + document.querySelector('main').scrollHeight")
+        driver.set_window_size(1280, height + (860 - driver.execute_script("return window.innerHeight")))
+        time.sleep(0.3)
     assert driver.save_screenshot(str(target / f"ui-{name}.png"))
+    driver.set_window_size(1280, 860)
 
 
 def page_errors(driver) -> list[str]:
@@ -438,8 +446,11 @@ def test_usage_charts_draw_after_requests(server, browser):
     bar = f'svg[data-chart="requests"] rect[data-label="{today}"][data-series="{MODEL}"]'
     wait(browser, lambda d: d.find_elements("css selector", bar), what="today's bar")
     assert float(css(browser, bar).get_attribute("data-value")) == requests_today
+    # Drawn as its attributes say (no stylesheet rule resizes the chart's shapes).
+    assert browser.execute_script("const r = document.querySelector(arguments[0]);"
+                                  "return Math.abs(r.getBBox().height - r.height.baseVal.value) < 0.01", bar)
     # A week of bars, two models; tokens in and out; TTFT, speed and cost drawn.
-    assert len(css_all(browser, 'svg[data-chart="requests"] rect.bar')) >= 8
+    assert len(css_all(browser, 'svg[data-chart="requests"] rect.chart-bar')) >= 8
     assert css_all(browser, f'svg[data-chart="tokens"] rect[data-label="{today}"][data-series="{MODEL} · out"]')
     assert css_all(browser, f'svg[data-chart="ttft"] circle[data-label="{today}"][data-series="{MODEL}"]')
     assert css_all(browser, f'svg[data-chart="speed"] circle[data-label="{today}"][data-series="{MODEL}"]')
@@ -451,13 +462,13 @@ def test_usage_charts_draw_after_requests(server, browser):
     wait(browser, lambda d: len(d.find_elements("css selector", 'svg[data-chart="live"] circle')) >= 4, timeout=10,
          what="the live chart")
     assert css(browser, "#live-queue .card-value").text == "0"
-    screenshot(browser, "usage")
+    screenshot(browser, "usage", whole=True)
     # The model filter: only the other model's bars.
     from selenium.webdriver.support.ui import Select
 
     Select(css(browser, "#usage-model")).select_by_value("qwen2.5-coder:0.5b")
     wait(browser, lambda d: not d.find_elements("css selector", bar), what="the filtered chart")
-    series = {r.get_attribute("data-series") for r in css_all(browser, 'svg[data-chart="requests"] rect.bar')}
+    series = {r.get_attribute("data-series") for r in css_all(browser, 'svg[data-chart="requests"] rect.chart-bar')}
     assert series == {"qwen2.5-coder:0.5b"}
     assert page_errors(browser) == []
 

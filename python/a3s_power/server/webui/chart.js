@@ -80,7 +80,7 @@ export function barChart(el, { id, labels, series, format, labelText, unit = '',
       const v = s.values[i] || 0;
       if (v <= 0) continue;
       const rect = h('svg:rect', {
-        x, width, y: y(base + v), height: Math.max(1, y(base) - y(base + v)), class: 'bar',
+        x, width, y: y(base + v), height: Math.max(1, y(base) - y(base + v)), class: 'chart-bar',
         dataset: { label, series: s.name, value: v },
       }, h('svg:title', null, `${label} · ${s.name}: ${format ? format(v) : formatNumber(v, 4)}${unit}`));
       rect.style.fill = s.color;

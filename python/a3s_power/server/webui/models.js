@@ -33,7 +33,7 @@ async function refreshInstalled() {
   for (const m of list) {
     const d = m.details || {};
     const ctx = h('td', { class: 'num ctx' }, '…');
-    const caps = h('td', { class: 'caps' }, (m.capabilities || []).map((c) => h('span', { class: 'cap' }, c)));
+    const caps = h('td', { class: 'capcell' }, (m.capabilities || []).map((c) => h('span', { class: 'cap' }, c)));
     const actions = h('td', { class: 'actions' },
       h('button', { type: 'button', class: 'ghost small-btn', onclick: () => openDetail(m.name, 'modelfile') }, 'Show'),
       h('button', { type: 'button', class: 'ghost small-btn', onclick: () => copyModel(m.name) }, 'Copy'),
