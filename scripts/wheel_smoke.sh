@@ -89,7 +89,8 @@ cores = [n for n in wnames if re.fullmatch(r"a3s_power/_core\.[^/]+\.(so|pyd|dyl
 if len(cores) != 1:
     problems.append(f"wheel has {len(cores)} compiled cores: {cores}")
 for need in ["a3s_power/__init__.py", "a3s_power/_core.pyi", "a3s_power/py.typed",
-             "a3s_power/registry/known_models.json"]:
+             "a3s_power/registry/known_models.json", "a3s_power/server/webui/index.html",
+             "a3s_power/server/webui/app.js"]:
     if need not in wnames:
         problems.append(f"wheel lacks {need}")
 missing = sorted(n[len("python/"):] for n in names
