@@ -26,9 +26,11 @@ from a3s_power.registry import TransferSettings
 from a3s_power.usage import UsageLog
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
+from tests.tiny_gptoss import THINK_THEN_ANSWER, write_tiny_gptoss
 from tests.tiny_models import write_tiny_llama
 
 MODEL = "smollm2:latest"
+THOUGHT, ANSWER = "Let me think about France.", "Paris is the capital of France."  # what the tiny gpt-oss says
 PRICES = {"default": {"input": 0.15, "output": 0.6}}
 FAST = TransferSettings(backoff_s=0.01, progress_interval_s=0.0, max_retries=1)
 SHOTS = os.environ.get("A3S_UI_SCREENSHOTS")  # a folder for the screenshots (docs/ for README)
@@ -80,6 +82,9 @@ def server(tmp_path_factory, smollm2_path):
     with Served(home, FAST, usage=usage, num_parallel=2, context_length=2048, pricing=PRICES) as srv:
         client = ollama.Client(host=srv.url)
         list(client.create(model="smollm2", files={"model.gguf": client.create_blob(smollm2_path)}, stream=True))
+        # A tiny gpt-oss whose crafted weights think, then answer, the same on any CPU.
+        oss = write_tiny_gptoss(home / "oss.gguf", THINK_THEN_ANSWER, THOUGHT)
+        list(client.create(model="oss", files={"model.gguf": client.create_blob(str(oss))}, stream=True))
         yield srv
     usage.close()
 
@@ -236,21 +241,29 @@ def slots_busy(server) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("power_slots_busy{"))
 
 
-def test_each_page_loads_without_errors(server, browser):
+def choose_model(driver, name: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    wait(driver, lambda d: name in [o.get_attribute("value") for o in css_all(d, "#chat-model option")],
+         what=f"{name} in the model list")
+    Select(css(driver, "#chat-model")).select_by_value(name)
+
+
+def test_each_page_loads_without_errors(browser, server):
     for page in ("chat", "models", "usage"):
         open_page(browser, server, page)
         assert css(browser, f"#nav-{page}").get_attribute("class") == "active"
         assert css(browser, f"#page-{page}").is_displayed()
     open_page(browser, server, "chat")
-    wait(browser, lambda d: MODEL in [o.get_attribute("value") for o in css_all(d, "#chat-model option")],
-         what="the model list")
+    choose_model(browser, MODEL)
     assert "completion" in css(browser, "#chat-model-caps").text
     assert page_errors(browser) == []
 
 
-def test_chat_streams_an_answer_and_stop_ends_it(server, browser):
+def test_chat_streams_an_answer_and_stop_ends_it(browser, server):
     open_page(browser, server, "chat")
     css(browser, "#new-chat").click()
+    choose_model(browser, MODEL)
     css(browser, "#toggle-options").click()
     set_option(browser, "num_predict", "1500")
     browser.execute_script(WATCH)
@@ -273,9 +286,10 @@ def test_chat_streams_an_answer_and_stop_ends_it(server, browser):
     assert stored["options"]["num_predict"] == 1500 and stored["messages"][1]["content"]
 
 
-def test_chat_answer_completes_with_stats_and_is_kept(server, browser):
+def test_chat_answer_completes_with_stats_and_is_kept(browser, server):
     open_page(browser, server, "chat")
     css(browser, "#new-chat").click()
+    choose_model(browser, MODEL)
     if not css(browser, "#options").is_displayed():
         css(browser, "#toggle-options").click()
     set_option(browser, "num_predict", str(LONG))
@@ -298,7 +312,51 @@ def test_chat_answer_completes_with_stats_and_is_kept(server, browser):
     screenshot(browser, "chat")
 
 
-def test_conversations_are_renamed_exported_and_deleted(server, browser):
+def test_thinking_streams_in_folded_above_the_answer(browser, server):
+    open_page(browser, server, "chat")
+    css(browser, "#new-chat").click()
+    choose_model(browser, "oss:latest")
+    send(browser, "What is the capital of France?")
+    wait(browser, lambda d: not d.find_elements("css selector", ".message.streaming")
+         and d.find_elements("css selector", ".message.assistant .stats"), timeout=60, what="the answer")
+    thinking = css(browser, ".message.assistant details.thinking")
+    assert thinking.get_attribute("open") is None
+    assert thinking.find_element("css selector", "summary").text == "Thinking"
+    assert thinking.find_element("css selector", ".thinking-body").get_attribute("textContent") == THOUGHT
+    assert css(browser, ".message.assistant .content").text == ANSWER
+    thinking.find_element("css selector", "summary").click()
+    assert css(browser, ".message.assistant .thinking-body").text == THOUGHT
+    reply = max(conversations(browser), key=lambda c: c["updated"])["messages"][1]
+    assert (reply["thinking"], reply["content"], reply["model"]) == (THOUGHT, ANSWER, "oss:latest")
+    choose_model(browser, MODEL)
+
+
+def test_an_attached_image_goes_with_the_message(browser, server, tmp_path):
+    import base64
+
+    # A 1x1 PNG; SmolLM2 has no vision, so the server's refusal shows, after the image was sent.
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    (tmp_path / "dot.png").write_bytes(png)
+    open_page(browser, server, "chat")
+    css(browser, "#new-chat").click()
+    choose_model(browser, MODEL)
+    browser.execute_script("document.getElementById('attach').hidden = false")
+    css(browser, "#attach").send_keys(str(tmp_path / "dot.png"))
+    browser.execute_script("document.getElementById('attach').hidden = true")
+    wait(browser, lambda d: d.find_elements("css selector", "#attachments img"), what="the thumbnail")
+    send(browser, "What is in this picture?")
+    wait(browser, lambda d: d.find_elements("css selector", ".message.assistant .error"), what="the answer")
+    assert "image input" in css(browser, ".message.assistant .error").text
+    assert css_all(browser, ".message.user .message-images img")  # the picture, shown in the conversation
+    assert css_all(browser, "#attachments img") == []
+    conv = max(conversations(browser), key=lambda c: c["updated"])
+    assert conv["messages"][0]["images"] == [base64.b64encode(png).decode()]
+    css(browser, f'#conversations li[data-id="{conv["id"]}"] .conv-delete').click()
+    browser.switch_to.alert.accept()
+    wait(browser, lambda d: not d.find_elements("css selector", f'#conversations li[data-id="{conv["id"]}"]'))
+
+
+def test_conversations_are_renamed_exported_and_deleted(browser, server):
     from selenium.webdriver.common.keys import Keys
 
     open_page(browser, server, "chat")
@@ -318,15 +376,15 @@ def test_conversations_are_renamed_exported_and_deleted(server, browser):
     exported = json.loads(path.read_text())
     assert exported["id"] == conv_id and [m["role"] for m in exported["messages"]] == ["user", "assistant"]
 
-    before = len(conversations(browser))
-    stopped = next(c for c in conversations(browser) if c["id"] != conv_id)
-    css(browser, f'#conversations li[data-id="{stopped["id"]}"] .conv-delete').click()
+    before = [c["id"] for c in conversations(browser)]
+    other = next(c for c in before if c != conv_id)
+    css(browser, f'#conversations li[data-id="{other}"] .conv-delete').click()
     browser.switch_to.alert.accept()
-    wait(browser, lambda d: len(css_all(d, "#conversations li")) == before - 1, what="the deletion")
-    assert [c["id"] for c in conversations(browser)] == [conv_id]
+    wait(browser, lambda d: len(css_all(d, "#conversations li")) == len(before) - 1, what="the deletion")
+    assert [c["id"] for c in conversations(browser)] == [c for c in before if c != other]
 
 
-def test_untrusted_markdown_is_rendered_never_run(server, browser):
+def test_untrusted_markdown_is_rendered_never_run(browser, server):
     evil = ("# Title\n\n**bold** and *em* and `<b>code</b>`\n\n<script>window.pwned = 1</script>\n"
             "<img src=x onerror=\"window.pwned = 2\">\n\n[click](javascript:window.pwned=3) "
             "[ok](https://example.org/a?b=1&c=<2>) ![pic](https://example.org/p.png)\n\n"
@@ -372,7 +430,7 @@ def test_untrusted_markdown_is_rendered_never_run(server, browser):
     assert page_errors(browser) == []
 
 
-def test_models_pull_with_progress_show_copy_unload_and_delete(server, browser, tmp_path):
+def test_models_pull_with_progress_show_copy_unload_and_delete(browser, server, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     data = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
@@ -429,18 +487,18 @@ def test_models_pull_with_progress_show_copy_unload_and_delete(server, browser, 
     assert css(browser, f"{loaded} td:nth-child(5)").text == "0 / 2"
     css(browser, f"{loaded} .unload").click()
     wait(browser, lambda d: not d.find_elements("css selector", loaded), timeout=20, what="the unload")
-    assert requests.get(server.url + "/api/ps").json()["models"] == []
+    assert MODEL not in [m["name"] for m in requests.get(server.url + "/api/ps").json()["models"]]
     assert page_errors(browser) == []
 
 
-def test_usage_charts_draw_after_requests(server, browser):
+def test_usage_charts_draw_after_requests(browser, server):
     today = datetime.now(timezone.utc).date().isoformat()
     # One more request, from outside the page, to count on.
     r = requests.post(server.url + "/api/generate", json={"model": "smollm2", "prompt": "Hi", "stream": False,
                                                           "options": {"num_predict": 4}})
     assert r.status_code == 200
     usage = requests.get(server.url + "/v1/usage", params={"start_date": today, "end_date": today}).json()
-    requests_today = usage["totals"]["requests"]
+    requests_today = sum(row["requests"] for row in usage["data"] if row["model"] == MODEL)
     assert requests_today >= 2  # the chat that finished, and this one
     open_page(browser, server, "usage")
     bar = f'svg[data-chart="requests"] rect[data-label="{today}"][data-series="{MODEL}"]'
