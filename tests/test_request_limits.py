@@ -30,6 +30,9 @@ JSON_ROUTES = [
     ("POST", "/v1/responses"),
     ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"),
     ("POST", "/api/rerank"), ("POST", "/v1/rerank"),
+    ("POST", "/api/tokenize"), ("POST", "/api/detokenize"), ("POST", "/tokenize"), ("POST", "/detokenize"),
+    ("POST", "/v1/tokenize"), ("POST", "/v1/detokenize"), ("POST", "/v1/chat/completions/input_tokens"),
+    ("POST", "/v1/responses/input_tokens"),
 ]
 
 

@@ -211,13 +211,17 @@ def test_messages_stream_message_start_takes_the_prompt_count():
 
     async def deltas():
         yield Delta(content="Hel", metrics={"prompt_eval_count": 12})
-        yield Delta(content="lo", done=True, done_reason="stop", metrics={"prompt_eval_count": 12, "eval_count": 2})
+        yield Delta(content="lo", done=True, done_reason="stop",
+                    metrics={"prompt_eval_count": 12, "prompt_eval_cached_count": 5, "eval_count": 2})
 
     events = _drain(routes._events("m", "msg_1", deltas()))
     assert events[0][0] == "message_start"
-    assert events[0][1]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0}
+    # What came from the cache is known at the prompt's end: message_delta splits the input then.
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0,
+                                                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     text = "".join(e[1]["delta"]["text"] for e in events if e[0] == "content_block_delta")
     assert text == "Hello"
     assert [e[0] for e in events][-2:] == ["message_delta", "message_stop"]
-    assert events[-2][1]["usage"] == {"input_tokens": 12, "output_tokens": 2}
+    assert events[-2][1]["usage"] == {"input_tokens": 7, "output_tokens": 2, "cache_creation_input_tokens": 0,
+                                      "cache_read_input_tokens": 5}
 

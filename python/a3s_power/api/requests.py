@@ -194,3 +194,31 @@ class RerankRequest(BaseModel):
     keep_alive: KeepAlive = None
 
     _alive = field_validator("keep_alive")(classmethod(lambda cls, v: _keep_alive(v)))
+
+
+class TokenizeRequest(BaseModel):
+    """Text as the model's tokens, through its vocabulary (the model is loaded for it, as for a
+    request that runs it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    text: str
+    add_special: bool = True  # BOS (and EOS) where the model's vocabulary adds them
+    parse_special: bool = True  # special tokens written as text (``<|im_start|>``) are those tokens
+    with_pieces: bool = False  # also each token's bytes
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+    _alive = field_validator("keep_alive")(classmethod(lambda cls, v: _keep_alive(v)))
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    tokens: list[int]
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+    _alive = field_validator("keep_alive")(classmethod(lambda cls, v: _keep_alive(v)))

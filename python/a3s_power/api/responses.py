@@ -27,7 +27,8 @@ class Metrics(BaseModel):
 
     total_duration: int = 0
     load_duration: int = 0
-    prompt_eval_count: int = 0
+    prompt_eval_count: int = 0  # the whole prompt
+    prompt_eval_cached_count: int = 0  # of those, reused from the KV cache (a slot's or the prompt cache's)
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
@@ -135,6 +136,17 @@ class RerankResponse(BaseModel):
     results: list[RerankResult] = Field(default_factory=list)  # most relevant first
     prompt_eval_count: int = 0
     metrics: Metrics = Field(default_factory=Metrics)
+
+
+class TokenizeResponse(BaseModel):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    pieces: list[bytes] | None = None  # each token's bytes, with ``with_pieces``
+
+
+class DetokenizeResponse(BaseModel):
+    model: str = ""
+    text: str = ""
 
 
 class ModelInfo(BaseModel):

@@ -311,11 +311,36 @@ def _until(expires: str | None) -> str:
     return human_duration(remaining) + " from now"
 
 
+def _slot_rows(runners: list[dict[str, Any]]) -> list[list[str]]:
+    """/api/slots as a table: a row per slot, or per runner where the server cannot tell its
+    slots apart."""
+    rows = [["NAME", "KIND", "SLOT", "STATE", "CACHED", "GENERATED"]]
+    for r in runners:
+        if r.get("slots") is None:
+            rows.append([r["name"], r["kind"], "*", f"{r['busy']} of {r['total']} busy", "-", "-"])
+            continue
+        for slot in r["slots"]:
+            rows.append([r["name"], r["kind"], str(slot["id"]), "busy" if slot["busy"] else "idle",
+                         str(slot["cached_tokens"]), str(slot["generated"])])
+    return rows
+
+
 @click.command()
-def ps() -> None:
+@click.option("--slots", "show_slots", is_flag=True, help="Show each slot of the running models")
+def ps(show_slots: bool) -> None:
     """List running models"""
 
+    async def slot_table(client: Client) -> None:
+        runners = (await client.request("GET", "/api/slots"))["models"]
+        click.echo(table(_slot_rows(runners)))
+        for r in runners:
+            if r.get("queued"):
+                click.echo(f"{r['name']} ({r['kind']}): {r['queued']} waiting for a slot")
+
     async def work(client: Client) -> None:
+        if show_slots:
+            await slot_table(client)
+            return
         running = (await client.request("GET", "/api/ps"))["models"]
         rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
         for m in running:

@@ -23,8 +23,8 @@ from ..errors import RemoteError
 from ..prompt.tools import ToolCall
 from ..store.types import LocalModel
 
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
-           "eval_duration")
+METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_cached_count", "prompt_eval_duration",
+           "eval_count", "eval_duration")
 
 
 async def stream(config: Config, spec: LocalModel, path: str, body: dict[str, Any]) -> AsyncIterator[dict]:

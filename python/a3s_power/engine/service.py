@@ -14,11 +14,13 @@ import base64
 import binascii
 import math
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
-from ..api import (ChatRequest, Delta, EmbedRequest, EmbedResponse, GenerateRequest, Metrics, RerankRequest,
-                   RerankResponse, RerankResult, ToolChoice)
+from ..api import (ChatRequest, Delta, DetokenizeRequest, DetokenizeResponse, EmbedRequest, EmbedResponse,
+                   GenerateRequest, Metrics, RerankRequest, RerankResponse, RerankResult, TokenizeRequest,
+                   TokenizeResponse, ToolChoice)
 from ..api import Options as RequestOptions
 from ..errors import InvalidOptionError
 from ..prompt.bounded import run_bounded
@@ -29,10 +31,13 @@ from .options import Options, defaults, parse_options, replace_load
 from .prompt_fit import PROMPT_TOO_LONG, Conversation, cut_to_context, fit_tokens, render_conversation
 from .scheduler import Runner, Scheduler, parse_keep_alive
 
-__all__ = ["CapabilityError", "Delta", "EmbedResult", "InferenceService", "MAX_IMAGE_BYTES", "PROMPT_TOO_LONG",
-           "decode_images", "grammar_for_format"]
+__all__ = ["CapabilityError", "Delta", "EmbedResult", "InferenceService", "MAX_IMAGE_BYTES", "MAX_TOKENIZE_BYTES",
+           "PROMPT_TOO_LONG", "decode_images", "grammar_for_format"]
 
 EmbedResult = EmbedResponse  # the name before a3s_power.api
+
+# The most text one tokenize request takes: tokenizing needs many times the text's size in memory.
+MAX_TOKENIZE_BYTES = 8 << 20
 
 
 class CapabilityError(InvalidOptionError):
@@ -230,18 +235,66 @@ class InferenceService:
         _, tokens = render_conversation(runner.model, template, conversation, opts, request.truncate is not False)
         return fit_tokens(tokens, opts, request.shift is not False)
 
+    @asynccontextmanager
+    async def _vocabulary(self, spec: LocalModel, options: RequestOptions | None,
+                          keep_alive: float | None) -> AsyncIterator[Runner]:
+        """A runner of ``spec`` for its vocabulary alone (tokens, template): one loaded already,
+        whatever its load-time options, unless the request's options ask for others, so that
+        counting tokens never reloads a model; else the model loaded as a request would load it
+        (an embedding-only model for embeddings)."""
+        load = self.options_for(spec, options).load
+        if load == self.options_for(spec, None).load:  # no load-time option of its own
+            loaded = [r for r in self.scheduler.running() if r.name == spec.name]
+            if loaded:
+                load = min(loaded, key=lambda r: r.load_options.embedding).load_options  # generation's first
+            elif not self._can(spec, "completion") and self._can(spec, "embedding"):
+                load = replace(load, embedding=True)
+        async with self.scheduler.use(spec, load, keep_alive) as runner:
+            yield runner
+
     async def count_chat_tokens(self, request: ChatRequest) -> int:
-        """How many tokens the rendered conversation takes (loads the model for its tokenizer)."""
+        """How many tokens the rendered conversation takes (loads the model for its tokenizer,
+        unless it is loaded)."""
         spec = self.resolve(request.model)
-        opts = self.options_for(spec, None)
         history = self._history(spec, [m.for_prompt() for m in request.messages])
         tools = [t.for_prompt() for t in request.tools] if request.tools else None
-        async with self.scheduler.use(spec, opts.load, None) as runner:
+        async with self._vocabulary(spec, request.options, _keep_alive(request.keep_alive)) as runner:
             template = self.template_for(runner)
             harmony = self._harmony(runner, template, tools)
             prompt_tools = harmony.for_prompt() if harmony else tools
             return len(await run_bounded(lambda: runner.model.tokenize_prompt(template.render_chat(
                 history, tools=prompt_tools))))
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+        """The text as the model's tokens (and each token's bytes, with ``with_pieces``)."""
+        spec = self.resolve(request.model)
+        size = len(request.text.encode("utf-8", "surrogatepass"))
+        if size > MAX_TOKENIZE_BYTES:  # tokenizing takes many times the text's size in memory
+            raise InvalidOptionError(f"text is {size} bytes; at most {MAX_TOKENIZE_BYTES >> 20} MiB is tokenized "
+                                     "at once")
+        async with self._vocabulary(spec, request.options, _keep_alive(request.keep_alive)) as runner:
+            vocab = runner.model
+            tokens = await asyncio.to_thread(vocab.tokenize, request.text, request.add_special, request.parse_special)
+            pieces = None
+            if request.with_pieces:
+                piece = vocab.model.token_to_piece
+                pieces = await asyncio.to_thread(lambda: [piece(t, True) for t in tokens])
+        return TokenizeResponse(model=request.model, tokens=tokens, pieces=pieces)
+
+    async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
+        """The text of the model's tokens, special tokens written out (as tokenize reads them)."""
+        spec = self.resolve(request.model)
+        async with self._vocabulary(spec, request.options, _keep_alive(request.keep_alive)) as runner:
+            vocab = runner.model.model
+            n_vocab = vocab.n_vocab
+            for i, token in enumerate(request.tokens):
+                if not 0 <= token < n_vocab:  # llama.cpp reads out of bounds past its vocabulary
+                    raise InvalidOptionError(f"tokens[{i}] is {token}: not a token of this model "
+                                             f"(0 to {n_vocab - 1})")
+            text = await asyncio.to_thread(vocab.detokenize, list(request.tokens), False, True)
+        return DetokenizeResponse(model=request.model, text=text)
 
     async def render_chat(self, request: ChatRequest) -> tuple[str, int]:
         """What chat would give the model, without running it (Ollama's ``_debug_render_only``):
@@ -431,6 +484,7 @@ class InferenceService:
     def _metrics(timings: dict[str, int], clock: _Clock) -> Metrics:
         return Metrics(total_duration=time.perf_counter_ns() - clock.started, load_duration=clock.loaded_ns,
                        prompt_eval_count=timings.get("prompt_tokens", 0),
+                       prompt_eval_cached_count=timings.get("cached_tokens", 0),
                        prompt_eval_duration=timings.get("prompt_eval_duration", 0),
                        eval_count=timings.get("eval_count", 0), eval_duration=timings.get("eval_duration", 0))
 

@@ -14,9 +14,10 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..api import ChatRequest, Delta
+from ..api import ChatRequest, Delta, Metrics
 from .errors import ApiError, read_json, validated
 from .images import fetch_images_for_model, is_remote
+from .openai import ollama_options
 from .state import service_of
 from .streaming import sse
 
@@ -147,7 +148,8 @@ def messages_request(body: dict) -> ChatRequest:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise ApiError(400, "max_tokens: must be a positive integer")
-    options: dict[str, Any] = {"num_predict": max_tokens}
+    options = ollama_options(body)
+    options["num_predict"] = max_tokens
     for key in ("temperature", "top_p", "top_k"):
         if body.get(key) is not None:
             if not isinstance(body[key], (int, float)) or isinstance(body[key], bool):
@@ -177,7 +179,16 @@ def whole_message(model: str, message_id: str, d: Delta) -> dict:
                 for call in d.tool_calls]
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": _stop_reason(d, bool(d.tool_calls)), "stop_sequence": d.stop_sequence or None,
-            "usage": {"input_tokens": d.metrics.prompt_eval_count, "output_tokens": d.metrics.eval_count}}
+            "usage": _usage(d)}
+
+
+def _usage(d: Delta) -> dict[str, int]:
+    """Anthropic's usage: ``input_tokens`` are the prompt's tokens not read from a cache, as
+    Anthropic counts them (the whole prompt is their sum with ``cache_read_input_tokens``); this
+    server writes its cache as it evaluates, at no cost, so nothing counts as cache creation."""
+    cached = d.metrics.prompt_eval_cached_count
+    return {"input_tokens": d.metrics.prompt_eval_count - cached, "output_tokens": d.metrics.eval_count,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -201,10 +212,12 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
         pending: Delta | None = await iterator.__anext__()
     except StopAsyncIteration:
         pending = None
-    input_tokens = pending.metrics.prompt_eval_count if pending is not None else 0
+    # How much of the prompt came from the cache is known at its end (the last delta's metrics):
+    # message_start counts the whole prompt as input, message_delta then splits it.
+    start = Delta(metrics=Metrics(prompt_eval_count=pending.metrics.prompt_eval_count if pending is not None else 0))
     yield "message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}
+        "stop_reason": None, "stop_sequence": None, "usage": _usage(start)}}
     index = -1
     open_kind: str | None = None
     had_tools = False
@@ -262,8 +275,7 @@ async def _events(model: str, message_id: str, deltas: AsyncIterator[Delta]) -> 
     yield "message_delta", {"type": "message_delta",
                             "delta": {"stop_reason": _stop_reason(last, had_tools),
                                       "stop_sequence": last.stop_sequence or None},
-                            "usage": {"input_tokens": last.metrics.prompt_eval_count,
-                                      "output_tokens": last.metrics.eval_count}}
+                            "usage": _usage(last)}
     yield "message_stop", {"type": "message_stop"}
 
 
@@ -272,7 +284,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model: field required")
-    req = validated(ChatRequest, {"model": model, "messages": _conversation(body), "tools": _tools(body.get("tools"))})
+    req = validated(ChatRequest, {"model": model, "messages": _conversation(body), "tools": _tools(body.get("tools")),
+                                  "options": ollama_options(body) or None})
     return web.json_response({"input_tokens": await service_of(request).count_chat_tokens(req)})
 
 

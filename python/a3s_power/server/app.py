@@ -13,7 +13,7 @@ from aiohttp import web
 from ..engine.service import InferenceService
 from ..store.types import LocalModel
 from ..version import __version__
-from . import account, anthropic, models, native, openai, ops, rerank, responses, ui
+from . import account, anthropic, models, native, openai, ops, rerank, responses, slots, tokens, ui
 from .access import key_middleware
 from .errors import error_middleware
 from .metrics import Metrics
@@ -131,6 +131,8 @@ def create_app(state: ServerState) -> web.Application:
     anthropic.setup(app)
     responses.setup(app)
     rerank.setup(app)
+    tokens.setup(app)  # tokenize and detokenize
+    slots.setup(app)  # /api/slots
     ops.setup(app)
     account.setup(app)
     models.setup(app)  # the model store's routes (pull, push, create, ...)

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..gpu import gpu_stats
+from .slots import engine_slots
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -59,6 +60,13 @@ class Metrics:
                 cache_events = CounterMetricFamily("power_prompt_cache_conversations",
                                                    "Conversations the prompt cache saved, restored or skipped",
                                                    labels=["model", "event"])
+                free = GaugeMetricFamily("power_slots_free", "Slots free for a request", labels=["model"])
+                queued = GaugeMetricFamily("power_model_queue_depth", "Requests waiting for one of the model's slots",
+                                           labels=["model"])
+                # Where the core reports slots one by one (Engine.slots): the KV cells each holds.
+                slot_cached = GaugeMetricFamily("power_slot_cached_tokens",
+                                                "Tokens a slot holds in its KV cache, for the next turn to reuse",
+                                                labels=["model", "kind", "slot"])
                 waiting = 0
                 runners = scheduler.running()
                 # Per model: its generation and embedding runners summed, their shared weights once.
@@ -66,9 +74,14 @@ class Metrics:
                 phases: dict[tuple[str, str], int] = {}
                 steps: dict[str, int] = {}
                 events: dict[tuple[str, str], int] = {}
+                per_queue: dict[str, int] = {}
                 for runner in runners:
                     stats = runner.model.engine.stats()
                     waiting += stats["queued"]
+                    per_queue[runner.name] = per_queue.get(runner.name, 0) + stats["queued"]
+                    kind = "embedding" if runner.load_options.embedding else "generation"
+                    for view in engine_slots(runner.model.engine) or ():
+                        slot_cached.add_metric([runner.name, kind, str(view["id"])], view["cached_tokens"])
                     row = per_model.setdefault(runner.name, [0, 0, 0, 0, 0])
                     row[0] += stats["slots_busy"]
                     row[1] += stats["slots"]
@@ -84,6 +97,8 @@ class Metrics:
                 for name, (n_busy, n_slots, size, cache_bytes, disk_bytes) in per_model.items():
                     busy.add_metric([name], n_busy)
                     slots.add_metric([name], n_slots)
+                    free.add_metric([name], max(n_slots - n_busy, 0))
+                    queued.add_metric([name], per_queue.get(name, 0))
                     memory.add_metric([name], size)
                     cached.add_metric([name], cache_bytes)
                     on_disk.add_metric([name], disk_bytes)
@@ -95,8 +110,8 @@ class Metrics:
                     cache_events.add_metric(list(labels), n)
                 queue.add_metric([], waiting)
                 loaded.add_metric([], len(per_model))
-                yield from (queue, busy, slots, memory, loaded, cached, on_disk, engine_time, engine_steps,
-                            cache_events)
+                yield from (queue, busy, slots, free, queued, slot_cached, memory, loaded, cached, on_disk, engine_time,
+                            engine_steps, cache_events)
                 gpus = gpu_stats()
                 if gpus:
                     mem = GaugeMetricFamily("power_gpu_memory_bytes", "GPU memory in use", labels=["device"])

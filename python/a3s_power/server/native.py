@@ -16,6 +16,7 @@ from ..api import ChatRequest, Delta, EmbedRequest, GenerateRequest, ToolCall
 from ..core import _core
 from ..timefmt import now_rfc3339
 from ..version import OLLAMA_API_VERSION, __version__
+from . import slots
 from .errors import ApiError, read_json, validated
 from .state import service_of, state_of
 from .streaming import ndjson
@@ -214,7 +215,8 @@ async def ps(request: web.Request) -> web.Response:
     shown: set[str] = set()
     # A model loaded for both generation and embeddings is one model, as Ollama shows it: the
     # runner used last speaks for it.
-    for runner in sorted(state_of(request).scheduler.running(), key=lambda r: r.last_used, reverse=True):
+    running = state_of(request).scheduler.running()
+    for runner in sorted(running, key=lambda r: r.last_used, reverse=True):
         if runner.name in shown:
             continue
         shown.add(runner.name)
@@ -243,6 +245,8 @@ async def ps(request: web.Request) -> web.Response:
             "size_vram": vram,
             "context_length": runner.load_options.num_ctx,
             "gpus": gpus,  # beyond Ollama: what each GPU holds of the model
+            # Beyond Ollama: slots busy and free, requests waiting, each slot's cached tokens.
+            "slots": slots.summary(slots.runner_slots(r) for r in running if r.name == runner.name),
         })
     models.sort(key=lambda m: m["expires_at"], reverse=True)
     return web.json_response({"models": models})

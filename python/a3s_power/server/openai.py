@@ -27,8 +27,21 @@ EFFORT_TO_THINK = {"none": False, "minimal": "low", "low": "low", "medium": "med
            "xhigh": "max", "ultra": "max"}
 
 
+def ollama_options(body: dict, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ollama's ``options`` object, taken as an extra body field on the OpenAI, Responses and
+    Anthropic routes (``num_ctx`` and the rest, ollama/ollama #5356), over ``defaults``; the
+    API's own fields, set after, win over it."""
+    options = dict(defaults or {})
+    extra = body.get("options")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ApiError(400, "options must be an object of Ollama's model options", param="options")
+        options.update(extra)
+    return options
+
+
 def _options(body: dict) -> dict[str, Any]:
-    options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+    options = ollama_options(body, {"temperature": 1.0, "top_p": 1.0})
     for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
         if body.get(key) is not None:
             if not isinstance(body[key], (int, float)) or isinstance(body[key], bool):
@@ -200,7 +213,8 @@ def embed_request(body: dict) -> tuple[EmbedRequest, str]:
     if encoding not in ("float", "base64"):
         raise ApiError(400, f"invalid encoding format: {encoding!r}; expected float or base64",
                        param="encoding_format")
-    return validated(EmbedRequest, {"model": model, "input": inputs, "dimensions": body.get("dimensions")}), encoding
+    return validated(EmbedRequest, {"model": model, "input": inputs, "dimensions": body.get("dimensions"),
+                                    "options": ollama_options(body) or None}), encoding
 
 
 # --- to the wire -----------------------------------------------------------------------------
@@ -225,7 +239,8 @@ def _finish(reason: str, had_calls: bool) -> str:
 
 def _usage(delta: Delta) -> dict:
     p, c = delta.metrics.prompt_eval_count, delta.metrics.eval_count
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": delta.metrics.prompt_eval_cached_count}}
 
 
 class ChatCompletion:
@@ -358,6 +373,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(completion.whole(Delta.merge([d async for d in deltas])))
 
 
+async def chat_input_tokens(request: web.Request) -> web.Response:
+    """What a chat completion's prompt would take, without running it (llama-server's route;
+    its answer is the Responses API's input_tokens object)."""
+    req = chat_request(await read_json(request))
+    return web.json_response({"object": "response.input_tokens",
+                              "input_tokens": await service_of(request).count_chat_tokens(req)})
+
+
 async def embeddings(request: web.Request) -> web.Response:
     req, encoding = embed_request(await read_json(request))
     result = await service_of(request).embed(req)
@@ -396,6 +419,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/chat/completions/input_tokens", chat_input_tokens)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..api import ChatRequest, Delta, ToolCall
 from .errors import ApiError, json_too_deep, read_json, validated
 from .images import fetch_images_for_model, is_remote
-from .openai import EFFORT_TO_THINK
+from .openai import EFFORT_TO_THINK, ollama_options
 from .state import STATE, service_of
 from .streaming import sse
 
@@ -297,7 +297,7 @@ def response_request(body: dict, model: str, history: list[dict]) -> ChatRequest
     if instructions is not None and not isinstance(instructions, str):
         raise _invalid_type("instructions", "a string", instructions)
     new_messages = input_messages(body.get("input", ""))
-    options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+    options = ollama_options(body, {"temperature": 1.0, "top_p": 1.0})
     for key in ("temperature", "top_p"):
         if _number(body, key, (int, float), "a number") is not None:
             options[key] = body[key]
@@ -325,16 +325,30 @@ def _reply(text: str, calls: list[dict]) -> dict:
     return reply
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+def _request(request: web.Request, body: dict) -> ChatRequest:
+    """The body as a chat request, continuing the response it names, if any."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
         raise _invalid_type("previous_response_id", "a string", previous)
+    return response_request(body, model, _store(request).messages(previous) if previous else [])
+
+
+async def input_tokens(request: web.Request) -> web.Response:
+    """What a response's prompt would take (instructions, the conversation it continues, input
+    and tools), without running it: OpenAI's POST /v1/responses/input_tokens."""
+    req = _request(request, await read_json(request))
+    return web.json_response({"object": "response.input_tokens",
+                              "input_tokens": await service_of(request).count_chat_tokens(req)})
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    req = _request(request, body)
+    model = req.model
     store = _store(request)
-    req = response_request(body, model, store.messages(previous) if previous else [])
     await fetch_images_for_model(request, model, req.messages)
     deltas = service_of(request).chat(req)
     response_id = _id("resp_")
@@ -383,7 +397,8 @@ def _output(reasoning: str, text: str, calls: list[dict]) -> list[dict]:
 
 def _usage(delta: Delta) -> dict:
     p, c = delta.metrics.prompt_eval_count, delta.metrics.eval_count
-    return {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": c,
+    return {"input_tokens": p, "input_tokens_details": {"cached_tokens": delta.metrics.prompt_eval_cached_count},
+            "output_tokens": c,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + c}
 
 
@@ -469,4 +484,5 @@ async def retrieve(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/v1/responses", create)
+    app.router.add_post("/v1/responses/input_tokens", input_tokens)
     app.router.add_get("/v1/responses/{response_id}", retrieve)
