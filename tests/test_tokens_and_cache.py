@@ -5,6 +5,7 @@ ollama client keeps no field it does not know, and has no tokenize)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,7 +17,9 @@ import openai
 import pytest
 import requests
 
+from a3s_power.engine.scheduler import Scheduler
 from a3s_power.server.slots import summary
+from tests import server_harness
 from tests.answers import KEEP_GOING, unload
 
 LIMIT = 16  # answer tokens: what is counted here is the prompt
@@ -251,6 +254,30 @@ def test_summary_without_slots_one_by_one():
     assert summary([emb, gen]) == {"total": 6, "busy": 1, "free": 5, "queued": 2}
     with_slots = {**gen, "slots": [{"id": i, "busy": i == 0, "cached_tokens": 10 * i, "generated": 0} for i in range(4)]}
     assert summary([emb, with_slots])["cached_tokens"] == [0, 10, 20, 30, 0, 0]
+
+
+def test_through_a_model_worker(monkeypatch, smollm2_path, smollm2):
+    """`serve` runs each model in a worker process: tokens come from the server's vocabulary-only
+    copy, cached tokens and slots from the worker's engine."""
+    monkeypatch.setattr(server_harness, "Scheduler", functools.partial(Scheduler, isolate=True))
+    srv = server_harness.RunningServer(server_harness.server_config(num_parallel=2, context_length=1024),
+                                       server_harness.resolver(smollm2=smollm2_path)).start()
+    try:
+        r = post(srv, "/api/tokenize", {"model": "smollm2", "text": TEXT, "add_special": False})
+        assert r.json()["tokens"] == smollm2.tokenize(TEXT, False, True)
+        assert post(srv, "/detokenize", {"tokens": r.json()["tokens"]}).json() == {"content": TEXT}
+        runners = srv.state.scheduler.running()
+        assert runners and all(hasattr(r.model, "worker") for r in runners)  # the model is in a worker
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        messages = question()
+        client.chat.completions.create(model="smollm2", messages=messages, max_tokens=LIMIT, temperature=0)
+        again = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=LIMIT, temperature=0)
+        assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+        generation = requests.get(srv.url + "/api/slots", timeout=30).json()["models"][0]
+        assert generation["kind"] == "generation" and len(generation["slots"]) == 2
+        assert max(s["cached_tokens"] for s in generation["slots"]) >= again.usage.prompt_tokens - 1
+    finally:
+        srv.stop()
 
 
 # --- item 6: Ollama's options on /v1 ------------------------------------------------------------------
