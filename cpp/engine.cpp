@@ -115,7 +115,11 @@ void make_this_thread_background(int nice);
 
 Engine::Engine(ModelPtr model, const ContextParams & params, std::vector<std::pair<LoraPtr, float>> adapters,
                ProjectorPtr projector)
-    : model_(std::move(model)), params_(params), adapters_(std::move(adapters)), projector_(std::move(projector)) {
+    : model_(std::move(model)),
+      params_(params),
+      adapters_(std::move(adapters)),
+      projector_(std::move(projector)),
+      mailbox_(params.stream_interval_ms) {
     if (projector_ && projector_->model().get() != model_.get()) {
         throw Error(ErrorKind::InvalidOption, "the projector was loaded for another model");
     }
@@ -972,62 +976,12 @@ Event & Engine::event_for(std::vector<Event> & out, uint64_t id) {
 void Engine::publish(std::vector<Event> & events, bool urgent) {
     note_slots();  // before the consumer can learn of a finished request, its slot shows free
     if (events.empty()) {
-        signal_consumer(false);  // still owed from an earlier step?
+        mailbox_.nudge();  // still owed from an earlier step?
         return;
     }
-    {
-        std::lock_guard<std::mutex> lk(out_mutex_);
-        for (auto & e : events) {
-            auto it = pending_index_.find(e.id);
-            if (it == pending_index_.end()) {
-                pending_index_[e.id] = pending_.size();
-                pending_.push_back(std::move(e));
-                continue;
-            }
-            Event & p = pending_[it->second];
-            p.text += e.text;
-            p.tokens.insert(p.tokens.end(), e.tokens.begin(), e.tokens.end());
-            for (auto & lp : e.logprobs) p.logprobs.push_back(std::move(lp));
-            if (!e.embedding.empty()) p.embedding = std::move(e.embedding);
-            if (e.done) {
-                p.done = true;
-                p.done_reason = e.done_reason;
-                p.stop_sequence = e.stop_sequence;
-                p.error = e.error;
-                p.timings = e.timings;
-            }
-        }
-    }
-    events.clear();
-    out_cv_.notify_all();
-    signal_owed_ = true;
-    signal_consumer(urgent);
+    mailbox_.post(events, urgent);
 }
 
-void Engine::signal_consumer(bool urgent) {
-    if (!signal_owed_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (!urgent && now - last_signal_ < std::chrono::milliseconds(params_.stream_interval_ms)) return;
-    notifier_.signal();
-    last_signal_ = now;
-    signal_owed_ = false;
-}
-
-std::vector<Event> Engine::drain(int timeout_ms) {
-    notifier_.clear();
-    std::unique_lock<std::mutex> lk(out_mutex_);
-    if (pending_.empty() && timeout_ms != 0) {
-        auto ready = [&] { return !pending_.empty(); };
-        if (timeout_ms < 0) {
-            out_cv_.wait(lk, ready);
-        } else {
-            out_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
-        }
-    }
-    std::vector<Event> out;
-    out.swap(pending_);
-    pending_index_.clear();
-    return out;
-}
+std::vector<Event> Engine::drain(int timeout_ms) { return mailbox_.drain(timeout_ms); }
 
 }  // namespace a3s

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lora.h"
+#include "mailbox.h"
 #include "parallel.h"
 #include "model.h"
 #include "notifier.h"
@@ -76,35 +77,6 @@ struct GenerateParams {
     // first num_keep tokens and go on (Ollama's shift), or end with "length".
     bool shift = true;
     int num_keep = 4;
-};
-
-struct Timings {
-    int64_t prompt_tokens = 0;         // the whole prompt
-    int64_t cached_tokens = 0;         // of those, reused from the slot's KV cache
-    int64_t prompt_eval_count = 0;     // evaluated now
-    int64_t prompt_eval_duration = 0;  // ns
-    int64_t eval_count = 0;
-    int64_t eval_duration = 0;  // ns
-};
-
-struct TokenLogprob {
-    llama_token token;
-    float logprob;
-    std::vector<TokenChoice> top;
-};
-
-// What a request produced since the last drain. Text is always whole UTF-8 characters.
-struct Event {
-    uint64_t id = 0;
-    std::string text;
-    std::vector<llama_token> tokens;
-    std::vector<TokenLogprob> logprobs;
-    std::vector<float> embedding;
-    bool done = false;
-    std::string done_reason;  // stop | length | cancel | error
-    std::string stop_sequence;  // the stop string that ended generation, if one did
-    std::string error;
-    Timings timings;
 };
 
 struct Request;
@@ -168,7 +140,7 @@ class Engine {
 
     // Output of every request that has some, waiting up to timeout_ms (0 = don't wait, < 0 = forever).
     std::vector<Event> drain(int timeout_ms);
-    int notify_fd() const { return notifier_.fd(); }
+    int notify_fd() const { return mailbox_.fd(); }
 
     EngineStats stats();
     // Each slot as the last step left it, in the spirit of llama-server's /slots.
@@ -205,7 +177,6 @@ class Engine {
     bool shift_context(Slot & slot);
     void fail_batch(const std::string & error, std::vector<Event> & out);
     void publish(std::vector<Event> & events, bool urgent);
-    void signal_consumer(bool urgent);
     Event & event_for(std::vector<Event> & out, uint64_t id);
     static bool should_abort(void * data);
 
@@ -249,13 +220,7 @@ class Engine {
     std::atomic<uint64_t> steps_{0};
     std::atomic<uint64_t> decode_ns_{0}, sample_ns_{0}, other_ns_{0}, device_picks_{0};
 
-    std::mutex out_mutex_;
-    std::condition_variable out_cv_;
-    std::vector<Event> pending_;
-    std::map<uint64_t, size_t> pending_index_;
-    Notifier notifier_;
-    std::chrono::steady_clock::time_point last_signal_{};
-    bool signal_owed_ = false;  // output published but the consumer not woken for it yet
+    Mailbox mailbox_;
 
     // The inference thread runs while there is work and ends after kIdleExit without any, if
     // another engine's thread is alive:
