@@ -111,3 +111,17 @@ def test_async_tasks_stream_side_by_side(tmp_path, smollm2_path):
 
     for deltas in asyncio.run(main()):
         assert deltas[-1].done and deltas[-1].metrics.eval_count > 0
+
+
+def test_rerank_in_process(tmp_path):
+    from tests.test_rerank_core import DOCUMENTS, QUERY, RERANK_TEMPLATE
+    from tests.tiny_models import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "reranker.gguf", architecture="qwen3", rerank_template=RERANK_TEMPLATE, seed=3)
+    with Power(models_dir=tmp_path / "store", num_parallel=2, context_length=512) as p:
+        info = p.load(path)
+        assert info.capabilities == ["rerank"]
+        result = p.rerank(model="reranker", query=QUERY, documents=DOCUMENTS, top_n=2, return_documents=True)
+        assert len(result.results) == 2
+        assert result.results[0].relevance_score >= result.results[1].relevance_score
+        assert all(r.document == DOCUMENTS[r.index] for r in result.results)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from .api import (ChatRequest, ChatResponse, Delta, EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse,
-                  ModelInfo)
+                  ModelInfo, RerankRequest, RerankResponse)
 from .config import Config
 from .engine.scheduler import Scheduler
 from .engine.service import InferenceService
@@ -135,7 +135,7 @@ class AsyncPower:
             name = str(model)
         spec = self._resolve(name)
         request_fields = {"model": name, "options": options, "keep_alive": keep_alive}
-        if "embedding" in spec.capabilities:
+        if "embedding" in spec.capabilities or "rerank" in spec.capabilities:  # both run an embedding engine
             await self.service.embed(EmbedRequest(**request_fields))
         else:
             async for _ in self.service.generate(GenerateRequest(**request_fields)):
@@ -183,6 +183,10 @@ class AsyncPower:
     async def embed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
         """Embeddings of ``input`` (one text or a list), unit length unless ``normalize`` is false."""
         return await self.service.embed(_request(EmbedRequest, request, fields))
+
+    async def rerank(self, request: RerankRequest | None = None, /, **fields: Any) -> RerankResponse:
+        """``documents`` ordered by relevance to ``query`` by a reranker, most relevant first."""
+        return await self.service.rerank(_request(RerankRequest, request, fields))
 
     async def close(self) -> None:
         """Unloads every model."""
@@ -266,6 +270,9 @@ class Power:
 
     def embed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
         return self._wait(self.aio.embed(request, **fields))
+
+    def rerank(self, request: RerankRequest | None = None, /, **fields: Any) -> RerankResponse:
+        return self._wait(self.aio.rerank(request, **fields))
 
     def close(self) -> None:
         """Unloads every model and stops the engine's thread."""
