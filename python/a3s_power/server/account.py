@@ -15,8 +15,8 @@ from aiohttp import web
 from .. import auth, cloud
 from ..errors import A3SPowerError, RemoteError
 from ..registry.transport import USER_AGENT
-from .state import state_of
 from .errors import ApiError
+from .state import state_of
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import random
 import string
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import Callable
 
 from aiohttp import web
 

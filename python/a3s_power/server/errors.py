@@ -112,7 +112,7 @@ async def error_middleware(request: web.Request, handler):
         if exc.signin_url and flavour(request.path) == "native":
             body["signin_url"] = exc.signin_url  # Ollama's clients offer it to the user
         return web.json_response(body, status=exc.status)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+    except Exception as exc:  # the last line of defence
         status, message = status_for(exc)
         if status == 500 and not isinstance(exc, A3SPowerError):
             log.exception("unhandled error on %s %s", request.method, request.path)

@@ -105,9 +105,8 @@ def _check_url(url: URL, allow_private: bool) -> None:
     if allow_private:
         return
     # aiohttp's own test for an address literal (helpers.is_ip_address): a colon, or digits and dots.
-    if ":" in host or host.replace(".", "").isdigit():
-        if not address_is_public(host):
-            raise _NotFetched(f"address {host}")
+    if (":" in host or host.replace(".", "").isdigit()) and not address_is_public(host):
+        raise _NotFetched(f"address {host}")
 
 
 async def _fetch(url: str, allow_private: bool) -> bytes:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -28,11 +29,11 @@ from ..store.manifest import InvalidManifest
 from ..store.names import ModelName
 from ..store.show import show_model
 from ..store.store import ModelStore
-from ..timefmt import rfc3339
 from ..store.types import InvalidModelName, ModelNotFound
+from ..timefmt import rfc3339
 from .account import show_cloud_model
-from .state import STATE, is_loopback, state_of
 from .errors import ApiError, read_json, status_for
+from .state import STATE, is_loopback, state_of
 from .streaming import ndjson
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ async def delete(request: web.Request) -> web.Response:
     if scheduler is not None:
         try:
             await scheduler.unload(stored.display)
-        except Exception:  # noqa: BLE001 - an unload failure must not keep the model on disk
+        except Exception:  # an unload failure must not keep the model on disk
             log.exception("unloading %s before deleting it", stored.display)
     try:
         await asyncio.to_thread(store.delete, stored)

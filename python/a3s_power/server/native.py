@@ -6,8 +6,9 @@ from __future__ import annotations
 import random
 import string
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel

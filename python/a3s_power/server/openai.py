@@ -11,7 +11,8 @@ import json
 import random
 import struct
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

@@ -8,9 +8,9 @@ from datetime import date
 from aiohttp import web
 
 from ..usage import UsageLog
-from .state import STATE, ServerState
 from .errors import ApiError
 from .metrics import Metrics
+from .state import STATE, ServerState
 
 log = logging.getLogger("a3s_power.requests")
 

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from ..config import Config
 from ..core import _core
+from ..engine.scheduler import Scheduler
 from ..errors import InvalidOptionError
+from ..hosts import parse_host
 from ..store import ModelStore
 from ..usage import UsageLog
-from ..hosts import parse_host
-from ..engine.scheduler import Scheduler
 from .app import create_app
 from .state import ServerState, is_loopback
 
