@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import llama_tools  # noqa: E402
+
 from tests import model_cache  # noqa: E402
 
 FILLER = ("The history of computing is a story of people finding ways to make machines follow instructions. "
@@ -53,9 +54,10 @@ def rss_bytes(pid: int) -> int:
     """Resident memory of a process and of its children (our server's model workers)."""
     total = 0
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
         for children in Path(f"/proc/{pid}/task").glob("*/children"):
             total += sum(rss_bytes(int(child)) for child in children.read_text().split())
     except OSError:
@@ -251,7 +253,8 @@ async def single_stream(server: Server, ban: list[int], n_tokens: int, tag: str)
 
 def llama_bench(binary: Path, model_path: str, threads: int, n_tokens: int, flash_attn: str) -> float:
     out = subprocess.run([str(binary), "-m", model_path, "-t", str(threads), "-p", "0", "-n", str(n_tokens),
-                          "-fa", flash_attn, "-r", "3", "-o", "json"], capture_output=True, text=True, check=True).stdout
+                          "-fa", flash_attn, "-r", "3", "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -308,7 +311,8 @@ async def main_async(args) -> dict:
     bench = statistics.median(bench_tps)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "model": os.path.basename(model_path), "threads": args.threads, "slots": args.slots,
-              "ctx_per_slot": args.ctx, "flash_attn": args.flash_attn, "inference_nice": args.inference_nice, "tokens": args.tokens, "rounds": args.rounds,
+              "ctx_per_slot": args.ctx, "flash_attn": args.flash_attn, "inference_nice": args.inference_nice,
+              "tokens": args.tokens, "rounds": args.rounds,
               "llama_cpp_commit": llama_tools.LLAMA_CPP_COMMIT, "llama_bench_tg_tps": bench_tps,
               "singles": singles, "results": results}
     rows = [("decode tok/s, 1 stream", "decode_tps"), ("time to first token, ms", "ttft_ms"),
@@ -320,7 +324,8 @@ async def main_async(args) -> dict:
     rows += [("cheap GET p50 ms under 8 streams", "cheap_p50_ms"), ("cheap GET p99 ms under 8 streams", "cheap_p99_ms"),
              ("resident memory, MiB", "rss_mb")]
     print(f"{report['model']}, {args.threads} threads, {args.slots} slots x {args.ctx} ctx, {args.tokens} tokens, "
-          f"flash attention {args.flash_attn}, median of {args.rounds} rounds; llama-bench tg{args.tokens}: {bench:.1f} tok/s")
+          f"flash attention {args.flash_attn}, median of {args.rounds} rounds; "
+          f"llama-bench tg{args.tokens}: {bench:.1f} tok/s")
     print("| measure | llama-server | a3s-power | a3s-power / llama-server |")
     print("|---|---|---|---|")
     for label, key in rows:
@@ -352,7 +357,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--decode-runs", type=int, default=3,
                         help="single-stream runs per round, each paired with a run of llama-bench")
-    parser.add_argument("--inference-nice", type=int, help="A3S_POWER_INFERENCE_NICE for our server (default: its own, 10)")
+    parser.add_argument("--inference-nice", type=int,
+                        help="A3S_POWER_INFERENCE_NICE for our server (default: its own, 10)")
     parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
                         help="for all three; auto is the default of llama-bench, llama-server, Ollama and ours")
     parser.add_argument("--in-process-too", action="store_true",

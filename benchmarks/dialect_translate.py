@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from a3s_power.store import dialect  # noqa: E402
-from a3s_power.store.gguf import read_gguf  # noqa: E402
-from tests.dialect_models import gptoss_pair  # noqa: E402
+from a3s_power.store import dialect
+from a3s_power.store.gguf import read_gguf
+from tests.dialect_models import gptoss_pair
 
 
 def _sha256(path: Path) -> str:

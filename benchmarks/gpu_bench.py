@@ -245,7 +245,7 @@ def main() -> None:
         ref_cmds: dict[str, str] = {}
         # One engine at a time, as one loaded model: an engine's thread keeps an OpenMP team for 2 s
         # after its last request, and more teams than CPUs make libgomp's workers sleep between steps.
-        def fresh(parallel: int = 1, kv_unified: bool = False) -> _core.Engine:
+        def fresh(parallel: int = 1, kv_unified: bool = False, fa: str = fa) -> _core.Engine:
             e = ours.engine(fa, parallel, kv_unified=kv_unified)
             ours.run(e, [ours.prompt(4) for _ in range(parallel)], 16)  # CUDA graphs, kernels
             return e
@@ -333,7 +333,7 @@ def main() -> None:
                 b = statistics.median(r["ours"][key])
                 print(f"| {fa} | {key} | {a:.1f} | {b:.1f} | {b / a:.3f} |")
     for fa, r in results["fa"].items():
-        for tool, cmd in r["ref_cmds"].items():
+        for cmd in r["ref_cmds"].values():
             print(f"fa {fa}: {cmd}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -237,7 +237,8 @@ def run(args) -> dict:
     ps = None
     report: dict = {"date": time.strftime("%Y-%m-%d"), "gpu": gpu_name(), "machine": f"{platform.machine()}, "
                     f"{os.cpu_count()} CPUs", "model": os.path.basename(args.model), "slots": args.slots,
-                    "ctx_per_slot": args.ctx, "tokens": args.tokens, "levels": args.levels, "rounds": args.rounds, "clients": args.clients}
+                    "ctx_per_slot": args.ctx, "tokens": args.tokens, "levels": args.levels, "rounds": args.rounds,
+                    "clients": args.clients}
     bench = Bench(args, ban, prompt_100, prompt_1000)
     try:
         asyncio.run(ls.wait_ready("/health"))

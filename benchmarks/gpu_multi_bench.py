@@ -30,11 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from a3s_power.api import GenerateRequest
 from a3s_power.config import Config
 from a3s_power.core import _core
 from a3s_power.engine import memory
 from a3s_power.engine.scheduler import Scheduler, cuda_devices
-from a3s_power.api import GenerateRequest
 from a3s_power.engine.service import InferenceService
 from a3s_power.store.types import LocalModel
 

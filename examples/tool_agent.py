@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from a3s_power import Power
 from a3s_power.api import Message
@@ -49,7 +49,7 @@ def run_agent(power: Power, model: str, question: str, max_steps: int = 4) -> st
         for call in answer.message.tool_calls:
             try:
                 result = TOOLS[call.name](**call.arguments)
-            except Exception as exc:  # a wrong call is told to the model, which may try again
+            except Exception as exc:  # noqa: BLE001 - a wrong call is told to the model, which may try again
                 result = f"error: {exc}"
             print(f"tool: {call.name}({json.dumps(call.arguments)}) = {result}", flush=True)
             messages.append(Message(role="tool", tool_name=call.name, tool_call_id=call.id, content=str(result)))
