@@ -22,12 +22,23 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from .api import (ChatRequest, ChatResponse, Delta, EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse,
-                  ModelInfo, RerankRequest, RerankResponse)
+from .api import (
+    ChatRequest,
+    ChatResponse,
+    Delta,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelInfo,
+    RerankRequest,
+    RerankResponse,
+)
 from .config import Config
 from .engine.scheduler import Scheduler
 from .engine.service import InferenceService

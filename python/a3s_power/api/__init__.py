@@ -5,11 +5,36 @@ JSON to and from them; programs that run models in process (``a3s_power.Power``)
 """
 
 from .messages import Image, Message, Tool, ToolCall, ToolCallFunction, ToolFunction
-from .requests import (MAX_RERANK_DOCUMENTS, ChatRequest, DetokenizeRequest, EmbedRequest, Format, FunctionName,
-                       GenerateRequest, KeepAlive, NamedToolChoice, Options, RerankRequest, Think, TokenizeRequest,
-                       ToolChoice)
-from .responses import (ChatResponse, Delta, DetokenizeResponse, EmbedResponse, GenerateResponse, Logprob, Metrics,
-                        ModelInfo, RerankResponse, RerankResult, TokenizeResponse, TopLogprob)
+from .requests import (
+    MAX_RERANK_DOCUMENTS,
+    ChatRequest,
+    DetokenizeRequest,
+    EmbedRequest,
+    Format,
+    FunctionName,
+    GenerateRequest,
+    KeepAlive,
+    NamedToolChoice,
+    Options,
+    RerankRequest,
+    Think,
+    TokenizeRequest,
+    ToolChoice,
+)
+from .responses import (
+    ChatResponse,
+    Delta,
+    DetokenizeResponse,
+    EmbedResponse,
+    GenerateResponse,
+    Logprob,
+    Metrics,
+    ModelInfo,
+    RerankResponse,
+    RerankResult,
+    TokenizeResponse,
+    TopLogprob,
+)
 
 __all__ = ["ChatRequest", "ChatResponse", "Delta", "DetokenizeRequest", "DetokenizeResponse", "EmbedRequest",
            "EmbedResponse", "Format", "FunctionName", "GenerateRequest", "GenerateResponse", "Image", "KeepAlive",

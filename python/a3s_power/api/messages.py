@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator, model_validator
 
 # An image: its bytes, their base64 text (a data: URL's too), or an http(s) URL, which the server
 # fetches before the request reaches the engine (server/images.py).
-Image = Union[bytes, str]
+Image = bytes | str
 
 
 class ToolCallFunction(BaseModel):
@@ -42,7 +43,7 @@ class ToolCall(BaseModel):
     function: ToolCallFunction
 
     @classmethod
-    def of(cls, name: str, arguments: dict[str, Any], id: str = "") -> "ToolCall":
+    def of(cls, name: str, arguments: dict[str, Any], id: str = "") -> ToolCall:
         return cls(id=id, function=ToolCallFunction(name=name, arguments=arguments))
 
     @property
@@ -82,7 +83,7 @@ class Tool(BaseModel):
         return self.function.name
 
     @classmethod
-    def from_function(cls, fn: Callable[..., Any]) -> "Tool":
+    def from_function(cls, fn: Callable[..., Any]) -> Tool:
         """A tool described by a Python function: its name, its docstring's first paragraph and a
         JSON Schema of its annotated parameters (through pydantic)."""
         signature = inspect.signature(fn)

@@ -7,7 +7,7 @@ whether a JSON Schema compiles, the context length) are checked where those are 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,12 +15,12 @@ from ..timefmt import parse_keep_alive
 from .messages import Image, Message, Tool
 
 # Thinking: on, off, or a level (gpt-oss's reasoning effort; "max" is read as "high").
-Think = Union[bool, Literal["low", "medium", "high", "max"]]
+Think = bool | Literal["low", "medium", "high", "max"]
 # Structured output: "json", a JSON Schema object, or (in process) a pydantic model class.
-Format = Union[Literal["json"], dict[str, Any], None]
+Format = Literal["json"] | dict[str, Any] | None
 # How long the model stays loaded after the request: seconds, or a Go duration ("5m"); negative
 # is forever, 0 unloads at once; None is the server's default.
-KeepAlive = Union[int, float, str, None]
+KeepAlive = int | float | str | None
 
 
 class FunctionName(BaseModel):
@@ -36,7 +36,7 @@ class NamedToolChoice(BaseModel):
 
 # OpenAI's tool_choice: "auto" (the model decides), "none" (tools hidden), "required" (some call is
 # forced), or a named function.
-ToolChoice = Union[Literal["auto", "none", "required"], NamedToolChoice, None]
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice | None
 
 _INTEGER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep", "seed",
                     "num_predict", "top_k", "repeat_last_n", "mirostat")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -56,7 +57,7 @@ class Delta(BaseModel):
 
 
     @classmethod
-    def merge(cls, deltas: Iterable["Delta"]) -> "Delta":
+    def merge(cls, deltas: Iterable[Delta]) -> Delta:
         """A whole answer as one delta: the text, thinking, tool calls and log probabilities of
         every piece, and the last piece's ending (what Ollama's ``stream: false`` answers)."""
         content, thinking, calls, logprobs, last = _gather(deltas)
@@ -97,7 +98,7 @@ class ChatResponse(_Whole):
     message: Message
 
     @classmethod
-    def from_deltas(cls, model: str, deltas: Iterable[Delta]) -> "ChatResponse":
+    def from_deltas(cls, model: str, deltas: Iterable[Delta]) -> ChatResponse:
         content, thinking, calls, logprobs, last = _gather(deltas)
         message = Message(role="assistant", content=content, thinking=thinking or None, tool_calls=calls or None)
         return cls(model=model, message=message, logprobs=logprobs, **_ending(last))
@@ -112,7 +113,7 @@ class GenerateResponse(_Whole):
     context: list[int] | None = None
 
     @classmethod
-    def from_deltas(cls, model: str, deltas: Iterable[Delta]) -> "GenerateResponse":
+    def from_deltas(cls, model: str, deltas: Iterable[Delta]) -> GenerateResponse:
         content, thinking, calls, logprobs, last = _gather(deltas)
         return cls(model=model, response=content, thinking=thinking, tool_calls=calls, logprobs=logprobs,
                    context=last.context, **_ending(last))
