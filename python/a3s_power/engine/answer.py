@@ -6,7 +6,8 @@ Also the log probabilities of the answer's tokens, as the APIs report them."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..api import Logprob, ToolCall, TopLogprob
 

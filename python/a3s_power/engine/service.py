@@ -14,14 +14,28 @@ import base64
 import binascii
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator
+from typing import Any
 
-from ..api import (ChatRequest, Delta, DetokenizeRequest, DetokenizeResponse, EmbedRequest, EmbedResponse,
-                   GenerateRequest, Metrics, RerankRequest, RerankResponse, RerankResult, TokenizeRequest,
-                   TokenizeResponse, ToolChoice)
-from ..api import Options as RequestOptions
+from ..api import (
+    ChatRequest,
+    Delta,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    Metrics,
+    Options as RequestOptions,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    TokenizeRequest,
+    TokenizeResponse,
+    ToolChoice,
+)
 from ..errors import InvalidOptionError
 from ..prompt.bounded import run_bounded
 from ..prompt.render import PromptTemplate
