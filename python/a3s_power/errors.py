@@ -28,8 +28,5 @@ class RemoteError(A3SPowerError):
     def __init__(self, message: str, status: int = 502, signin_url: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.http_status = status  # the remote host's own status
         self.signin_url = signin_url
-
-    @property
-    def http_status(self) -> int:  # the remote host's own status
-        return self.status

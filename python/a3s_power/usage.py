@@ -41,7 +41,8 @@ class UsageLog:
         """Totals, and rows per model and day (UTC), between two dates inclusive. A row's ``ttft_ms`` is the
         mean time to first token of its requests that measured one, and ``tokens_per_second`` its output
         tokens over the time spent generating them (after the first token); either is None without data."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[float | str] = []
         if start is not None:
             where.append("ts >= ?")
             args.append(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp())

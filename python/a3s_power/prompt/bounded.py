@@ -52,6 +52,7 @@ async def run_bounded(fn: Callable[..., T], *args: Any, timeout: float | None = 
             future.set_exception(value)
 
     def target() -> None:
+        value: T | BaseException
         try:
             try:
                 ok, value = True, fn(*args)

@@ -184,7 +184,7 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             return function(*args, **kwargs)  # wrong arguments: the filter's own error
         arguments = bound.arguments
         rest = [v for k, v in arguments.items() if k not in ("eval_ctx", "environment", "context")]
-        subject = rest[0] if rest else None
+        subject: Any = rest[0] if rest else None
         if name in _COUNTED:
             _check_counts(rest[1:])
         if name in ("join", "sum"):

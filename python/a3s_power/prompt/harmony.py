@@ -89,7 +89,7 @@ class FunctionNames:
         for tool in tools:
             function = tool.get("function") if isinstance(tool, dict) else None
             name = function.get("name") if isinstance(function, dict) else None
-            if not isinstance(name, str) or not name:
+            if not isinstance(function, dict) or not isinstance(name, str) or not name:
                 renamed.append(tool)
                 continue
             harmony = name if name in BUILTIN_TOOLS else self._unique(_identifier(name))
@@ -122,7 +122,8 @@ def parse_header(raw: str) -> tuple[str, str, str]:
     at = raw.find(CHANNEL)
     if at >= 0:
         after = raw[at + len(CHANNEL):]
-        channel = re.match(r"[^\s<]*", after).group(0)
+        word = re.match(r"[^\s<]*", after)  # always matches, if only the empty string
+        channel = word.group(0) if word else ""
         raw = raw[:at] + " " + after[len(channel):]
     words = [w for w in raw.split() if not w.startswith("<|")]
     recipient = next((w[3:] for w in words if w.startswith("to=")), "")

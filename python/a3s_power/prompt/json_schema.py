@@ -25,7 +25,7 @@ import math
 import re
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import InvalidOptionError
 
@@ -509,7 +509,7 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     # Python's JSON reads Infinity and NaN: as bounds they say nothing a grammar can use.
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -3,9 +3,12 @@ or a request's ``template``), else the GGUF's Jinja chat template."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .chat_template import ChatTemplate, TemplateError
+
+if TYPE_CHECKING:
+    from .gotemplate import GoTemplate
 
 
 class PromptTemplate:
@@ -15,29 +18,31 @@ class PromptTemplate:
                  eos_token: str = "") -> None:
         self.go_source = go_source
         self.jinja_source = jinja_source
-        self._go = None
-        self._jinja = None
+        self._template: GoTemplate | ChatTemplate
         if go_source is not None:
             from .gotemplate import GoTemplate
 
-            self._go = GoTemplate(go_source)
+            self._template = GoTemplate(go_source)
+            self._source = go_source
         else:
-            self._jinja = ChatTemplate(jinja_source, bos_token, eos_token)
+            self._template = ChatTemplate(jinja_source, bos_token, eos_token)
+            self._source = self._template.source
 
     @property
     def source(self) -> str:
-        return self.go_source if self.go_source is not None else self._jinja.source
+        return self._source
 
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
                     think: bool | None = None, think_level: str = "") -> str:
-        if self._go is not None:
-            return self._go.render_chat(messages, tools=tools, think=think, think_level=_go_level(think, think_level))
+        template = self._template
+        if not isinstance(template, ChatTemplate):
+            return template.render_chat(messages, tools=tools, think=think, think_level=_go_level(think, think_level))
         extra: dict[str, Any] = {}
         if think is not None:
             extra["enable_thinking"] = think
             if think_level:
                 extra["reasoning_effort"] = think_level
-        return self._jinja.render(_jinja_messages(messages), tools=tools, add_generation_prompt=True, **extra)
+        return template.render(_jinja_messages(messages), tools=tools, add_generation_prompt=True, **extra)
 
     def render_generate(self, prompt: str, *, system: str = "", suffix: str = "", think: bool | None = None,
                         think_level: str = "") -> str:
@@ -46,9 +51,9 @@ class PromptTemplate:
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
-        if self._go is not None:
-            return self._go.render_chat(messages, think=think, think_level=_go_level(think, think_level), prompt=prompt,
-                                        suffix=suffix)
+        if not isinstance(self._template, ChatTemplate):
+            return self._template.render_chat(messages, think=think, think_level=_go_level(think, think_level),
+                                              prompt=prompt, suffix=suffix)
         return self.render_chat(messages, think=think, think_level=think_level)
 
 

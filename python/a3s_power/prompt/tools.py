@@ -302,7 +302,8 @@ class ToolCallParser:
     def _call_from(self, item: Any) -> ToolCall | None:
         if not isinstance(item, dict):
             return None
-        function = item.get("function") if isinstance(item.get("function"), dict) else item
+        inner = item.get("function")
+        function: dict = inner if isinstance(inner, dict) else item
         name = function.get("name")
         if not isinstance(name, str) or not name or not self._known(name):
             return None
