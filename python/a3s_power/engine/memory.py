@@ -9,6 +9,7 @@ buffers that grow with the batch and the vocabulary (the logits of a batch)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class Estimate:
         return self.weights + self.kv_cache + self.compute
 
 
-def estimate(model_path: Path | str, load: LoadOptions, extra_files: list[Path | str] = ()) -> Estimate:
+def estimate(model_path: Path | str, load: LoadOptions, extra_files: Iterable[Path | str] = ()) -> Estimate:
     from ..store.gguf import read_gguf
 
     path = Path(model_path)

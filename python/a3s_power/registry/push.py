@@ -89,7 +89,7 @@ async def upload_blob(transport: RegistryTransport, base: str, name: ModelName, 
         if resp.status not in (200, 202):
             raise RegistryError(f"upload {digests.short(layer.digest)}: {await error_text(resp)}", resp.status)
         location = _location(resp, start_url)
-    md5s = []
+    md5s: list[bytes] = []
     offset = 0
     while offset < layer.size or (layer.size == 0 and offset == 0 and not md5s):
         length = min(settings.upload_chunk, layer.size - offset)

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,7 @@ TEXT_LAYERS = {"template": mf.TEMPLATE, "system": mf.SYSTEM}
 class CreateError(A3SPowerError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
-        self.status = status
-
-    @property
-    def http_status(self) -> int:
-        return self.status
+        self.status = self.http_status = status
 
 
 @dataclass
@@ -238,7 +234,7 @@ def _no_room_for(tmp: Path, estimate: int) -> None:
 
 
 async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
-                          interval_s: float) -> AsyncIterator[dict | Layer]:
+                          interval_s: float) -> AsyncGenerator[dict | Layer, None]:
     src = store.blobs.path(layer.digest)
     header = _header(store, layer.digest)
     if header.file_type not in SOURCE_TYPES:
@@ -269,7 +265,7 @@ async def _quantize_layer(store: ModelStore, pin: Pin, layer: Layer, qtype: str,
 
 
 async def _convert_layer(store: ModelStore, pin: Pin, plan: CreatePlan,
-                         interval_s: float) -> AsyncIterator[dict | Layer]:
+                         interval_s: float) -> AsyncGenerator[dict | Layer, None]:
     """Converts the SafeTensors model (a folder here, or uploaded files linked into a temporary
     folder) into a new F16 GGUF blob, written to a temporary file and renamed into place."""
     with tempfile.TemporaryDirectory(prefix="a3s-power-convert-") as links:
@@ -344,7 +340,7 @@ async def run_create(store: ModelStore, plan: CreatePlan, *, progress_interval_s
 
 
 async def _create_layers(store: ModelStore, plan: CreatePlan,
-                         progress_interval_s: float) -> AsyncIterator[dict | Layer]:
+                         progress_interval_s: float) -> AsyncGenerator[dict | Layer, None]:
     converted = None
     with store.pin([layer.digest for layer in plan.base_layers] + [d for _, d in plan.files]
                    + [d for _, d in plan.convert_files] + plan.adapters) as pin:
@@ -355,10 +351,13 @@ async def _create_layers(store: ModelStore, plan: CreatePlan,
                     if isinstance(item, Layer):
                         converted = item
                     yield item
+            if converted is None:  # _convert_layer yields its layer last, or raises
+                raise CreateError("the conversion made no model layer", 500)
             layers = [converted]
         if plan.files:
             yield _status("parsing GGUF")
-            models, projectors = [], []
+            models: list[Layer] = []
+            projectors: list[Layer] = []
             for _filename, digest in plan.files:
                 header = await asyncio.to_thread(_header, store, digest)
                 (projectors if _is_projector(header) else models).append(
@@ -373,12 +372,16 @@ async def _create_layers(store: ModelStore, plan: CreatePlan,
             model_layer = Layer(mf.MODEL, model_layer.digest, model_layer.size, from_=plan.parent)
             layers = [model_layer if layer.media_type == mf.MODEL else layer for layer in layers]
         if plan.quantize:
+            if model_layer is None:
+                raise CreateError("a remote model has no weights to quantize")
             quantized = None
             async for item in _quantize_layer(store, pin, model_layer, plan.quantize, progress_interval_s):
                 if isinstance(item, Layer):
                     quantized = item
                 else:
                     yield item
+            if quantized is None:  # _quantize_layer yields its layer last, or raises
+                raise CreateError("the quantization made no model layer", 500)
             layers = [quantized if layer is model_layer else layer for layer in layers]
             model_layer = quantized
         else:
@@ -430,6 +433,8 @@ async def _create_layers(store: ModelStore, plan: CreatePlan,
             config = store.add_layer(pin, mf.CONFIG_MEDIA_TYPE, remote_config_for(
                 plan.remote_host, plan.remote_model, [layer.digest for layer in layers], requires=plan.requires))
         else:
+            if model_layer is None:  # refused above: only a remote model may have no weights
+                raise CreateError("the base model has no weights")
             header = await asyncio.to_thread(_header, store, model_layer.digest)
             projector_layer = next((layer for layer in layers if layer.media_type == mf.PROJECTOR), None)
             projector = await asyncio.to_thread(_header, store, projector_layer.digest) if projector_layer else None

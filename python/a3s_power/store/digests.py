@@ -16,7 +16,7 @@ class InvalidDigest(A3SPowerError, ValueError):
     pass
 
 
-def normalize(digest: str) -> str:
+def normalize(digest: object) -> str:
     """``sha256:<lower hex>``; raises InvalidDigest for anything that is not exactly a sha256 digest."""
     match = _DIGEST.fullmatch(digest or "") if isinstance(digest, str) else None
     if not match:

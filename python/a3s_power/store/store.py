@@ -16,6 +16,7 @@ gone as a model that is not there, never as a failure.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import logging
@@ -115,7 +116,8 @@ class ModelStore:
             folder = folder / match
         if not folder.is_file():
             return None
-        return ModelName(*found, scheme=wanted.scheme)
+        host, namespace, model, tag = found
+        return ModelName(host, namespace, model, tag, scheme=wanted.scheme)
 
     def _read(self, name: str | ModelName) -> tuple[ModelName, Manifest, int]:
         shown = name if isinstance(name, str) else name.display
@@ -503,6 +505,8 @@ class ModelStore:
             caps = config.get("capabilities")
             spec.capabilities = list(caps) if isinstance(caps, list) else ["completion"]
             return spec
+        if model_layer is None:  # neither remote nor tensors: refused above
+            raise ModelNotFound(name)
         try:
             header = self.gguf_header(model_path)
         except (GGUFError, OSError):
@@ -576,7 +580,7 @@ class ModelStore:
                 out[key] = value
         return out
 
-    def _listed_capabilities(self, name: ModelName) -> list[str]:
+    def _listed_capabilities(self, name: ModelName) -> builtins.list[str]:  # list: the method above
         """The capabilities /api/show reports (resolve's, cached as resolve is); none for a model
         whose layers cannot be read."""
         try:

@@ -114,7 +114,8 @@ def model_info(hf: dict[str, Any], n_params: int) -> dict[str, Any]:
     """``/api/show``'s model_info for a tensor model: config.json's sizes under GGUF's key names
     (a multimodal model's text_config wins for the text sizes)."""
     arch = architecture(hf)
-    text = hf.get("text_config") if isinstance(hf.get("text_config"), dict) else {}
+    text_config = hf.get("text_config")
+    text = text_config if isinstance(text_config, dict) else {}
     sizes = {"context_length": _int(text.get("max_position_embeddings")) or _int(hf.get("max_position_embeddings")),
              "embedding_length": _int(text.get("hidden_size")) or _int(hf.get("hidden_size")),
              "block_count": _int(text.get("num_hidden_layers")) or _int(hf.get("num_hidden_layers")),

@@ -256,10 +256,13 @@ def _bert(fam: Family, cfg: dict, w: gguf.GGUFWriter, d: Path) -> None:
         w.add_pooling_type(pooling)
 
 
-_LLAMA = dict(arch=gguf.MODEL_ARCH.LLAMA, permute_qk=True, hparams=_llama, extra_tensors=_llama3_rope_freqs)
+def _llama_like(name: str) -> Family:
+    return Family(name, arch=gguf.MODEL_ARCH.LLAMA, permute_qk=True, hparams=_llama, extra_tensors=_llama3_rope_freqs)
+
+
 FAMILIES: dict[str, Family] = {
-    "LlamaForCausalLM": Family("llama", **_LLAMA),
-    "MistralForCausalLM": Family("mistral", **_LLAMA),
+    "LlamaForCausalLM": _llama_like("llama"),
+    "MistralForCausalLM": _llama_like("mistral"),
     "Qwen2ForCausalLM": Family("qwen2", gguf.MODEL_ARCH.QWEN2, hparams=_qwen2),
     "Gemma3ForCausalLM": Family("gemma3", gguf.MODEL_ARCH.GEMMA3, norm_plus_one=True, trim_embedding=True,
                                 skip_prefixes=("lm_head.",), add_space_prefix=False, hparams=_gemma3),
@@ -301,6 +304,10 @@ def reorder_for_rope(rows: np.ndarray, head: int) -> np.ndarray:
     n = rows.shape[0]
     rest = rows.shape[1:]
     return rows.reshape(n // head, 2, head // 2, *rest).swapaxes(1, 2).reshape(rows.shape)
+
+
+def _rope_fix(head: int) -> Fix:
+    return lambda rows, start: reorder_for_rope(rows, head)
 
 
 def out_type(name: str, shape: tuple[int, ...], source: SourceTensor) -> gguf.GGMLQuantizationType:
@@ -349,7 +356,7 @@ def plan_tensors(fam: Family, cfg: dict, sources: dict[str, SourceTensor], n_voc
             if shape[0] % (2 * heads):
                 raise ConvertError(f"{hf_name}: {shape[0]} rows do not split into {heads} heads")
             t.group = shape[0] // heads
-            fixes.append(lambda rows, start, g=t.group: reorder_for_rope(rows, g))
+            fixes.append(_rope_fix(t.group))
         if fam.norm_plus_one and gguf_name.endswith("norm.weight"):
             fixes.append(lambda rows, start: rows + np.float32(1.0))
         if fam.trim_embedding and gguf_name == "token_embd.weight" and shape[0] > n_vocab > 0:

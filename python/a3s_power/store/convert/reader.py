@@ -120,9 +120,9 @@ def safetensors_files(model_dir: Path) -> list[Path]:
             if not p.is_file() or p.resolve().parent != model_dir.resolve():
                 raise ConvertError(f"model.safetensors.index.json names {p.name}, which is not in the model folder")
         return paths
-    files = sorted(model_dir.glob("*.safetensors"))
-    main = [p for p in files if p.name.startswith("model")]
-    return main or files
+    found = sorted(model_dir.glob("*.safetensors"))
+    main = [p for p in found if p.name.startswith("model")]
+    return main or found
 
 
 def read_checkpoint(model_dir: Path) -> dict[str, SourceTensor]:

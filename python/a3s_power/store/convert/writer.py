@@ -11,7 +11,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .errors import ConvertCancelled
+from .errors import ConvertCancelled, ConvertError
 from .families import BF16, F16, F32, OutTensor
 
 SLICE_ELEMENTS = 16 << 20  # float32 elements per slice
@@ -60,6 +60,8 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[OutTensor], *,
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    if not writer.fout:
+        raise ConvertError("the GGUF writer opened no output file")
     fout = writer.fout[0]
     try:
         for t in tensors:

@@ -24,6 +24,8 @@ only cost disk and a projector that must load; the model does not report an audi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import Dialect, has_prefix, register
@@ -96,7 +98,11 @@ def _unpack_clamps(plan: Plan, n_layer: int) -> None:
         if linear + ".weight" not in plan.tensors or not four.any():
             continue  # Ollama's converter wrote zeros for a linear without ranges
         for k, suffix in enumerate(CLAMP_RANGES):
-            plan.add(plan.computed(f"{linear}.{suffix}", [1], lambda v=float(four[k]): np.array([v])))
+            plan.add(plan.computed(f"{linear}.{suffix}", [1], _constant(float(four[k]))))
+
+
+def _constant(value: float) -> Callable[[], np.ndarray]:
+    return lambda: np.array([value])
 
 
 register(Dialect("gemma4", detect=_detect, text=_text, projector=_projector,

@@ -29,7 +29,7 @@ def _text(plan: Plan) -> None:
     if not plan.has(_ARCH + ".moe_latent_size"):
         # ffn_latent_in maps the embedding to the latent width: its second ggml dimension
         for name in plan.names(r"^blk\.\d+\.ffn_latent_in\.weight$"):
-            plan.set_u32(_ARCH + ".moe_latent_size", plan.tensor(name).shape[1])
+            plan.set_u32(_ARCH + ".moe_latent_size", plan.tensors[name].shape[1])
             break
     plan.rename_containing(".ffn_latent_in.", ".ffn_latent_down.")
     plan.rename_containing(".ffn_latent_out.", ".ffn_latent_up.")

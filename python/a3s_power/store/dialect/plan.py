@@ -236,9 +236,11 @@ class Plan:
         raw = self.raw(t)[i * size:(i + 1) * size]
         if t.type in (F32, F16, BF16):
             return _as_float(raw, t.type).astype(np.float32)
+        from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
 
-        return dequantize(np.frombuffer(raw, dtype=np.uint8), t.type).astype(np.float32).reshape(-1)
+        data = np.frombuffer(raw, dtype=np.uint8)
+        return dequantize(data, GGMLQuantizationType(t.type)).astype(np.float32).reshape(-1)
 
     def reorder_rows(self, name: str, order: Iterable[int]) -> None:
         """The rows (slowest dimension) of a tensor in a new order: row ``i`` becomes what row

@@ -72,8 +72,8 @@ def projector(plan: Plan) -> None:
     n_layer = int(get(a + "vision.block_count"))
     patch = int(get(a + "vision.patch_size"))
     channels = int(get(a + "vision.num_channels") or 3)
-    n_pos = plan.tensor("v.pos_embed.weight").shape[-1]
-    n_ff = plan.tensor("v.blk.0.mlp.linear_fc1.weight").shape[-1]
+    n_pos = plan.tensors["v.pos_embed.weight"].shape[-1]
+    n_ff = plan.tensors["v.blk.0.mlp.linear_fc1.weight"].shape[-1]
     eps = get(a + "vision.attention.layer_norm_epsilon") or get(a + "attention.layer_norm_rms_epsilon") or 1e-6
     deepstack = set(get(a + "vision.deepstack_visual_indexes") or [])
     mean = get(a + "vision.image_mean") or [0.5, 0.5, 0.5]

@@ -78,6 +78,8 @@ def write(plan: Plan, target: Path, progress: Callable[[int, int], None] | None 
             for t in plan.tensors.values():
                 n = t.n_bytes
                 if t.compute is None:
+                    if t.source is None:
+                        raise ValueError(f"tensor {t.name} has neither a source nor a computation")
                     out.flush()
                     _copy_range(src.fileno(), t.source, out.fileno(), n)
                     out.seek(0, os.SEEK_END)
