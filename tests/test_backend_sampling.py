@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from a3s_power.core import _core
 from a3s_power.config import Config
+from a3s_power.core import _core
 from a3s_power.engine.options import LoadOptions, defaults
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
 

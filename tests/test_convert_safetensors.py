@@ -19,8 +19,16 @@ from a3s_power.core import _core
 from a3s_power.store.convert import ConvertError, convert_model, model_files
 from a3s_power.store.gguf import read_gguf
 from tests.conftest import THREADS, generate, greedy
-from tests.hf_models import (FAMILIES, bert_embedding, llama_logits, minilm_cached, minilm_dir, rewrite_as_bf16,
-                             wordpiece, write_tiny_hf)
+from tests.hf_models import (
+    FAMILIES,
+    bert_embedding,
+    llama_logits,
+    minilm_cached,
+    minilm_dir,
+    rewrite_as_bf16,
+    wordpiece,
+    write_tiny_hf,
+)
 
 
 def _expected_tensors(family: str, n_layer: int = 2) -> set[str]:

@@ -12,7 +12,7 @@ from tests.answers import assert_same_greedy
 from tests.conftest import CHATML_QUESTION, collect, generate, greedy
 
 
-def no_end(model) -> "_core.SamplingParams":
+def no_end(model) -> _core.SamplingParams:
     """Greedy, with the end of generation banned: the run lasts as long as num_predict says, whatever
     this CPU makes the model say."""
     return greedy(logit_bias=[(model.eos_token, -100.0)])

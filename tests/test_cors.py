@@ -52,7 +52,7 @@ def hits():
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             seen.append(self.path)
             self.send_response(200)
             self.send_header("Content-Length", "2")

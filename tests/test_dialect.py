@@ -16,9 +16,8 @@ from a3s_power.core import _core
 from a3s_power.store import dialect
 from a3s_power.store.blobs import TEMP_PREFIX as TEMP
 from a3s_power.store.gguf import read_gguf
-
-from tests.conftest import collect, context_params, greedy
 from tests import dialect_models
+from tests.conftest import collect, context_params, greedy
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry
 from tests.tiny_projector import bmp_image

@@ -13,7 +13,6 @@ import pytest
 from a3s_power.core import _core
 from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
-
 from tests.conftest import THREADS, collect, context_params, greedy
 from tests.dialect_models_deepseekocr import deepseekocr_pair
 from tests.test_dialect import greedy_tokens, sha256, translate

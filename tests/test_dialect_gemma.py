@@ -14,10 +14,15 @@ import pytest
 from a3s_power.core import _core
 from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
-
 from tests.conftest import collect, context_params, greedy
-from tests.dialect_models_gemma import (GEMMA4_VISIBLE, embeddinggemma_pair, gemma3_models, gemma3_pair, gemma4_models,
-                                        gemma4_pair)
+from tests.dialect_models_gemma import (
+    GEMMA4_VISIBLE,
+    embeddinggemma_pair,
+    gemma3_models,
+    gemma3_pair,
+    gemma4_models,
+    gemma4_pair,
+)
 from tests.test_dialect import greedy_tokens, pull_and_chat_with_an_image, sha256, translate
 from tests.tiny_projector import bmp_image
 

@@ -5,7 +5,6 @@ through the real server after a pull."""
 
 from __future__ import annotations
 
-
 import gguf
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from a3s_power.core import _core
 from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
-
 from tests.conftest import THREADS, collect, context_params, greedy
 from tests.dialect_models_mistral import mistral3_pair
 from tests.test_dialect import greedy_tokens, pull_and_chat_with_an_image, sha256, translate

@@ -8,10 +8,9 @@ import pytest
 
 from a3s_power.store import dialect
 from a3s_power.store.gguf import read_gguf
-
 from tests.dialect_models_nemotron import nemotron_pair
-from tests.test_dialect_deepseekocr import assert_same_tensors
 from tests.test_dialect import greedy_tokens, sha256, translate
+from tests.test_dialect_deepseekocr import assert_same_tensors
 
 VARIANTS = {"latent+mtp": dict(latent=True, mtp=True), "latent": dict(latent=True, mtp=False),
             "mtp": dict(latent=False, mtp=True)}

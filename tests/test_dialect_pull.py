@@ -11,8 +11,14 @@ import pytest
 
 from a3s_power.registry import TransferSettings, pull_model
 from a3s_power.store import ModelStore, dialect
-from tests import dialect_models, dialect_models_deepseekocr, dialect_models_gemma, dialect_models_mistral
-from tests import dialect_models_nemotron, dialect_models_qwen35
+from tests import (
+    dialect_models,
+    dialect_models_deepseekocr,
+    dialect_models_gemma,
+    dialect_models_mistral,
+    dialect_models_nemotron,
+    dialect_models_qwen35,
+)
 from tests.registry_server import FakeRegistry
 from tests.test_dialect import greedy_tokens
 

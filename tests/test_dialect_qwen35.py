@@ -9,10 +9,9 @@ from __future__ import annotations
 import ctypes
 
 import gguf
+import llama_cpp
 import numpy as np
 import pytest
-
-import llama_cpp
 from llama_cpp import mtmd_cpp
 
 from a3s_power.store import dialect
@@ -20,7 +19,6 @@ from a3s_power.store.dialect import qwen35
 from a3s_power.store.dialect.plan import Plan
 from a3s_power.store.dialect.write import write
 from a3s_power.store.gguf import read_gguf
-
 from tests.conftest import THREADS
 from tests.dialect_models_qwen35 import qwen35_pair
 from tests.test_dialect import greedy_tokens, sha256, translate

@@ -5,8 +5,7 @@ TemplateError, never another exception, and no template reaches or shows Python'
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from a3s_power.prompt import chat_template
 from a3s_power.prompt.chat_template import ChatTemplate, TemplateError

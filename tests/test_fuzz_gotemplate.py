@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from a3s_power.prompt.chat_template import TemplateError
 from a3s_power.prompt.gotemplate import GoTemplate, funcs

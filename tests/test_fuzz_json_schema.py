@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from a3s_power.core import _core
 from a3s_power.errors import InvalidOptionError

@@ -4,8 +4,7 @@ content); finish() flushes everything; and it only ever takes tags and blanks ou
 
 from __future__ import annotations
 
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from a3s_power.prompt.thinking import ThinkingParser, thinking_tags_for
 from tests.fuzz_support import fuzz_settings, time_limit

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from a3s_power.prompt.tools import TOOL_FORMATS, ToolCallParser
 from tests.fuzz_support import fuzz_settings, time_limit

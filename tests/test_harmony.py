@@ -3,11 +3,9 @@ stream, the same however the stream is cut, with no harmony marker ever shown.""
 
 from __future__ import annotations
 
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
-from a3s_power.prompt.harmony import (DEFAULT_PREFIX, MARKERS, FunctionNames, HarmonyParser, parse_header,
-                                      uses_harmony)
+from a3s_power.prompt.harmony import DEFAULT_PREFIX, MARKERS, FunctionNames, HarmonyParser, parse_header, uses_harmony
 from tests.fuzz_support import fuzz_settings, time_limit
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -15,7 +15,7 @@ from a3s_power.engine.options import LoadOptions
 from a3s_power.engine.runner import LoadedModel
 from tests.serve_process import proc_status_bytes, serve
 
-WORDS = ("the of and to in is was for on are with as it his they be at one have this from or had by hot word "
+WORDS = ("the of and to in is was for on are with as it his they be at one have this from or had by hot word "  # noqa: SIM905 - a sentence reads better than a list
          "but what some we can out other were all there when up use your how said an each she which do their "
          "über naïve café 東京 ☃ 🙂").split()
 

@@ -54,7 +54,7 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 recorder.hits.append(self.path)
                 if self.path.startswith("/redirect?to="):
                     self.send_response(302)

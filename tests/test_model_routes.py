@@ -3,12 +3,12 @@ requests for the exact wire details (status codes, NDJSON, error bodies)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 
 import aiohttp
-import asyncio
 import ollama
 import pytest
 

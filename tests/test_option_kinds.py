@@ -8,8 +8,8 @@ from a3s_power.engine import options
 
 
 def test_the_tables_match_the_engines_fields():
-    assert option_kinds.LOAD_OPTIONS == {name: str(f.type) for name, f in options._LOAD_FIELDS.items()}
-    assert option_kinds.REQUEST_OPTIONS == {name: str(f.type) for name, f in options._REQUEST_FIELDS.items()}
+    assert {name: str(f.type) for name, f in options._LOAD_FIELDS.items()} == option_kinds.LOAD_OPTIONS
+    assert {name: str(f.type) for name, f in options._REQUEST_FIELDS.items()} == option_kinds.REQUEST_OPTIONS
 
 
 def test_the_store_no_longer_loads_the_engine():

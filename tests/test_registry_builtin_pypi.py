@@ -112,7 +112,7 @@ class SilentServer:
                 return
             self.held.append(conn)
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+
 import pytest
 
 from a3s_power.core import _core

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from a3s_power.api import EmbedRequest, GenerateRequest
 from a3s_power.engine import memory
 from a3s_power.engine.options import LoadOptions, parse_options
 from a3s_power.engine.scheduler import Scheduler
-from a3s_power.api import EmbedRequest, GenerateRequest
 from a3s_power.engine.service import InferenceService
 from a3s_power.errors import ModelLoadError
 from a3s_power.store.types import LocalModel

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import soak  # noqa: E402
+import soak
 
 
 @pytest.mark.slow

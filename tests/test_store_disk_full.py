@@ -8,6 +8,7 @@ a partial download that the disk has no room left to finish, whatever its age.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
@@ -15,14 +16,10 @@ import os
 from pathlib import Path
 
 import aiohttp
-import asyncio
 import pytest
 
-from a3s_power.registry import TransferSettings
-from a3s_power.registry import download as download_module
-from a3s_power.store import ModelStore
-from a3s_power.store import blobs as blobs_module
-from a3s_power.store import store as store_module
+from a3s_power.registry import TransferSettings, download as download_module
+from a3s_power.store import ModelStore, blobs as blobs_module, store as store_module
 from a3s_power.store.create import import_gguf, prepare_create, run_create
 from tests.model_server import ServerThread
 from tests.registry_server import FakeRegistry

@@ -22,8 +22,7 @@ from aiohttp import web
 
 from a3s_power.errors import InvalidOptionError, ModelLoadError
 from a3s_power.registry import TransferSettings
-from a3s_power.store import ModelStore
-from a3s_power.store import create as create_module
+from a3s_power.store import ModelStore, create as create_module
 from a3s_power.store.create import CreateError, import_gguf, prepare_create, run_create
 from a3s_power.store.names import ModelName
 from a3s_power.store.types import InvalidModelName
@@ -231,7 +230,7 @@ class FakeServer:
         await self._stop.wait()
         return response
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         threading.Thread(target=self._serve, daemon=True).start()
         assert self._ready.wait(20)
         return self
@@ -350,7 +349,7 @@ def closed_after(sock: socket.socket, limit_s: float) -> float:
     try:
         while sock.recv(4096):
             pass
-    except socket.timeout:
+    except TimeoutError:
         pytest.fail(f"the server kept a stalled connection for more than {limit_s}s")
     except ConnectionResetError:
         pass

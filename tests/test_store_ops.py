@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from a3s_power.config import Config
-from a3s_power.store import ModelStore
-from a3s_power.store import manifest as mf
+from a3s_power.store import ModelStore, manifest as mf
 from a3s_power.store.create import CreateError, import_gguf, prepare_create, run_create
 from a3s_power.store.types import ModelNotFound
 

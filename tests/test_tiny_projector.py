@@ -13,10 +13,9 @@ import ctypes
 from pathlib import Path
 
 import gguf
+import llama_cpp
 import numpy as np
 import pytest
-
-import llama_cpp
 from llama_cpp import mtmd_cpp
 
 from tests.conftest import THREADS

@@ -152,7 +152,7 @@ def test_plumbing_image_urls_are_fetched_with_limits(server, monkeypatch):
     image = bmp_image(seed=4)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path == "/cat.bmp":
                 body, status = image, 200
             elif self.path == "/huge.bmp":
