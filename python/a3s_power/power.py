@@ -20,6 +20,7 @@ docs/api.md is the reference, with examples (examples/).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -156,7 +157,7 @@ class AsyncPower:
     async def unload(self, name: str) -> bool:
         return await self.scheduler.unload(self._resolve(name).name)
 
-    def running(self) -> list[str]:
+    def running(self) -> builtins.list[str]:  # list: the method above
         """The names of the models loaded now."""
         return sorted({r.name for r in self.scheduler.running()})
 
@@ -264,7 +265,7 @@ class Power:
     def unload(self, name: str) -> bool:
         return self._wait(self.aio.unload(name))
 
-    def running(self) -> list[str]:
+    def running(self) -> builtins.list[str]:  # list: the method above
         return self.aio.running()
 
     def chat(self, request: ChatRequest | None = None, /, **fields: Any) -> ChatResponse:

@@ -26,8 +26,8 @@ class AnswerReader:
 
     def feed(self, text: str) -> tuple[str, str, list[ToolCall]]:
         if self.channels is not None:
-            thinking, content, calls = self.channels.feed(text)
-            return thinking, content, api_tool_calls(calls)
+            thinking, content, found = self.channels.feed(text)
+            return thinking, content, api_tool_calls(found)
         thinking = ""
         if self.thinker is not None:
             thinking, text = self.thinker.feed(text)
