@@ -153,6 +153,9 @@ def _isolate_environment() -> str:
     # A home of the suite's own (config.toml, history, usage), never the user's ~/.a3s/power.
     home = tempfile.mkdtemp(prefix="a3s-power-tests-")
     os.environ["A3S_POWER_HOME"] = home
+    # No disk tier for the prompt cache: tests unload a model so that its next request evaluates
+    # the prompt cold (tests/answers.py unload); the disk tier's own tests turn it on.
+    os.environ["A3S_POWER_PROMPT_CACHE_DISK_MB"] = "0"
     # Test servers live on 127.0.0.1: a proxy configured for the machine must not carry their traffic.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
     # Child processes (the CLI under test) print UTF-8 whatever the locale, and readline reads no

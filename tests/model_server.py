@@ -19,7 +19,9 @@ from a3s_power.store import ModelStore
 
 class ServerThread:
     def __init__(self, home: Path, settings: TransferSettings | None = None, usage=None, **config) -> None:
-        self.config = Config(**{"home": home, "num_parallel": 1, "context_length": 512, **config})
+        # No disk tier for the prompt cache unless a test asks (see tests/conftest.py _isolate_environment).
+        self.config = Config(**{"home": home, "num_parallel": 1, "context_length": 512, "prompt_cache_disk_mb": 0,
+                                **config})
         self.usage = usage  # a UsageLog for /v1/usage, else none
         self.store = ModelStore.from_config(self.config)
         self.settings = settings

@@ -28,7 +28,8 @@ def cache_metric(url: str, event: str) -> float:
 
 
 def test_a_conversation_survives_a_restart(smollm2_path, tmp_path):
-    config = server_config(home=tmp_path, models_dir=tmp_path / "models", num_parallel=1, context_length=2048)
+    config = server_config(home=tmp_path, models_dir=tmp_path / "models", num_parallel=1, context_length=2048,
+                           prompt_cache_disk_mb=256)
     first = [{"role": "user", "content": QUESTION}]
     server = RunningServer(config, resolver(smollm2=smollm2_path)).start()
     try:
