@@ -244,3 +244,33 @@ def test_startup_drops_a_partial_the_disk_cannot_finish(tmp_path, monkeypatch):
     store.startup()
     assert not partial.exists() and not state.exists()
     assert list(store.blobs.dir.iterdir()) == []
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 4 MiB tmpfs, where this test may mount one (root with CAP_SYS_ADMIN, as in CI here)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or 'not permitted'}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_real_full_disk_gives_a_clear_error_and_a_consistent_store(small_tmpfs, tmp_path):
+    """Not a faked write: a pull bigger than the file system the store is on."""
+    big = write_tiny_llama(tmp_path / "big.gguf", n_embd=256, n_ff=1024, n_layer=4, seed=5).read_bytes()
+    assert len(big) > 4 << 20
+    with FakeRegistry() as reg, ServerThread(small_tmpfs) as server:
+        reg.add_model("library/big", "1", [(MODEL, big)])
+        status, raw = http(server, "POST", "/api/pull", {"model": f"{reg.host}/library/big:1", "insecure": True,
+                                                          "stream": False})
+        assert status == 507, raw
+        assert json.loads(raw) == {"error": full_message(server.store)}
+        assert leftovers(server.store) == [], "the partial download is removed"
+        assert_lists_consistently(server, [])
+    free = os.statvfs(small_tmpfs)
+    assert free.f_bfree * free.f_frsize > 3 << 20, "the space is given back"
