@@ -192,3 +192,19 @@ def test_the_engine_from_python_stays_in_process(tiny_path):
         await scheduler.close()
 
     asyncio.run(main())
+
+
+def test_a_model_file_deleted_under_a_loaded_model_is_a_clear_error_never_a_hang(tmp_path):
+    """The blob removed from disk (not through the API) while its model is loaded: the model's next
+    request is a prompt error naming it, never a hang; the other model is untouched."""
+    with serve(tmp_path / "home", **ENV) as server:
+        blobs = _two_models(tmp_path, server.url)
+        assert _generate(server.url, "first").ok
+        blobs["first"].unlink()
+        started = time.monotonic()
+        gone = _generate(server.url, "first")
+        assert gone.status_code in (404, 500), gone.text
+        assert time.monotonic() - started < 30
+        assert "first" in gone.json()["error"]
+        _assert_alive(server)
+        assert _generate(server.url, "second").ok
