@@ -31,10 +31,6 @@ size_t host_memory_available() {
     return std::numeric_limits<size_t>::max();
 }
 
-bool is_prefix(const std::vector<llama_token> & shorter, const std::vector<llama_token> & longer) {
-    return common_prefix(shorter, longer) == shorter.size();
-}
-
 }  // namespace
 
 // A save copies a conversation's cells from the device while every other slot waits for the step
@@ -96,14 +92,8 @@ void PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<
 }
 
 PromptCache::Match PromptCache::best(const std::vector<llama_token> & prompt) const {
-    Match m;
-    for (size_t i = 0; i < entries_.size(); ++i) {
-        const size_t n = common_prefix(entries_[i].tokens, prompt);
-        if (n > m.common) {
-            m.index = int(i);
-            m.common = n;
-        }
-    }
+    const auto [index, common] = longest_shared_prefix(entries_, prompt);
+    Match m{index, common, false};
     if (disk_) {
         const PromptDisk::Match d = disk_->best(prompt);
         if (d.common > m.common) m = Match{d.index, d.common, true};

@@ -43,10 +43,6 @@ std::string name_of(const std::vector<llama_token> & tokens) {
     return name;
 }
 
-bool is_prefix(const std::vector<llama_token> & shorter, const std::vector<llama_token> & longer) {
-    return common_prefix(shorter, longer) == shorter.size();
-}
-
 }  // namespace
 
 PromptDisk::PromptDisk(std::string dir, size_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {
@@ -139,15 +135,8 @@ bool PromptDisk::put(const std::vector<llama_token> & tokens, const std::vector<
 }
 
 PromptDisk::Match PromptDisk::best(const std::vector<llama_token> & prompt) const {
-    Match m;
-    for (size_t i = 0; i < entries_.size(); ++i) {
-        const size_t n = common_prefix(entries_[i].tokens, prompt);
-        if (n > m.common) {
-            m.index = int(i);
-            m.common = n;
-        }
-    }
-    return m;
+    const auto [index, common] = longest_shared_prefix(entries_, prompt);
+    return Match{index, common};
 }
 
 bool PromptDisk::read(int index, std::vector<uint8_t> & state) {
